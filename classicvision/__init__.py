@@ -1,0 +1,26 @@
+"""classicvision: the classic image-classification pipeline as scikit-learn steps.
+
+Submodules
+----------
+datasets   dataset loaders returning one ``Bunch`` (images, target, target_names)
+features   local feature extractors (dense SIFT, HOG, LBP, color SIFT, raw patches)
+encoding   codebooks and encoders (VQ, soft VQ, sparse coding, LLC, Fisher, VLAD, ...)
+pooling    spatial pyramids and sum / max pooling
+kernels    additive kernels, explicit kernel maps and kernel SVMs
+presets    ``make_preset(name)``: the published systems as unfitted pipelines
+metrics    ``classification_report``: one report for both tracks
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+
+_SUBMODULES = ("datasets", "features", "encoding", "pooling", "kernels", "presets", "metrics")
+
+__all__ = list(_SUBMODULES) + ["__version__"]
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
