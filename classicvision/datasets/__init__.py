@@ -1,0 +1,40 @@
+"""Dataset loaders: every one returns a :class:`sklearn.utils.Bunch` with ``images``,
+``target``, ``target_names`` and ``filenames``.
+
+Images are one ``(N, H, W[, 3])`` ``uint8`` array when they all share a shape,
+else a list of ``(H, W)`` / ``(H, W, 3)`` ``uint8`` arrays.
+
+=========================  ====================================================
+:func:`load_digits_images`  scikit-learn's 8x8 digits with a fixed split
+:func:`load_image_folder`   ImageFolder directories and tar archives
+:func:`load_cifar10`        CIFAR-10 (official python format, or ImageFolder copy)
+:func:`load_scene15`        15-Scene (ImageFolder copy)
+:func:`load_dataset`        any of the above by name (:data:`DATASETS`)
+:func:`split_per_class`     reproducible per-class train/test split
+=========================  ====================================================
+"""
+
+from ._cache import clear_cache, get_cache_dir
+from ._cifar import CIFAR10_MD5, CIFAR10_URL, download_file, load_cifar10
+from ._decode import decode_image, read_image
+from ._digits import load_digits_images
+from ._folder import load_image_folder
+from ._registry import DATASETS, load_dataset, load_scene15
+from ._split import split_per_class
+
+__all__ = [
+    "DATASETS",
+    "CIFAR10_MD5",
+    "CIFAR10_URL",
+    "clear_cache",
+    "decode_image",
+    "download_file",
+    "get_cache_dir",
+    "load_cifar10",
+    "load_dataset",
+    "load_digits_images",
+    "load_image_folder",
+    "load_scene15",
+    "read_image",
+    "split_per_class",
+]

@@ -1,0 +1,129 @@
+"""Datasets by name: ``load_dataset("cifar10", root)`` and the ``DATASETS`` table."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+
+from sklearn.utils import Bunch
+
+from ._cifar import load_cifar10
+from ._digits import load_digits_images
+from ._folder import load_image_folder
+
+__all__ = ["DATASETS", "load_dataset", "load_scene15"]
+
+#: Name -> one-line description of every dataset :func:`load_dataset` knows.
+DATASETS: dict[str, str] = {
+    "digits": "scikit-learn's bundled 8x8 handwritten digits: 1,797 gray images, 10 classes, "
+    "fixed stratified split 1,198 train / 599 test (no download)",
+    "cifar10": "CIFAR-10 (Krizhevsky 2009): 32x32 RGB, 10 classes, 50,000 train / 10,000 test; "
+    "official python archive (downloadable) or an ImageFolder copy",
+    "scene15": "15-Scene (Lazebnik et al. 2006): ~250 px grayscale scenes, 15 classes, "
+    "ImageFolder archive; 100 train per class, the rest test",
+    "folder": "any ImageFolder directory or .tar/.tar.gz archive: <root>[/<split>]/<class>/<file>",
+}
+
+_SCENE15_COPIES = ("scene15.tar.gz", "scene15.tgz", "scene15.tar", "scene15")
+
+
+def _default_root(name: str, root) -> Path:
+    if root is None:
+        env = os.environ.get("CLASSICVISION_DATA")
+        if not env:
+            raise ValueError(
+                f"dataset {name!r} needs root= (its archive or the folder holding it), "
+                "or the CLASSICVISION_DATA environment variable"
+            )
+        root = env
+    return Path(os.path.expanduser(os.fspath(root)))
+
+
+def load_scene15(root: str | os.PathLike | None = None, split: str | None = "train", **kwargs) -> Bunch:
+    """Load the 15-Scene dataset (Lazebnik, Schmid and Ponce, 2006) from an ImageFolder copy.
+
+    Parameters
+    ----------
+    root : str, path-like or None
+        ``scene15.tar.gz`` (or ``.tgz`` / ``.tar``), an unpacked ``scene15``
+        folder, or a folder holding one of them. ``None`` uses
+        ``$CLASSICVISION_DATA``.
+    split : {"train", "test"} or None, default="train"
+        The archive's fixed split (100 training images per class, 2,985 test
+        images in the project's copy); ``None`` pools both, e.g. to redraw the
+        protocol's random splits with ``train_per_class=100``.
+    **kwargs
+        Passed to :func:`load_image_folder` (``train_per_class``,
+        ``test_per_class``, ``random_state``, ``on_error``, ``cache``, ``n_jobs``).
+
+    Returns
+    -------
+    Bunch
+        images : list of (H, W) ndarrays of uint8
+            Grayscale, sizes vary (about 200-300 px a side).
+        target : (N,) ndarray of int64
+        target_names : list of str
+            The 15 category folder names, sorted.
+        filenames : (N,) ndarray of str
+        split : str or None
+
+    References
+    ----------
+    S. Lazebnik, C. Schmid, J. Ponce, "Beyond Bags of Features: Spatial Pyramid
+    Matching for Recognizing Natural Scene Categories", CVPR 2006.
+    https://doi.org/10.1109/CVPR.2006.68
+    """
+    path = _default_root("scene15", root)
+    if path.is_dir():
+        for name in _SCENE15_COPIES:
+            if (path / name).exists():
+                path = path / name
+                break
+    return load_image_folder(path, split, **kwargs)
+
+
+def load_dataset(
+    name: str, root: str | os.PathLike | None = None, split: str | None = "train", **kwargs
+) -> Bunch:
+    """Load a dataset by name (the names of :data:`DATASETS`).
+
+    Parameters
+    ----------
+    name : {"digits", "cifar10", "scene15", "folder"}
+    root : str, path-like or None, default=None
+        Where the data are (see each loader); ignored for "digits"; for the
+        others ``None`` falls back on ``$CLASSICVISION_DATA``.
+    split : str or None, default="train"
+    **kwargs
+        Passed to the loader (:func:`load_digits_images`, :func:`load_cifar10`,
+        :func:`load_scene15`, :func:`load_image_folder`); ``cache``, ``n_jobs``
+        and ``on_error`` are accepted and ignored for "digits".
+
+    Returns
+    -------
+    Bunch
+        images, target, target_names, filenames (see the loaders).
+
+    Raises
+    ------
+    ValueError
+        For an unknown name (the message lists the valid names and close
+        matches), or a missing ``root``.
+    """
+    if not isinstance(name, str) or name not in DATASETS:
+        close = difflib.get_close_matches(str(name).lower(), list(DATASETS), n=3, cutoff=0.5)
+        hint = f"; did you mean {close}?" if close else ""
+        raise ValueError(f"unknown dataset {name!r}; valid names: {sorted(DATASETS)}{hint}")
+    if name == "digits":
+        # Decoding options mean nothing for in-memory digits; accept them so that
+        # callers can pass one set of options to every dataset.
+        for option in ("cache", "n_jobs", "on_error"):
+            kwargs.pop(option, None)
+        return load_digits_images(split=split, **kwargs)
+    if name == "scene15":
+        return load_scene15(root, split, **kwargs)
+    path = _default_root(name, root)
+    if name == "cifar10":
+        return load_cifar10(path, split, **kwargs)
+    return load_image_folder(path, split, **kwargs)
