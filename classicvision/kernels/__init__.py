@@ -1,0 +1,18 @@
+"""Additive kernels, explicit kernel maps and kernel / linear SVMs."""
+
+from ._additive import chi2_kernel, hellinger_kernel, intersection_kernel
+from ._svc import KernelSVC, clear_kernel_cache
+from ._linear import LinearSVM
+from ._maps import HomogeneousKernelMap, PowerNormalizer, kernel_spectrum
+
+__all__ = [
+    "intersection_kernel",
+    "chi2_kernel",
+    "hellinger_kernel",
+    "kernel_spectrum",
+    "HomogeneousKernelMap",
+    "PowerNormalizer",
+    "KernelSVC",
+    "LinearSVM",
+    "clear_kernel_cache",
+]
