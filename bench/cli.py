@@ -1,0 +1,275 @@
+"""Command line of ``python -m bench``: ``compare``, ``list``, ``predict``, ``speed``, ``benchmarks``.
+
+``get_args_parser()`` returns the reusable parser (as torchvision's reference scripts
+do); ``main(argv)`` runs a subcommand and returns its exit code. ``compare --config
+FILE.yaml`` reads defaults from a YAML mapping (option names with ``-`` or ``_``);
+flags given on the command line override them, and the resolved options are stored in
+``report.json`` (``options``). ``speed`` is dispatched to ``bench.speed.main(argv)``,
+imported only when asked for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Sequence
+
+__all__ = ["get_args_parser", "main", "CIFAR_MODELS"]
+
+DATASET_CHOICES = ("digits", "cifar10", "scene15", "folder")
+
+#: The CNNs of the CIFAR literature the benchmarks run (those the registry has).
+CIFAR_MODELS = ("fastnet", "small_convnet", "vgg_bn_drop", "resnet20", "resnet32", "resnet44", "resnet56",
+                "resnet110", "googlenet_cifar")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _add_compare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="YAML", help="YAML file of option defaults; flags override it")
+    p.add_argument("--dataset", default="digits", choices=DATASET_CHOICES, help="dataset (default: digits)")
+    p.add_argument("--root", default=None, metavar="PATH", help="dataset path (archive or folder); cifar10/scene15 default to "
+                   "$CLASSICVISION_DATA, else ../shared/datasets next to the repository")
+    p.add_argument("--pipelines", default="hog_svm", metavar="NAMES",
+                   help="classic presets, comma separated, 'all' or 'none'; overrides as "
+                        "NAME:key=value (default: hog_svm)")
+    p.add_argument("--cnn", default="small_convnet", metavar="NAMES",
+                   help="CNN models, comma separated, 'all' or 'none'; overrides as NAME:key=value "
+                        "(default: small_convnet)")
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: runs/<dataset>-<UTC time>/); "
+                   "re-running with the same folder resumes")
+    p.add_argument("--train-per-class", type=_positive_int, default=None, metavar="N", help="training images per class")
+    p.add_argument("--test-per-class", type=_positive_int, default=None, metavar="N", help="test images per class")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed for subsets, pipelines and CNNs (default: 0)")
+    p.add_argument("--limit", type=_positive_int, default=None, metavar="N",
+                   help="cap train and test images at N each (stratified, seeded) for quick checks")
+    p.add_argument("--epochs", type=_positive_int, default=None, metavar="E", help="CNN epochs (default: the classifier's)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the features cache")
+    p.add_argument("--save-models", action="store_true", help="write fitted models to OUT/models/")
+    p.add_argument("--n-jobs", type=int, default=None, metavar="N", help="n_jobs for the classic pipelines")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="CNN device (default: auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    """The ``python -m bench`` parser, with one subparser per command."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", add_help=add_help,
+        description="Run the classic pipelines and the CNNs side by side, and report.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    cmp_ = sub.add_parser(
+        "compare", help="fit and score presets and CNNs on one dataset",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Fit each classic preset and CNN on the train split, score it on the test split, and "
+                    "write report.json / report.md / report.html and figures to --out.",
+        epilog="examples:\n"
+               "  python -m bench compare                      # digits, hog_svm vs small_convnet\n"
+               "  python -m bench compare --limit 200 --epochs 2\n"
+               "  python -m bench compare --dataset scene15 --pipelines lazebnik_spm,hog_svm:svm__C=1 --cnn none\n"
+               "  python -m bench compare --dataset cifar10 --pipelines all --cnn resnet20,fastnet --out runs/c10",
+    )
+    _add_compare_args(cmp_)
+
+    sub.add_parser("list", help="list datasets, presets and CNN models")
+
+    pr = sub.add_parser("predict", help="top-k classes of images with a saved model")
+    pr.add_argument("model", help="a model file from compare --save-models (.skops or CNN weights)")
+    pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    pr.add_argument("--top-k", type=_positive_int, default=5, help="classes shown per image (default: 5)")
+
+    sp = sub.add_parser("speed", help="speed benchmarks (bench.speed)", add_help=False)
+    sp.add_argument("speed_args", nargs=argparse.REMAINDER)
+
+    bm = sub.add_parser("benchmarks", help="run CIFAR-10 and 15-Scene comparisons and/or write BENCHMARKS.md")
+    bm.add_argument("--from", dest="from_dirs", nargs="+", metavar="DIR", default=None,
+                    help="render existing report folders (or report.json files) only; no run")
+    bm.add_argument("--write", default="BENCHMARKS.md", metavar="FILE", help="Markdown file to write (default: BENCHMARKS.md)")
+    bm.add_argument("--out", default="runs/benchmarks", metavar="DIR", help="where the runs go (default: runs/benchmarks)")
+    bm.add_argument("--datasets", default="cifar10,scene15", metavar="NAMES", help="datasets to run (default: cifar10,scene15)")
+    bm.add_argument("--root", default=None, metavar="PATH", help="dataset root (see compare --root)")
+    bm.add_argument("--epochs", type=_positive_int, default=None, metavar="E", help="CNN epochs")
+    bm.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    bm.add_argument("--n-jobs", type=int, default=None)
+    return parser
+
+
+def _apply_config(argv: list[str], parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Two-pass parse of ``compare``: YAML defaults first, then the flags."""
+    args = parser.parse_args(argv)
+    if args.command != "compare" or not args.config:
+        return args
+    try:
+        import yaml
+    except ImportError:
+        parser.error("--config needs PyYAML (pip install pyyaml)")
+    path = Path(args.config)
+    if not path.is_file():
+        parser.error(f"--config: file not found: {path}")
+    cfg = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(cfg, dict):
+        parser.error(f"--config {path}: expected a mapping of option names to values")
+    cmp_parser = next(a for a in parser._subparsers._group_actions if isinstance(a, argparse._SubParsersAction)).choices["compare"]
+    valid = {a.dest for a in cmp_parser._actions}
+    defaults = {}
+    for k, v in cfg.items():
+        dest = str(k).replace("-", "_")
+        if dest not in valid or dest == "config":
+            parser.error(f"--config {path}: unknown option {k!r}")
+        if isinstance(v, list):
+            v = ",".join(map(str, v))
+        defaults[dest] = v
+    cmp_parser.set_defaults(**defaults)
+    args = parser.parse_args(argv)
+    if args.dataset not in DATASET_CHOICES:
+        parser.error(f"--config {path}: dataset must be one of {DATASET_CHOICES}, got {args.dataset!r}")
+    return args
+
+
+def _cmd_list(out=None) -> int:
+    out = out or sys.stdout
+    rc = 0
+    print("Datasets:", file=out)
+    try:
+        from classicvision.datasets import DATASETS
+
+        items = DATASETS.items() if isinstance(DATASETS, dict) else ((d, "") for d in DATASETS)
+        for name, desc in items:
+            print(f"  {name:<12} {desc}", file=out)
+    except Exception as exc:
+        print(f"  (unavailable: {type(exc).__name__}: {exc})", file=out)
+        rc = 1
+    print("\nPresets:", file=out)
+    try:
+        from classicvision.presets import PRESETS
+
+        for name, meta in PRESETS.items():
+            meta = meta if isinstance(meta, dict) else {}
+            print(f"  {name:<16} {meta.get('description', '')}", file=out)
+            if meta.get("citation"):
+                print(f"  {'':<16} {meta['citation']}", file=out)
+    except Exception as exc:
+        print(f"  (unavailable: {type(exc).__name__}: {exc})", file=out)
+        rc = 1
+    print("\nCNN models:", file=out)
+    try:
+        from cnn import list_models
+
+        names = list(list_models())
+        for i in range(0, len(names), 4):
+            print("  " + "  ".join(f"{n:<22}" for n in names[i:i + 4]).rstrip(), file=out)
+    except Exception as exc:
+        print(f"  (unavailable: {type(exc).__name__}: {exc})", file=out)
+        rc = 1
+    return rc
+
+
+def _load_report(p: Path) -> dict:
+    import json
+
+    f = p / "report.json" if p.is_dir() else p
+    if not f.is_file():
+        raise FileNotFoundError(f"no report.json in {p}")
+    return json.loads(f.read_text())
+
+
+def _cmd_benchmarks(args: argparse.Namespace) -> int:
+    from bench.report import render_benchmarks
+
+    if args.from_dirs:
+        dirs = [Path(d) for d in args.from_dirs]
+    else:
+        from cnn import list_models
+
+        available = set(list_models())
+        cifar = ",".join(m for m in CIFAR_MODELS if m in available) or "none"
+        dirs = []
+        for ds in [d.strip() for d in args.datasets.split(",") if d.strip()]:
+            out = Path(args.out) / ds
+            argv = ["compare", "--dataset", ds, "--pipelines", "all", "--cnn", cifar if ds == "cifar10" else "none",
+                    "--out", str(out), "--device", args.device]
+            if args.root:
+                argv += ["--root", args.root]
+            if args.epochs:
+                argv += ["--epochs", str(args.epochs)]
+            if args.n_jobs is not None:
+                argv += ["--n-jobs", str(args.n_jobs)]
+            rc = main(argv)
+            if rc == 2:
+                return rc
+            dirs.append(out)
+    try:
+        reports = [(str(d), _load_report(d)) for d in dirs]
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    text = render_benchmarks(reports)
+    Path(args.write).write_text(text, encoding="utf-8")
+    print(f"wrote {args.write} from {len(reports)} report(s)", file=sys.stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m bench``; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "speed":
+        import importlib
+
+        try:
+            speed = importlib.import_module("bench.speed")
+        except ImportError as exc:
+            print(f"error: bench.speed is not available ({exc})", file=sys.stderr)
+            return 2
+        return int(speed.main(argv[1:]) or 0)
+    parser = get_args_parser()
+    args = _apply_config(argv, parser)
+    if args.command == "list":
+        return _cmd_list()
+    if args.command == "predict":
+        from bench.predict import predict_main
+
+        return predict_main(args.model, args.images, top_k=args.top_k)
+    if args.command == "benchmarks":
+        return _cmd_benchmarks(args)
+    if args.command == "compare":
+        from bench.compare import DatasetError, UsageError, run_compare
+        from bench.runners import Progress
+
+        progress = Progress(None if args.quiet else sys.stderr)
+        command = "python -m bench " + shlex.join(argv)
+        try:
+            report, rc = run_compare(args, command=command, progress=progress)
+        except UsageError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except DatasetError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("\ninterrupted: finished runs are in report.json; re-run with the same --out to resume",
+                  file=sys.stderr)
+            return 130
+        _print_summary(report)
+        return rc
+    parser.error(f"unknown command {args.command!r}")
+    return 2
+
+
+def _print_summary(report: dict) -> None:
+    from bench.report import _md_table, summary_rows
+
+    print(_md_table(summary_rows(report)))
+    if report.get("out"):
+        print(f"report: {report['out']}/report.md, {report['out']}/report.html")

@@ -1,0 +1,519 @@
+"""Writers for ``report.json``, ``report.md``, ``report.html``, the figures and BENCHMARKS.md.
+
+``report.json`` (contract) is rewritten atomically (temporary file + ``os.replace``).
+``report.md`` and ``report.html`` hold the same tables: the side-by-side table of all
+runs, the reproduction table (published vs measured), per-class recall and the
+environment. The HTML file is self-contained: inline CSS and the figures embedded as
+base64 PNG data URIs, so it can be mailed or archived as one file.
+
+Figures are drawn with matplotlib's Agg canvas directly (no pyplot global state):
+``confusion_<name>.png`` per successful run and ``accuracy_vs_time.png`` for all runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from bench.published import JPEG_NOTE, reproduction_rows
+from bench.runners import safe_name
+
+__all__ = [
+    "environment_info",
+    "write_json_atomic",
+    "summary_rows",
+    "render_markdown",
+    "render_html",
+    "plot_confusion",
+    "plot_accuracy_vs_time",
+    "write_reports",
+    "render_benchmarks",
+    "confusion_filename",
+]
+
+_PACKAGES = {
+    "numpy": "numpy",
+    "scikit-learn": "sklearn",
+    "scikit-image": "skimage",
+    "opencv": "cv2",
+    "torch": "torch",
+    "torchvision": "torchvision",
+    "classicvision": "classicvision",
+}
+
+
+def _version(module_name: str) -> str | None:
+    import importlib
+
+    try:
+        mod = importlib.import_module(module_name)
+    except Exception:
+        return None
+    return str(getattr(mod, "__version__", None) or "unknown")
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def environment_info() -> dict:
+    """Python and package versions, CPU model and core count, GPU name (or None)."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count()
+    gpu = None
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = torch.cuda.get_device_name(0)
+    except Exception:
+        gpu = None
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": {name: _version(mod) for name, mod in _PACKAGES.items()},
+        "cpu": {"model": _cpu_model(), "count": os.cpu_count(), "usable": usable},
+        "gpu": gpu,
+    }
+
+
+def write_json_atomic(obj: Any, path: str | os.PathLike) -> None:
+    """Write ``obj`` as JSON to ``path`` through a temporary file and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=1, allow_nan=False, default=_json_default)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def _write_text_atomic(text: str, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- tables
+def _f(x: Any, fmt: str) -> str:
+    if x is None:
+        return "–"
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    if not np.isfinite(v):
+        return "–"
+    return format(v, fmt)
+
+
+def _pct(x: Any, signed: bool = False) -> str:
+    if x is None:
+        return "–"
+    return _f(100.0 * float(x), "+.2f" if signed else ".2f")
+
+
+def summary_rows(report: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The side-by-side table as rows of formatted strings (one per run)."""
+    rows = []
+    for r in report.get("runs", []):
+        ok = r.get("status") == "ok"
+        n_test = report.get("dataset", {}).get("n_test") or 0
+        ms = (
+            1000.0 * r["predict_seconds"] / n_test
+            if ok and r.get("predict_seconds") is not None and n_test
+            else None
+        )
+        rows.append(
+            {
+                "name": str(r.get("name")),
+                "track": str(r.get("track")),
+                "status": str(r.get("status")) + (" (cached features)" if r.get("cache_hit") else ""),
+                "model MB": _f(r["model_bytes"] / 1e6, ".3f") if r.get("model_bytes") else "–",
+                "top-1 %": _pct(r.get("top1")),
+                "top-5 %": _pct(r.get("top5")),
+                "macro-F1 %": _pct(r.get("macro_f1")),
+                "fit s": _f(r.get("fit_seconds"), ".2f"),
+                "predict ms/image": _f(ms, ".3f"),
+                "images/s": _f(r.get("images_per_second"), ".1f"),
+            }
+        )
+    return rows
+
+
+def _reproduction_table(report: Mapping[str, Any]) -> list[dict[str, str]]:
+    return [
+        {
+            "name": str(row["name"]),
+            "track": str(row["track"]),
+            "published top-1 %": _pct(row["published"]),
+            "measured top-1 %": _pct(row["measured"]),
+            "difference (pts)": _pct(row["difference"], signed=True),
+            "citation": row["citation"] + (f" ({row['note']})" if row.get("note") else ""),
+        }
+        for row in reproduction_rows(report)
+    ]
+
+
+def _recall_table(report: Mapping[str, Any]) -> list[dict[str, str]]:
+    classes = report.get("dataset", {}).get("classes") or []
+    runs = [r for r in report.get("runs", []) if r.get("status") == "ok" and r.get("per_class_recall")]
+    rows = []
+    for i, c in enumerate(classes):
+        row = {"class": str(c)}
+        for r in runs:
+            rec = r["per_class_recall"]
+            v = rec.get(c) if isinstance(rec, Mapping) else (rec[i] if i < len(rec) else None)
+            row[str(r["name"])] = _pct(v)
+        rows.append(row)
+    return rows
+
+
+def _env_rows(env: Mapping[str, Any]) -> list[dict[str, str]]:
+    rows = [{"item": "python", "value": str(env.get("python"))}]
+    if env.get("platform"):
+        rows.append({"item": "platform", "value": str(env["platform"])})
+    cpu = env.get("cpu") or {}
+    rows.append({"item": "cpu", "value": f"{cpu.get('model')} ({cpu.get('count')} logical, {cpu.get('usable', cpu.get('count'))} usable)"})
+    rows.append({"item": "gpu", "value": str(env.get("gpu") or "none")})
+    for k, v in (env.get("packages") or {}).items():
+        rows.append({"item": k, "value": str(v) if v is not None else "not installed"})
+    return rows
+
+
+def _md_table(rows: Sequence[Mapping[str, str]], columns: Sequence[str] | None = None) -> str:
+    if not rows:
+        return "_(none)_\n"
+    columns = list(columns or rows[0].keys())
+    esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    out = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    for r in rows:
+        out.append("| " + " | ".join(esc(r.get(c, "")) for c in columns) + " |")
+    return "\n".join(out) + "\n"
+
+
+def _dataset_line(report: Mapping[str, Any]) -> str:
+    d = report.get("dataset", {})
+    classes = d.get("classes") or []
+    return (
+        f"dataset **{d.get('name')}**: {d.get('n_train')} train / {d.get('n_test')} test images, "
+        f"{len(classes)} classes"
+    )
+
+
+def _failed_runs(report: Mapping[str, Any]) -> list[dict[str, str]]:
+    return [
+        {"name": str(r.get("name")), "track": str(r.get("track")), "error": str(r.get("error"))}
+        for r in report.get("runs", [])
+        if r.get("status") != "ok"
+    ]
+
+
+def render_markdown(report: Mapping[str, Any]) -> str:
+    """The Markdown report: side-by-side, reproduction, per-class recall, environment."""
+    ds = report.get("dataset", {})
+    parts = [
+        f"# classicvision bench: {ds.get('name')}\n",
+        _dataset_line(report) + (f"; created {report.get('created')}" if report.get("created") else "") + "\n",
+    ]
+    if report.get("command"):
+        parts.append(f"Command: `{report['command']}`\n")
+    parts += ["## Side by side\n", _md_table(summary_rows(report))]
+    parts.append(
+        "\nfit s includes feature extraction for classic runs; predict ms/image and images/s "
+        "cover the whole test set (features + classifier, or the CNN forward pass).\n"
+    )
+    failed = _failed_runs(report)
+    if failed:
+        parts += ["\n### Failed runs\n", _md_table(failed)]
+    parts += ["\n## Reproduction\n"]
+    repro = _reproduction_table(report)
+    if repro:
+        parts.append(_md_table(repro))
+    else:
+        parts.append("No published figure for these runs on this dataset.\n")
+    if ds.get("name") == "cifar10":
+        parts.append(f"\n{JPEG_NOTE}\n")
+    parts += ["\n## Per-class recall (%)\n", _md_table(_recall_table(report))]
+    parts += ["\n## Environment\n", _md_table(_env_rows(report.get("environment", {})))]
+    return "\n".join(parts)
+
+
+# ----------------------------------------------------------------------------- figures
+def confusion_filename(name: str) -> str:
+    """File name of a run's confusion-matrix figure."""
+    return f"confusion_{safe_name(name)}.png"
+
+
+def _new_figure(size):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def plot_confusion(run: Mapping[str, Any], class_names: Sequence[str], path: str | os.PathLike) -> None:
+    """Row-normalized confusion matrix of one run (colors: recall; numbers: counts)."""
+    cm = np.asarray(run["confusion"], dtype=np.float64)
+    n = cm.shape[0]
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    side = min(12.0, max(4.0, 0.45 * n + 2.5))
+    fig = _new_figure((side, side * 0.9))
+    ax = fig.add_subplot(1, 1, 1)
+    im = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
+    names = list(class_names)[:n] if class_names else [str(i) for i in range(n)]
+    ax.set_xticks(range(n))
+    ax.set_yticks(range(n))
+    ax.set_xticklabels(names, rotation=90 if n > 10 or max(map(len, names)) > 4 else 0, fontsize=8)
+    ax.set_yticklabels(names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    top1 = run.get("top1")
+    ax.set_title(f"{run.get('name')} ({run.get('track')})" + (f": top-1 {100 * top1:.2f}%" if top1 is not None else ""))
+    if n <= 20:
+        for i, j in zip(*np.nonzero(cm)):
+            ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+
+
+def plot_accuracy_vs_time(runs: Iterable[Mapping[str, Any]], path: str | os.PathLike, title: str = "") -> None:
+    """Scatter of top-1 accuracy against training (fit) time, one point per successful run."""
+    ok = [r for r in runs if r.get("status") == "ok" and r.get("top1") is not None and r.get("fit_seconds")]
+    fig = _new_figure((7.0, 4.8))
+    ax = fig.add_subplot(1, 1, 1)
+    colors = {"classic": "tab:blue", "cnn": "tab:orange"}
+    for track in ("classic", "cnn"):
+        pts = [r for r in ok if r.get("track") == track]
+        if pts:
+            ax.scatter([r["fit_seconds"] for r in pts], [100 * r["top1"] for r in pts],
+                       s=40, color=colors[track], label=track, zorder=3)
+    for r in ok:
+        ax.annotate(str(r["name"]), (r["fit_seconds"], 100 * r["top1"]), textcoords="offset points",
+                    xytext=(4, 4), fontsize=8)
+    if ok:
+        from matplotlib.ticker import FuncFormatter, NullFormatter
+
+        xs = np.array([r["fit_seconds"] for r in ok], dtype=float)
+        ys = np.array([100 * r["top1"] for r in ok], dtype=float)
+        ax.set_xscale("log")
+        ax.set_xlim(xs.min() / 2.0, xs.max() * 2.0)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_ylim(max(0.0, ys.min() - 2.0), min(100.5, ys.max() + 2.0))
+        ax.legend(loc="lower right")
+    else:
+        ax.text(0.5, 0.5, "no successful run", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("training time (s, log scale)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(title or "accuracy vs training time")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+
+
+# ----------------------------------------------------------------------------- HTML
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;
+padding:0 1em;color:#222;line-height:1.4}
+h1{font-size:1.6em}h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
+th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+th{background:#f3f5f8}td:first-child,th:first-child{text-align:left}
+tr:nth-child(even) td{background:#fafbfc}
+td.failed{color:#b00}
+.figs{display:flex;flex-wrap:wrap;gap:1em}
+figure{margin:0}figcaption{font-size:.85em;color:#555;text-align:center}
+img{max-width:100%;height:auto;border:1px solid #eee}
+.note{color:#555;font-size:.9em}
+code{background:#f3f3f3;padding:0 .2em}
+"""
+
+# Marks every image with its decoded width once the page has loaded, so a headless
+# browser dump (or a reader's devtools) shows that each embedded figure decodes.
+_SCRIPT = """
+window.addEventListener('load', function () {
+  var imgs = document.querySelectorAll('img');
+  var ok = 0;
+  imgs.forEach(function (im) {
+    im.setAttribute('data-natural-width', String(im.naturalWidth));
+    if (im.complete && im.naturalWidth > 0) { ok += 1; }
+  });
+  document.body.setAttribute('data-images-total', String(imgs.length));
+  document.body.setAttribute('data-images-decoded', String(ok));
+});
+"""
+
+
+def _html_table(rows: Sequence[Mapping[str, str]], table_id: str, columns: Sequence[str] | None = None) -> str:
+    if not rows:
+        return f'<p id="{table_id}" class="note">(none)</p>'
+    columns = list(columns or rows[0].keys())
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = []
+    for r in rows:
+        cells = []
+        for c in columns:
+            v = str(r.get(c, ""))
+            cls = ' class="failed"' if c == "status" and v.startswith("failed") else ""
+            cells.append(f"<td{cls}>{html.escape(v)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def _img_tag(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def render_html(report: Mapping[str, Any], out_dir: str | os.PathLike) -> str:
+    """The self-contained HTML report; figures are read from ``out_dir`` and embedded."""
+    out_dir = Path(out_dir)
+    ds = report.get("dataset", {})
+    e = html.escape
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>classicvision bench: {e(str(ds.get('name')))}</title>",
+        f"<style>{_CSS}</style>",
+        f"<script>{_SCRIPT}</script>",
+        "</head><body>",
+        f"<h1>classicvision bench: {e(str(ds.get('name')))}</h1>",
+        f"<p>{e(_dataset_line(report).replace('**', ''))}"
+        + (f"; created {e(str(report['created']))}" if report.get("created") else "")
+        + "</p>",
+    ]
+    if report.get("command"):
+        parts.append(f"<p class=\"note\">Command: <code>{e(str(report['command']))}</code></p>")
+    parts += ["<h2>Side by side</h2>", _html_table(summary_rows(report), "summary")]
+    parts.append(
+        '<p class="note">fit s includes feature extraction for classic runs; predict ms/image and '
+        "images/s cover the whole test set.</p>"
+    )
+    failed = _failed_runs(report)
+    if failed:
+        parts += ["<h3>Failed runs</h3>", _html_table(failed, "failed")]
+    parts += ["<h2>Reproduction</h2>"]
+    repro = _reproduction_table(report)
+    parts.append(
+        _html_table(repro, "reproduction") if repro
+        else '<p id="reproduction" class="note">No published figure for these runs on this dataset.</p>'
+    )
+    if ds.get("name") == "cifar10":
+        parts.append(f'<p class="note">{e(JPEG_NOTE)}</p>')
+    parts += ["<h2>Figures</h2>", '<div class="figs">']
+    avt = out_dir / "accuracy_vs_time.png"
+    if avt.is_file():
+        parts.append(f"<figure>{_img_tag(avt, 'accuracy vs training time')}<figcaption>top-1 vs training time</figcaption></figure>")
+    for r in report.get("runs", []):
+        p = out_dir / confusion_filename(str(r.get("name")))
+        if r.get("status") == "ok" and p.is_file():
+            parts.append(
+                f"<figure>{_img_tag(p, 'confusion matrix ' + str(r.get('name')))}"
+                f"<figcaption>confusion matrix: {e(str(r.get('name')))}</figcaption></figure>"
+            )
+    parts.append("</div>")
+    parts += ["<h2>Per-class recall (%)</h2>", _html_table(_recall_table(report), "recall")]
+    parts += ["<h2>Environment</h2>", _html_table(_env_rows(report.get("environment", {})), "environment")]
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_reports(report: Mapping[str, Any], out_dir: str | os.PathLike, *, figures: bool = True) -> None:
+    """Write ``report.json`` (atomically), the figures, ``report.md`` and ``report.html``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(report, out_dir / "report.json")
+    classes = report.get("dataset", {}).get("classes") or []
+    if figures:
+        for r in report.get("runs", []):
+            if r.get("status") == "ok" and r.get("confusion") is not None:
+                plot_confusion(r, classes, out_dir / confusion_filename(str(r.get("name"))))
+        plot_accuracy_vs_time(report.get("runs", []), out_dir / "accuracy_vs_time.png",
+                              title=f"{report.get('dataset', {}).get('name')}: top-1 vs training time")
+    _write_text_atomic(render_markdown(report), out_dir / "report.md")
+    _write_text_atomic(render_html(report, out_dir), out_dir / "report.html")
+
+
+# ----------------------------------------------------------------------------- BENCHMARKS.md
+def render_benchmarks(reports: Sequence[tuple[str, Mapping[str, Any]]], *, title: str = "Benchmarks") -> str:
+    """BENCHMARKS.md from existing reports: one section per report (machine noted).
+
+    Parameters
+    ----------
+    reports : sequence of (source, report)
+        ``source`` names where the report came from (its folder).
+    """
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [
+        f"# {title}\n",
+        f"Generated {now} by `python -m bench benchmarks --from ... --write ...` from the "
+        "`report.json` files listed below; every number is measured by `python -m bench compare`, "
+        "none is typed by hand. Published figures come from `bench/published.py` (CNNs) and "
+        "`classicvision.presets.PRESETS` (classic systems).\n",
+    ]
+    for source, rep in reports:
+        ds = rep.get("dataset", {})
+        env = rep.get("environment", {})
+        cpu = env.get("cpu") or {}
+        parts.append(f"\n## {ds.get('name')} ({source})\n")
+        parts.append(_dataset_line(rep) + ".\n")
+        if rep.get("command"):
+            parts.append(f"Command: `{rep['command']}`\n")
+        parts.append(
+            f"Machine: {cpu.get('model')} ({cpu.get('usable', cpu.get('count'))} cores), "
+            f"GPU: {env.get('gpu') or 'none'}; python {env.get('python')}, "
+            + ", ".join(f"{k} {v}" for k, v in (env.get("packages") or {}).items() if v)
+            + ".\n"
+        )
+        if ds.get("name") == "cifar10":
+            parts.append(f"{JPEG_NOTE}\n")
+        parts += ["\n### Side by side\n", _md_table(summary_rows(rep))]
+        failed = _failed_runs(rep)
+        if failed:
+            parts += ["\n### Failed runs\n", _md_table(failed)]
+        repro = _reproduction_table(rep)
+        parts += ["\n### Reproduction\n", _md_table(repro) if repro else "No published figure for these runs.\n"]
+    return "\n".join(parts)
+

@@ -1,0 +1,569 @@
+"""Tests of ``python -m bench``: compare (report contract, cache, resume, failures),
+list, predict, speed dispatch, benchmarks rendering and safe model files."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import types
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench import cli
+from bench.cache import FeatureCache, dataset_digest, features_step_signature
+from bench.compare import UsageError, check_names, parse_specs, stratified_subset
+from bench.models_io import UntrustedModelError, dump_skops, load_skops
+from bench.report import write_json_atomic
+from bench.runners import compute_scores
+
+RUN_KEYS = {
+    "name", "track", "params", "status", "error", "top1", "top5", "macro_f1", "per_class_recall",
+    "confusion", "fit_seconds", "predict_seconds", "images_per_second", "model_bytes",
+}
+
+
+# 200 images at the default batch size (128, last partial batch dropped) would give one
+# SGD step per epoch; a smaller batch gives the tiny CNN enough steps to learn.
+CNN_E2E = "small_convnet:batch_size=32"
+
+
+def _has_presets() -> bool:
+    try:
+        from classicvision.presets import PRESETS
+    except Exception:
+        return False
+    return "hog_svm" in PRESETS
+
+
+needs_presets = pytest.mark.skipif(not _has_presets(), reason="classicvision.presets (hog_svm) not available")
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLASSICVISION_CACHE", str(tmp_path / "feature-cache"))
+
+
+def _raiser(exc: BaseException):
+    def run(*args, **kwargs):
+        raise exc
+
+    return run
+
+
+def _read(out: Path) -> dict:
+    return json.loads((out / "report.json").read_text())
+
+
+# ----------------------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory):
+    """One small real comparison on digits: hog_svm and small_convnet, models saved."""
+    if not _has_presets():
+        pytest.skip("classicvision.presets (hog_svm) not available")
+    base = tmp_path_factory.mktemp("e2e")
+    out = base / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CLASSICVISION_CACHE", str(base / "cache"))
+        rc = cli.main(["compare", "--pipelines", "hog_svm", "--cnn", CNN_E2E, "--limit", "200",
+                       "--epochs", "4", "--save-models", "--out", str(out), "--seed", "0", "--quiet"])
+    assert rc == 0
+    return out
+
+
+def test_report_json_contract(e2e):
+    rep = _read(e2e)
+    assert set(rep["dataset"]) >= {"name", "n_train", "n_test", "classes"}
+    assert rep["dataset"]["name"] == "digits"
+    assert rep["dataset"]["n_train"] == 200 and rep["dataset"]["n_test"] == 200
+    assert rep["dataset"]["classes"] == [str(i) for i in range(10)]
+    env = rep["environment"]
+    assert set(env) >= {"python", "packages", "cpu", "gpu"}
+    assert set(env["packages"]) >= {"numpy", "scikit-learn", "scikit-image", "opencv", "torch", "torchvision",
+                                    "classicvision"}
+    assert env["cpu"]["count"] >= 1 and env["cpu"]["model"]
+    assert [r["track"] for r in rep["runs"]] == ["classic", "cnn"]
+    n_test = rep["dataset"]["n_test"]
+    for r in rep["runs"]:
+        assert RUN_KEYS <= set(r), RUN_KEYS - set(r)
+        assert r["status"] == "ok" and r["error"] is None
+        cm = np.asarray(r["confusion"])
+        assert cm.shape == (10, 10) and cm.sum() == n_test
+        assert r["top1"] == pytest.approx(np.trace(cm) / n_test)
+        assert 0.3 < r["top1"] <= r["top5"] <= 1.0  # well above chance (0.1)
+        assert len(r["per_class_recall"]) == 10
+        assert r["model_bytes"] > 0
+        assert r["images_per_second"] == pytest.approx(n_test / r["predict_seconds"])
+        assert r["fit_seconds"] > 0
+    assert rep["runs"][1]["params"]["overrides"] == {"batch_size": 32}
+    assert rep["runs"][1]["params"]["dataset_defaults"] == {"flip": False}  # digits: no mirror images
+    # the classic run is strong even with 200 training images
+    assert rep["runs"][0]["top1"] > 0.8
+
+
+def test_report_files(e2e):
+    md = (e2e / "report.md").read_text()
+    for heading in ("## Side by side", "## Reproduction", "## Per-class recall", "## Environment"):
+        assert heading in md
+    assert "| hog_svm | classic |" in md and f"| {CNN_E2E} | cnn |" in md
+    for col in ("model MB", "top-1 %", "top-5 %", "macro-F1 %", "fit s", "predict ms/image", "images/s"):
+        assert col in md
+    for name in ("confusion_hog_svm.png", "confusion_small_convnet_batch_size=32.png", "accuracy_vs_time.png"):
+        data = (e2e / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (e2e / "report.html").read_text().count("data:image/png;base64,") == 3
+
+
+def test_saved_classic_model_reproduces_score(e2e):
+    """The saved .skops pipeline, loaded safely, gives the reported top-1 on the same test set."""
+    from bench.compare import load_splits
+
+    rep = _read(e2e)
+    args = cli.get_args_parser().parse_args(["compare", "--limit", "200", "--seed", "0"])
+    _, test, _ = load_splits(args)
+    model = load_skops(e2e / "models" / "hog_svm.skops")
+    acc = float(np.mean(model.predict(test.images) == test.target))
+    assert acc == pytest.approx(rep["runs"][0]["top1"])
+    assert rep["runs"][0]["model_bytes"] == (e2e / "models" / "hog_svm.skops").stat().st_size
+
+
+def test_predict_cli(e2e, tmp_path, capsys):
+    import cv2
+
+    from classicvision.datasets import load_dataset
+
+    b = load_dataset("digits", split="test")
+    good = []
+    for i in range(2):
+        p = tmp_path / f"digit{i}.png"
+        cv2.imwrite(str(p), b.images[i])
+        good.append(str(p))
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    missing = tmp_path / "missing.png"
+    for model in ("hog_svm.skops", "small_convnet_batch_size=32.pt"):
+        capsys.readouterr()
+        rc = cli.main(["predict", str(e2e / "models" / model), good[0], str(bad), str(missing), good[1],
+                       "--top-k", "3"])
+        out, err = capsys.readouterr()
+        assert rc == 1
+        assert str(bad) in err and str(missing) in err
+        assert out.count("rank") == 2  # both good images still printed
+        lines = [ln.split() for ln in out.splitlines() if ln.strip()[:1].isdigit()]
+        assert len(lines) == 6 and all(ln[1] in [str(d) for d in range(10)] for ln in lines)
+        values = [float(ln[2]) for ln in lines]
+        assert all(0.0 <= v <= 1.0 for v in values)
+    rc = cli.main(["predict", str(e2e / "models" / "small_convnet_batch_size=32.pt"), *good])
+    assert rc == 0
+
+
+def test_benchmarks_render(e2e, tmp_path, capsys):
+    dest = tmp_path / "BENCHMARKS.md"
+    assert cli.main(["benchmarks", "--from", str(e2e), "--write", str(dest)]) == 0
+    text = dest.read_text()
+    assert "## digits" in text and "| hog_svm | classic |" in text and "Machine:" in text
+    assert cli.main(["benchmarks", "--from", str(tmp_path / "nope"), "--write", str(dest)]) == 2
+
+
+# ----------------------------------------------------------------------------- cache / resume
+@needs_presets
+def test_cache_hit_gives_identical_scores(tmp_path):
+    base = ["compare", "--pipelines", "hog_svm", "--cnn", "none", "--limit", "120", "--quiet"]
+    assert cli.main(base + ["--out", str(tmp_path / "a")]) == 0
+    assert cli.main(base + ["--out", str(tmp_path / "b")]) == 0
+    assert cli.main(base + ["--out", str(tmp_path / "c"), "--no-cache"]) == 0
+    a, b, c = (_read(tmp_path / d)["runs"][0] for d in "abc")
+    assert a["cache_hit"] is False and b["cache_hit"] is True and c["cache_hit"] is False
+    for key in ("top1", "top5", "macro_f1", "confusion", "per_class_recall"):
+        assert a[key] == b[key] == c[key]
+    # same fitted model; the skops zip may differ by a few bytes (object ids in member names)
+    assert b["model_bytes"] == pytest.approx(a["model_bytes"], rel=0.01)
+    # another classifier on the same features step (an SVM C override) reuses them too
+    assert cli.main(["compare", "--pipelines", "hog_svm:svm__C=3.0", "--cnn", "none", "--limit", "120",
+                     "--quiet", "--out", str(tmp_path / "d")]) == 0
+    d = _read(tmp_path / "d")["runs"][0]
+    assert d["cache_hit"] is True and d["params"]["overrides"] == {"svm__C": 3.0}
+    assert d["n_features"] == a["n_features"]
+    entries = [p for p in (tmp_path / "feature-cache").iterdir() if not p.name.startswith(".")]
+    assert len(entries) == 1
+    assert {f.name for f in entries[0].iterdir()} >= {"train.npy", "test.npy", "meta.json"}
+
+
+@needs_presets
+def test_resume_after_interrupt(tmp_path, monkeypatch):
+    import bench.compare as cmp
+
+    out = tmp_path / "run"
+    argv = ["compare", "--pipelines", "hog_svm", "--cnn", "small_convnet", "--limit", "100", "--epochs", "1",
+            "--out", str(out), "--quiet"]
+
+    real_cnn = cmp.run_cnn
+    monkeypatch.setattr(cmp, "run_cnn", _raiser(KeyboardInterrupt()))
+    assert cli.main(argv) == 130
+    rep = _read(out)
+    assert [(r["name"], r["status"]) for r in rep["runs"]] == [("hog_svm", "ok")]
+    first = rep["runs"][0]
+
+    calls = []
+    real_classic = cmp.run_classic
+
+    def counting(*a, **k):
+        calls.append(a[0].name)
+        return real_classic(*a, **k)
+
+    monkeypatch.setattr(cmp, "run_classic", counting)
+    monkeypatch.setattr(cmp, "run_cnn", real_cnn)
+    assert cli.main(argv) == 0
+    rep = _read(out)
+    assert calls == []  # the finished run was not redone
+    assert [(r["name"], r["status"]) for r in rep["runs"]] == [("hog_svm", "ok"), ("small_convnet", "ok")]
+    assert rep["runs"][0] == first
+    for r in rep["runs"]:
+        assert RUN_KEYS <= set(r)
+
+
+def test_failed_runs_are_recorded(tmp_path, monkeypatch, capsys):
+    import bench.compare as cmp
+
+    monkeypatch.setattr(cmp, "run_cnn", _raiser(RuntimeError("boom in training")))
+    out = tmp_path / "run"
+    rc = cli.main(["compare", "--pipelines", "none", "--cnn", "small_convnet,resnet20", "--limit", "50",
+                   "--out", str(out), "--quiet"])
+    assert rc == 1  # every run failed
+    rep = _read(out)
+    assert [r["status"] for r in rep["runs"]] == ["failed", "failed"]
+    for r in rep["runs"]:
+        assert RUN_KEYS <= set(r)
+        assert r["error"] == "RuntimeError: boom in training"
+        assert r["top1"] is None
+        assert "boom in training" in Path(r["log"]).read_text()
+        assert "Traceback" in Path(r["log"]).read_text()
+    md = (out / "report.md").read_text()
+    assert "### Failed runs" in md and "boom in training" in md
+
+
+@needs_presets
+def test_one_failed_run_does_not_stop_the_others(tmp_path, monkeypatch):
+    import bench.compare as cmp
+
+    monkeypatch.setattr(cmp, "run_cnn", _raiser(MemoryError("out of memory")))
+    out = tmp_path / "run"
+    assert cli.main(["compare", "--cnn", "small_convnet", "--limit", "80", "--out", str(out), "--quiet"]) == 0
+    rep = _read(out)
+    assert [r["status"] for r in rep["runs"]] == ["ok", "failed"]
+    assert rep["runs"][1]["error"].startswith("MemoryError")
+    # re-running redoes only the failed run
+    calls = []
+    monkeypatch.setattr(cmp, "run_classic", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(cmp, "run_cnn", _raiser(ValueError("still broken")))
+    assert cli.main(["compare", "--cnn", "small_convnet", "--limit", "80", "--out", str(out), "--quiet"]) == 0
+    assert calls == []
+    assert _read(out)["runs"][1]["error"] == "ValueError: still broken"
+
+
+def test_other_options_in_same_out_refused(tmp_path, monkeypatch, capsys):
+    import bench.compare as cmp
+
+    monkeypatch.setattr(cmp, "run_cnn", _raiser(RuntimeError("x")))
+    out = tmp_path / "run"
+    cli.main(["compare", "--pipelines", "none", "--limit", "40", "--out", str(out), "--quiet"])
+    capsys.readouterr()
+    rc = cli.main(["compare", "--pipelines", "none", "--limit", "30", "--out", str(out), "--quiet"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "limit" in err and str(out) in err
+
+
+# ----------------------------------------------------------------------------- fail fast
+def test_unknown_model_fails_fast(tmp_path, capsys, monkeypatch):
+    import bench.compare as cmp
+
+    monkeypatch.setattr(cmp, "load_splits", lambda *a: pytest.fail("data loaded before name check"))
+    out = tmp_path / "run"
+    rc = cli.main(["compare", "--pipelines", "none", "--cnn", "small_convnet,resnet2O", "--out", str(out)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "resnet2O" in err and "resnet20" in err
+    assert not out.exists()
+
+
+@needs_presets
+def test_unknown_preset_fails_fast(tmp_path, capsys, monkeypatch):
+    import bench.compare as cmp
+
+    monkeypatch.setattr(cmp, "load_splits", lambda *a: pytest.fail("data loaded before name check"))
+    rc = cli.main(["compare", "--pipelines", "hog_svn", "--out", str(tmp_path / "r")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "hog_svn" in err and "hog_svm" in err
+
+
+def test_check_names_lists_close_matches():
+    specs = parse_specs("resnet56,resnt56", "cnn")
+    with pytest.raises(UsageError, match=r"unknown model 'resnt56' \(did you mean: resnet56"):
+        check_names(specs, ["resnet20", "resnet56", "vgg_bn_drop"], "model")
+    with pytest.raises(UsageError, match="twice"):
+        check_names(parse_specs("resnet56,resnet56", "cnn"), ["resnet56"], "model")
+
+
+def test_missing_dataset_path(tmp_path, capsys):
+    missing = tmp_path / "no" / "such" / "folder"
+    rc = cli.main(["compare", "--dataset", "folder", "--root", str(missing), "--pipelines", "none",
+                   "--out", str(tmp_path / "r")])
+    assert rc == 2
+    assert str(missing) in capsys.readouterr().err
+    rc = cli.main(["compare", "--dataset", "folder", "--pipelines", "none", "--out", str(tmp_path / "r")])
+    assert rc == 2
+    assert "--root" in capsys.readouterr().err
+
+
+def test_nothing_to_run(tmp_path, capsys):
+    assert cli.main(["compare", "--pipelines", "none", "--cnn", "none", "--out", str(tmp_path / "r")]) == 2
+    assert "nothing to run" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- pieces
+def test_parse_specs_overrides():
+    specs = parse_specs("hog_svm, hog_svm:svm__C=10:name=x , lbp_svm:flag=true:scale=0.5", "classic")
+    assert [s.name for s in specs] == ["hog_svm", "hog_svm:svm__C=10:name=x", "lbp_svm:flag=true:scale=0.5"]
+    assert specs[1].base == "hog_svm" and specs[1].overrides == {"svm__C": 10, "name": "x"}
+    assert specs[2].overrides == {"flag": True, "scale": 0.5}
+    assert parse_specs("none", "cnn") == [] and parse_specs("", "cnn") == []
+    assert [s.name for s in parse_specs("all", "cnn", all_names=["a", "b"])] == ["a", "b"]
+    with pytest.raises(UsageError, match="key=value"):
+        parse_specs("hog_svm:C", "classic")
+
+
+def test_stratified_subset():
+    y = np.repeat(np.arange(4), [50, 30, 15, 5])
+    idx = stratified_subset(y, 20, seed=1)
+    assert idx.shape == (20,) and np.all(np.diff(idx) > 0)
+    counts = np.bincount(y[idx], minlength=4)
+    np.testing.assert_allclose(counts, [10, 6, 3, 1], atol=1)
+    np.testing.assert_array_equal(idx, stratified_subset(y, 20, seed=1))
+    assert not np.array_equal(idx, stratified_subset(y, 20, seed=2))
+    np.testing.assert_array_equal(stratified_subset(y, 500, seed=0), np.arange(100))
+
+
+def test_compute_scores_scatters_columns_of_seen_classes():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import LinearSVC
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3)) + np.repeat([[0, 0, 0], [4, 0, 0], [0, 4, 0]], 20, axis=0)
+    y = np.repeat([0, 2, 3], 20)  # class 1 absent from training
+    for est in (LinearSVC(), LogisticRegression()):
+        est.fit(X, y)
+        scores, kind = compute_scores(est, X, n_classes=4, chunk=7)
+        assert scores.shape == (60, 4)
+        np.testing.assert_array_equal(scores.argmax(1), est.predict(X))
+        assert np.all(scores[:, 1] <= scores.min(axis=1) + 1e-12)
+    assert kind == "decision_function"
+
+
+def test_feature_cache_roundtrip_and_signature(tmp_path):
+    from classicvision.features import HOG
+
+    a = features_step_signature(HOG(output="vector"))
+    assert a == features_step_signature(HOG(output="vector", n_jobs=2))  # n_jobs does not change output
+    assert a != features_step_signature(HOG(output="vector", orientations=12))
+    cache = FeatureCache(tmp_path)
+    key = cache.make_key(dataset={"name": "d"}, step_signature=a, version="1")
+    assert key != cache.make_key(dataset={"name": "d"}, step_signature=a, version="2")
+    assert cache.get(key) is None
+    tr, te = np.arange(6, dtype=np.float32).reshape(3, 2), np.ones((2, 2), np.float32)
+    assert cache.put(key, train=tr, test=te, meta={"features_fit_seconds": 1.0})
+    hit = cache.get(key)
+    np.testing.assert_array_equal(hit["train"], tr)
+    np.testing.assert_array_equal(hit["test"], te)
+    assert FeatureCache(tmp_path, enabled=False).get(key) is None
+    imgs = np.zeros((3, 4, 4), np.uint8)
+    d0 = dataset_digest(imgs, [0, 1, 2])
+    assert d0 != dataset_digest(imgs, [0, 1, 1])
+    imgs[1, 2, 2] = 1
+    assert d0 != dataset_digest(imgs, [0, 1, 2])
+
+
+def _fitted_pipeline():
+    from sklearn.datasets import load_digits
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    X, y = load_digits(return_X_y=True)
+    return Pipeline([("scale", StandardScaler()), ("svm", LinearSVC())]).fit(X[:300], y[:300]), X[:50]
+
+
+def test_skops_roundtrip(tmp_path):
+    pipe, X = _fitted_pipeline()
+    path = tmp_path / "m.skops"
+    size = dump_skops(pipe, path)
+    assert size == path.stat().st_size > 0
+    np.testing.assert_array_equal(load_skops(path).predict(X), pipe.predict(X))
+
+
+def test_tampered_skops_is_refused(tmp_path, capsys):
+    pipe, _ = _fitted_pipeline()
+    path = tmp_path / "m.skops"
+    dump_skops(pipe, path)
+    # rewrite the schema so the scaler node names another Python type
+    with zipfile.ZipFile(path) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    schema = members["schema.json"].decode()
+    assert '"StandardScaler"' in schema
+    schema = schema.replace('"StandardScaler"', '"Popen"').replace('"sklearn.preprocessing._data"', '"subprocess"')
+    members["schema.json"] = schema.encode()
+    bad = tmp_path / "tampered.skops"
+    with zipfile.ZipFile(bad, "w") as z:
+        for n, data in members.items():
+            z.writestr(n, data)
+    with pytest.raises(UntrustedModelError, match="subprocess.Popen"):
+        load_skops(bad)
+    # the predict command reports it clearly instead of loading the model
+    img = tmp_path / "x.png"
+    import cv2
+
+    cv2.imwrite(str(img), np.zeros((8, 8), np.uint8))
+    assert cli.main(["predict", str(bad), str(img)]) == 2
+    assert "subprocess.Popen" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="not a skops"):
+        load_skops(img)
+
+
+def test_write_json_atomic_keeps_old_file_on_error(tmp_path):
+    p = tmp_path / "report.json"
+    write_json_atomic({"a": 1}, p)
+    with pytest.raises(TypeError):
+        write_json_atomic({"a": object()}, p)
+    assert json.loads(p.read_text()) == {"a": 1}
+    assert [f.name for f in tmp_path.iterdir()] == ["report.json"]
+    with pytest.raises(ValueError):  # NaN is not valid JSON
+        write_json_atomic({"a": float("nan")}, p)
+
+
+def test_config_yaml_defaults_and_flag_override(tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("dataset: digits\nlimit: 40\ncnn: [resnet20, small_convnet]\nepochs: 3\n")
+    parser = cli.get_args_parser()
+    args = cli._apply_config(["compare", "--config", str(cfg), "--epochs", "5"], parser)
+    assert args.limit == 40 and args.cnn == "resnet20,small_convnet" and args.epochs == 5
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("limt: 40\n")
+    with pytest.raises(SystemExit):
+        cli._apply_config(["compare", "--config", str(bad)], cli.get_args_parser())
+
+
+def test_list(capsys):
+    cli.main(["list"])
+    out = capsys.readouterr().out
+    assert "Datasets:" in out and "digits" in out and "cifar10" in out
+    assert "CNN models:" in out and "resnet20" in out
+    assert "Presets:" in out
+    if _has_presets():
+        assert "hog_svm" in out
+
+
+def test_speed_is_dispatched_lazily(monkeypatch):
+    seen = []
+    fake = types.ModuleType("bench.speed")
+    fake.main = lambda argv: seen.append(list(argv)) or 0
+    monkeypatch.setitem(sys.modules, "bench.speed", fake)
+    assert cli.main(["speed", "--what", "sift", "-n", "3"]) == 0
+    assert seen == [["--what", "sift", "-n", "3"]]
+
+
+def test_module_entry_point_help():
+    import subprocess
+
+    r = subprocess.run([sys.executable, "-m", "bench", "compare", "--help"], capture_output=True, text=True,
+                       cwd=Path(__file__).resolve().parents[1], env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert r.returncode == 0
+    for opt in ("--dataset", "--root", "--pipelines", "--cnn", "--out", "--train-per-class", "--test-per-class",
+                "--seed", "--limit", "--epochs", "--no-cache", "--save-models", "--n-jobs", "--device", "--config"):
+        assert opt in r.stdout
+
+
+def test_benchmarks_runs_compare_per_dataset(tmp_path, monkeypatch):
+    """Without --from, `benchmarks` runs compare on each dataset (all presets; the CIFAR
+    models on cifar10) and renders the reports it produced."""
+    import bench.report as report_mod
+
+    calls = []
+
+    def fake_main(argv):
+        calls.append(argv)
+        out = Path(argv[argv.index("--out") + 1])
+        ds = argv[argv.index("--dataset") + 1]
+        out.mkdir(parents=True)
+        report_mod.write_json_atomic(
+            {"dataset": {"name": ds, "n_train": 1, "n_test": 1, "classes": ["a"]},
+             "environment": {"cpu": {"model": "m", "count": 2}}, "runs": []}, out / "report.json")
+        return 0
+
+    monkeypatch.setattr(cli, "main", fake_main)
+    dest = tmp_path / "B.md"
+    args = cli.get_args_parser().parse_args(
+        ["benchmarks", "--out", str(tmp_path / "runs"), "--write", str(dest), "--epochs", "7"])
+    assert cli._cmd_benchmarks(args) == 0
+    assert [c[c.index("--dataset") + 1] for c in calls] == ["cifar10", "scene15"]
+    cifar, scene = calls
+    assert cifar[cifar.index("--pipelines") + 1] == "all" and "--epochs" in cifar
+    assert "resnet20" in cifar[cifar.index("--cnn") + 1].split(",")
+    assert scene[scene.index("--cnn") + 1] == "none"
+    text = dest.read_text()
+    assert "## cifar10" in text and "## scene15" in text and "JPEG" in text
+
+
+def test_progress_lines():
+    import io
+    import time
+
+    from bench.runners import Progress
+
+    buf = io.StringIO()
+    p = Progress(buf, interval=0.0, heartbeat=0.05)
+    update = p.chunks("run", "features (train)", 4)
+    for done in (1, 2, 4):
+        update(done)
+    with p.stage("run", "fit svm"):
+        time.sleep(0.2)
+    lines = buf.getvalue().splitlines()
+    assert lines[0].startswith("[bench] run: features (train) 1/4 (25%) elapsed ")
+    assert all("ETA" in ln for ln in lines[:3])
+    assert "4/4 (100%)" in lines[2]
+    assert lines[3] == "[bench] run: fit svm ..."
+    assert any("still running, elapsed" in ln for ln in lines[4:-1])
+    assert lines[-1].startswith("[bench] run: fit svm done in ")
+    quiet = Progress(None)
+    quiet.chunks("r", "s", 2)(1)  # silent, no error
+    with quiet.stage("r", "s"):
+        pass
+
+
+@needs_presets
+def test_compare_on_image_folder(tmp_path):
+    """--dataset folder reads an ImageFolder tree (<root>/<split>/<class>/<file>)."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data"
+    for split, n in (("train", 12), ("test", 6)):
+        for cls in ("horizontal", "vertical"):
+            d = root / split / cls
+            d.mkdir(parents=True)
+            for i in range(n):
+                img = np.zeros((32, 32), np.uint8)
+                period = int(rng.integers(3, 6))
+                stripes = ((np.arange(32) // period) % 2 * 255).astype(np.uint8)
+                img[:] = stripes[:, None] if cls == "horizontal" else stripes[None, :]
+                cv2.imwrite(str(d / f"{i:03d}.png"), img)
+    out = tmp_path / "run"
+    assert cli.main(["compare", "--dataset", "folder", "--root", str(root), "--cnn", "none", "--out", str(out),
+                     "--quiet"]) == 0
+    rep = _read(out)
+    assert rep["dataset"]["classes"] == ["horizontal", "vertical"]
+    assert (rep["dataset"]["n_train"], rep["dataset"]["n_test"]) == (24, 12)
+    assert rep["runs"][0]["top1"] == 1.0
