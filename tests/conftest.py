@@ -5,9 +5,14 @@ to the repository root) and are skipped when that folder is absent, as on a user
 machine.
 """
 
+import os
 from pathlib import Path
 
-import pytest
+# Before torch is imported (see bench/__main__.py): OpenMP threads that spin while
+# waiting slow torch down badly when pytest shares the cores with anything else.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"

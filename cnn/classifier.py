@@ -1,0 +1,702 @@
+"""``CNNClassifier``: train and use a registered CNN as a scikit-learn classifier."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from numbers import Integral, Real
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+
+from .data import DeviceData, channel_stats, images_to_tensor
+from .engine import (
+    autocast_context,
+    load_checkpoint,
+    predict_logits,
+    save_checkpoint,
+    synchronize,
+    train_one_epoch,
+)
+from .models import create_model, get_model_config
+
+__all__ = ["CNNClassifier"]
+
+_FORMAT = "cnn.CNNClassifier"
+_FORMAT_VERSION = 1
+_CKPT_NAME = "last.pt"
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` if JSON can hold it, else its ``repr`` (for saved configs)."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    try:
+        json.dumps(value)
+        return value
+    except TypeError:
+        return repr(value)
+
+
+def _lr_lambda(schedule: str, total: int, warmup: int):
+    """Per-step multiplier of the base learning rate.
+
+    ``onecycle``: linear warm-up from 0.1 to 1 over ``warmup`` steps, then linear
+    decay to 0 (airbench's triangle). ``cosine``: same warm-up, then half a cosine
+    to 0. ``step``: same warm-up, then x0.1 at 50 % and x0.01 at 75 % of training.
+    """
+    total = max(total, 1)
+    warmup = min(max(warmup, 0), total - 1) if total > 1 else 0
+
+    def fn(step: int) -> float:
+        if step < warmup:
+            return 0.1 + 0.9 * step / warmup
+        frac = (step - warmup) / max(total - warmup, 1)
+        if schedule == "onecycle":
+            return max(1.0 - frac, 0.0)
+        if schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(frac, 1.0)))
+        return 1.0 if frac < 0.5 else (0.1 if frac < 0.75 else 0.01)
+
+    return fn
+
+
+class CNNClassifier(ClassifierMixin, BaseEstimator):
+    """Train a registered CNN on images, with the scikit-learn classifier API.
+
+    Images go in as the dataset loaders give them; everything data-dependent
+    (classes, input size, channels, normalization statistics) is learned in
+    :meth:`fit` and saved with the model.
+
+    Parameters
+    ----------
+    model : str, default="small_convnet"
+        A name from :func:`cnn.models.list_models`.
+    epochs : int, default=10
+    batch_size : int, default=128
+        Capped at the number of training images. The last incomplete batch of
+        an epoch is dropped (the order is reshuffled every epoch).
+    lr : float or None, default=None
+        Peak SGD learning rate. None: the model's configured ``lr`` scaled
+        linearly by ``batch_size / lr_batch_size`` (see
+        :func:`cnn.models.get_model_config`).
+    momentum : float in [0, 1) or None, default=None
+        None: the model's default (0.9; 0.85 for ``fastnet``).
+    nesterov : bool, default=True
+    weight_decay : float >= 0 or None, default=None
+        L2 penalty of SGD. None: the model's default (5e-4 for the CIFAR nets).
+    label_smoothing : float in [0, 1) or None, default=None
+        None: the model's default (0.1; 0.2 for ``fastnet``).
+    schedule : {"onecycle", "cosine", "step"}, default="onecycle"
+        Per-step learning-rate schedule after the warm-up: linear decay to 0,
+        cosine decay to 0, or x0.1 steps at 50 % and 75 % of training.
+    warmup_epochs : float >= 0, default=1
+        Linear warm-up length (from 0.1 x lr).
+    input_size : int or None, default=None
+        Side of the square network input. None: the model's configured size
+        (32 for the CIFAR nets, 224 for most ImageNet nets, 299 for
+        ``inception_v3``), or for models configured with ``None``
+        (``small_convnet``) the median side of the training images.
+    in_chans : {1, 3} or None, default=None
+        Network input channels. None: 1 when every training image is
+        grayscale, else 3. Gray images are replicated to 3 channels and colour
+        images converted to gray as needed.
+    augment : bool, default=True
+        Random crops (reflect padding of ``crop_padding`` pixels) on the device.
+    flip : bool, default=True
+        Random horizontal flips while training (when ``augment``) and flip
+        test-time augmentation (when ``tta``). Turn off for digits and text.
+    crop_padding : int >= 0 or None, default=None
+        None: ``max(1, input_size // 8)`` (4 pixels at 32x32).
+    tta : bool, default=True
+        Average the softmax of each image and of its mirror image at predict
+        time (only when ``flip``).
+    device : str, default="auto"
+        ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"``,
+        ``"cuda:1"``, ...
+    amp : {"auto"} or bool, default="auto"
+        Mixed precision: bfloat16 autocast (float16 with loss scaling on GPUs
+        without bfloat16). ``"auto"``: on for CUDA, off on CPU; ``True`` forces
+        it on CPU too.
+    channels_last : {"auto"} or bool, default="auto"
+        Channels-last memory format; ``"auto"``: on for CUDA only.
+    compile : bool, default=False
+        ``torch.compile`` the training model; the compile time is measured
+        apart (``compile_seconds_``) with a warm-up step whose effect is undone.
+    checkpoint_dir : str, path or None, default=None
+        Save a checkpoint (``last.pt``) there after every epoch.
+    resume : bool, default=False
+        Continue from ``checkpoint_dir/last.pt`` if it exists.
+    verbose : int, default=0
+        1: one line per epoch (loss, train accuracy, images/s, elapsed, ETA).
+    random_state : int, RandomState instance or None, default=None
+        Seeds the model initialization, the shuffling, the augmentation and
+        dropout, with generators local to this estimator: two fits with the same
+        integer seed on the CPU give identical weights.
+    num_threads : int or None, default=None
+        CPU threads torch uses inside fit / predict (restored afterwards).
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    model_ : torch.nn.Module
+        The trained network (eval mode, on ``device_``).
+    model_config_ : dict
+        The model's configuration (:func:`cnn.models.get_model_config`).
+    input_size_ : int
+    in_chans_ : int
+    mean_, std_ : list of float
+        Per-channel statistics of the training images in ``[0, 1]`` units.
+    device_ : torch.device
+    history_ : list of dict
+        Per epoch: ``epoch``, ``loss``, ``accuracy`` (on augmented training
+        batches), ``lr``, ``images_per_second``, ``seconds``.
+    fit_seconds_ : float
+        Training time, data preparation included, compile time excluded.
+    compile_seconds_ : float
+        Time of ``torch.compile`` plus its warm-up step (0 when off).
+    n_params_ : int
+        Number of model parameters.
+
+    Notes
+    -----
+    ``lr``, ``momentum``, ``weight_decay`` and ``label_smoothing`` default to
+    None, meaning the model's own recipe, so that ``fastnet`` gets airbench's
+    values (0.85 momentum, label smoothing 0.2, 64x learning rate on biases)
+    and the CIFAR nets the usual 0.9 / 5e-4 / 0.1. On CUDA, runs are not
+    bit-reproducible (cuDNN autotuning is on for speed); on the CPU they are.
+
+    Examples
+    --------
+    >>> from cnn import CNNClassifier
+    >>> clf = CNNClassifier(model="small_convnet", epochs=20, flip=False, random_state=0)
+    >>> clf.fit(train_images, train_labels).score(test_images, test_labels)  # doctest: +SKIP
+    """
+
+    _parameter_constraints: dict = {
+        "model": [str],
+        "epochs": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither"), None],
+        "momentum": [Interval(Real, 0, 1, closed="left"), None],
+        "nesterov": ["boolean"],
+        "weight_decay": [Interval(Real, 0, None, closed="left"), None],
+        "label_smoothing": [Interval(Real, 0, 1, closed="left"), None],
+        "schedule": [StrOptions({"onecycle", "cosine", "step"})],
+        "warmup_epochs": [Interval(Real, 0, None, closed="left")],
+        "input_size": [Interval(Integral, 1, None, closed="left"), None],
+        "in_chans": [Options(Integral, {1, 3}), None],
+        "augment": ["boolean"],
+        "flip": ["boolean"],
+        "crop_padding": [Interval(Integral, 0, None, closed="left"), None],
+        "tta": ["boolean"],
+        "device": [str, torch.device],
+        "amp": ["boolean", StrOptions({"auto"})],
+        "channels_last": ["boolean", StrOptions({"auto"})],
+        "compile": ["boolean"],
+        "checkpoint_dir": [str, os.PathLike, None],
+        "resume": ["boolean"],
+        "verbose": ["verbose"],
+        "random_state": ["random_state"],
+        "num_threads": [Interval(Integral, 1, None, closed="left"), None],
+    }
+
+    def __init__(
+        self,
+        *,
+        model: str = "small_convnet",
+        epochs: int = 10,
+        batch_size: int = 128,
+        lr: float | None = None,
+        momentum: float | None = None,
+        nesterov: bool = True,
+        weight_decay: float | None = None,
+        label_smoothing: float | None = None,
+        schedule: str = "onecycle",
+        warmup_epochs: float = 1,
+        input_size: int | None = None,
+        in_chans: int | None = None,
+        augment: bool = True,
+        flip: bool = True,
+        crop_padding: int | None = None,
+        tta: bool = True,
+        device: str = "auto",
+        amp: bool | str = "auto",
+        channels_last: bool | str = "auto",
+        compile: bool = False,
+        checkpoint_dir: str | os.PathLike | None = None,
+        resume: bool = False,
+        verbose: int = 0,
+        random_state: int | np.random.RandomState | None = None,
+        num_threads: int | None = None,
+    ):
+        self.model = model
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.momentum = momentum
+        self.nesterov = nesterov
+        self.weight_decay = weight_decay
+        self.label_smoothing = label_smoothing
+        self.schedule = schedule
+        self.warmup_epochs = warmup_epochs
+        self.input_size = input_size
+        self.in_chans = in_chans
+        self.augment = augment
+        self.flip = flip
+        self.crop_padding = crop_padding
+        self.tta = tta
+        self.device = device
+        self.amp = amp
+        self.channels_last = channels_last
+        self.compile = compile
+        self.checkpoint_dir = checkpoint_dir
+        self.resume = resume
+        self.verbose = verbose
+        self.random_state = random_state
+        self.num_threads = num_threads
+
+    # ------------------------------------------------------------------ tags
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = True
+        tags.non_deterministic = False
+        return tags
+
+    # --------------------------------------------------------------- helpers
+    def _resolve_device(self) -> torch.device:
+        dev = str(self.device)
+        if dev == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            device = torch.device(dev)
+        except RuntimeError as exc:
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {dev!r}") from exc
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device={dev!r} was asked for but CUDA is not available")
+        return device
+
+    def _amp_dtype(self, device: torch.device) -> torch.dtype | None:
+        on = (device.type == "cuda") if self.amp == "auto" else bool(self.amp)
+        if not on:
+            return None
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            return torch.float16
+        return torch.bfloat16
+
+    @contextlib.contextmanager
+    def _threads(self):
+        if self.num_threads is None:
+            yield
+            return
+        old = torch.get_num_threads()
+        torch.set_num_threads(int(self.num_threads))
+        try:
+            yield
+        finally:
+            torch.set_num_threads(old)
+
+    @staticmethod
+    def _image_sizes(images) -> list[tuple[int, int]]:
+        if isinstance(images, np.ndarray) and images.ndim in (3, 4):
+            return [tuple(images.shape[1:3])]
+        return [tuple(np.shape(im)[:2]) for im in images]
+
+    @staticmethod
+    def _all_gray(images) -> bool:
+        if isinstance(images, np.ndarray) and images.ndim in (3, 4):
+            return images.ndim == 3 or images.shape[-1] == 1
+        return all(np.ndim(im) == 2 or (np.ndim(im) == 3 and np.shape(im)[2] == 1) for im in images)
+
+    def _ckpt_path(self) -> Path | None:
+        return None if self.checkpoint_dir is None else Path(self.checkpoint_dir) / _CKPT_NAME
+
+    def _params_for_saving(self) -> dict:
+        return {k: _jsonable(v) for k, v in self.get_params(deep=False).items()}
+
+    def _make_optimizer(self, net: nn.Module, lr: float, momentum: float, wd: float, bias_scale: float):
+        decay, biases = [], []
+        for p in net.parameters():
+            if p.requires_grad:
+                (biases if p.ndim <= 1 else decay).append(p)
+        groups = [{"params": decay, "lr": lr, "weight_decay": wd}]
+        if biases:
+            groups.append({"params": biases, "lr": lr * bias_scale, "weight_decay": wd / bias_scale})
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=self.nesterov and momentum > 0)
+
+    # ------------------------------------------------------------------- fit
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, images, y, filenames=None):
+        """Train the network.
+
+        Parameters
+        ----------
+        images : sequence of (H, W[, C]) arrays or (N, H, W[, C]) ndarray
+            uint8 (or float in [0, 1]); gray, RGB or RGBA; any sizes.
+        y : array-like of shape (N,)
+            Class labels (any hashable values numpy can sort).
+        filenames : sequence of str, optional
+            Used in error messages about bad images.
+
+        Returns
+        -------
+        self : CNNClassifier
+
+        Raises
+        ------
+        ValueError
+            Unknown model, length mismatch between images and labels, fewer than
+            two classes, or an invalid image (named by index / file).
+        """
+        if isinstance(images, (str, bytes)) or not hasattr(images, "__len__"):
+            raise TypeError(
+                f"images must be a sequence of arrays or an (N, H, W[, C]) array, got {type(images).__name__}"
+            )
+        y = np.asarray(y)
+        if y.ndim != 1:
+            raise ValueError(f"y must be 1-D (one label per image), got shape {y.shape}")
+        if len(images) != y.shape[0]:
+            raise ValueError(f"images and y have different lengths: {len(images)} images, {y.shape[0]} labels")
+        if y.shape[0] == 0:
+            raise ValueError("got no training images")
+        check_classification_targets(y)
+        classes, y_enc = np.unique(y, return_inverse=True)
+        if classes.shape[0] < 2:
+            raise ValueError(f"need at least 2 classes to train a classifier, got {classes.shape[0]}")
+        cfg = get_model_config(self.model)  # ValueError listing close names
+
+        t_start = time.perf_counter()
+        device = self._resolve_device()
+        amp_dtype = self._amp_dtype(device)
+        cl = (device.type == "cuda") if self.channels_last == "auto" else bool(self.channels_last)
+        in_chans = self.in_chans if self.in_chans is not None else (1 if self._all_gray(images) else 3)
+        size = self.input_size or cfg["input_size"]
+        if size is None:
+            size = int(np.median([max(s) for s in self._image_sizes(images)]))
+        pad = self.crop_padding if self.crop_padding is not None else max(1, size // 8)
+        rs = check_random_state(self.random_state)
+        seed = int(rs.randint(0, 2**31 - 1))
+
+        self.classes_ = classes
+        self.model_config_ = cfg
+        self.input_size_ = int(size)
+        self.in_chans_ = int(in_chans)
+        self.device_ = device
+        self._amp_dtype_ = amp_dtype
+        self._channels_last_ = cl
+
+        with self._threads():
+            x = images_to_tensor(images, size=size, in_chans=in_chans, filenames=filenames)
+            self.mean_, self.std_ = channel_stats(x)
+            data = DeviceData(x, torch.from_numpy(y_enc), self.mean_, self.std_, device, channels_last=cl)
+            del x
+            self._train(data, cfg, seed, pad, device, amp_dtype, cl, t_start)
+        return self
+
+    def _train(self, data, cfg, seed, pad, device, amp_dtype, cl, t_start):
+        n = len(data)
+        bs = min(self.batch_size, n)
+        steps = data.num_batches(bs, drop_last=True)
+        total_steps = steps * self.epochs
+        base_lr = self.lr if self.lr is not None else cfg["lr"] * bs / cfg["lr_batch_size"]
+        momentum = self.momentum if self.momentum is not None else cfg["momentum"]
+        wd = self.weight_decay if self.weight_decay is not None else cfg["weight_decay"]
+        ls = self.label_smoothing if self.label_smoothing is not None else cfg["label_smoothing"]
+        loss_fn = nn.CrossEntropyLoss(label_smoothing=ls)
+        autocast = autocast_context(device, amp_dtype)
+
+        fork_devices = [device] if device.type == "cuda" else []
+        det_before = torch.are_deterministic_algorithms_enabled()
+        det_warn_before = torch.is_deterministic_algorithms_warn_only_enabled()
+        cudnn_before = torch.backends.cudnn.benchmark
+        with torch.random.fork_rng(devices=fork_devices, device_type=device.type):
+            torch.manual_seed(seed)
+            gen = torch.Generator(device=device)
+            gen.manual_seed(seed)
+            if device.type == "cpu":
+                torch.use_deterministic_algorithms(True, warn_only=True)
+            else:
+                torch.backends.cudnn.benchmark = True
+            try:
+                net = create_model(self.model, len(self.classes_), in_chans=self.in_chans_)
+                net.to(device)
+                if hasattr(net, "init_whitening"):
+                    sample = next(data.batches(min(n, 5000)))[0]
+                    net.init_whitening(sample)
+                    del sample
+                if cl:
+                    net.to(memory_format=torch.channels_last)
+                optimizer = self._make_optimizer(net, base_lr, momentum, wd, cfg["bias_lr_scale"])
+                scheduler = torch.optim.lr_scheduler.LambdaLR(
+                    optimizer, _lr_lambda(self.schedule, total_steps, round(self.warmup_epochs * steps))
+                )
+                history: list[dict] = []
+                start_epoch = 0
+                ckpt = self._ckpt_path()
+                if self.resume and ckpt is not None and ckpt.exists():
+                    state = load_checkpoint(ckpt, map_location="cpu")
+                    self._check_resumable(state, n)
+                    net.load_state_dict(state["model"])
+                    optimizer.load_state_dict(state["optimizer"])
+                    scheduler.load_state_dict(state["scheduler"])
+                    start_epoch = int(state["epoch"])
+                    history = list(state["history"])
+                    torch.set_rng_state(state["rng"]["torch"])
+                    if device.type == "cuda" and state["rng"].get("cuda") is not None:
+                        torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+                    gen.set_state(state["rng"]["generator"].to(gen.get_state().device))
+
+                train_net = net
+                self.compile_seconds_ = 0.0
+                if self.compile and start_epoch < self.epochs:
+                    train_net, self.compile_seconds_ = self._compile(net, data, bs, loss_fn, autocast, device)
+
+                self.n_params_ = int(sum(p.numel() for p in net.parameters()))
+                compile_s = self.compile_seconds_
+                t_train = time.perf_counter()
+                for epoch in range(start_epoch, self.epochs):
+                    batches = data.batches(
+                        bs,
+                        shuffle=True,
+                        drop_last=True,
+                        crop_padding=pad if self.augment else 0,
+                        flip=self.flip and self.augment,
+                        generator=gen,
+                    )
+                    stats = train_one_epoch(
+                        train_net, batches, optimizer, scheduler,
+                        loss_fn=loss_fn, autocast=autocast, scaler=self._scaler(amp_dtype), device=device,
+                    )
+                    rec = {
+                        "epoch": epoch + 1,
+                        "loss": stats["loss"],
+                        "accuracy": stats["accuracy"],
+                        "lr": float(optimizer.param_groups[0]["lr"]),
+                        "images_per_second": stats["images_per_second"],
+                        "seconds": stats["seconds"],
+                    }
+                    history.append(rec)
+                    if self.verbose:
+                        done = epoch + 1 - start_epoch
+                        elapsed = time.perf_counter() - t_train
+                        eta = elapsed / done * (self.epochs - epoch - 1)
+                        print(
+                            f"[{self.model}] epoch {epoch + 1}/{self.epochs} loss {rec['loss']:.4f} "
+                            f"train-acc {rec['accuracy']:.4f} {rec['images_per_second']:.0f} img/s "
+                            f"elapsed {elapsed:.1f}s ETA {eta:.1f}s",
+                            flush=True,
+                        )
+                    if ckpt is not None:
+                        save_checkpoint(ckpt, self._checkpoint_state(net, optimizer, scheduler, epoch + 1,
+                                                                     history, gen, device, n))
+            finally:
+                if device.type == "cpu":
+                    torch.use_deterministic_algorithms(det_before, warn_only=det_warn_before)
+                torch.backends.cudnn.benchmark = cudnn_before
+        net.eval()
+        self.model_ = net
+        self.history_ = history
+        synchronize(device)
+        self.fit_seconds_ = time.perf_counter() - t_start - compile_s
+
+    @staticmethod
+    def _scaler(amp_dtype):
+        if amp_dtype is torch.float16:
+            return torch.amp.GradScaler("cuda")
+        return None
+
+    def _compile(self, net, data, bs, loss_fn, autocast, device):
+        """Compile ``net`` and run one warm-up step whose side effects are undone."""
+        synchronize(device)
+        t0 = time.perf_counter()
+        compiled = torch.compile(net)
+        saved = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        rng = torch.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+        xb, yb = next(data.batches(bs))
+        compiled.train()
+        with autocast():
+            loss = loss_fn(compiled(xb).float(), yb)
+        loss.backward()
+        net.zero_grad(set_to_none=True)
+        net.load_state_dict(saved)
+        torch.set_rng_state(rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state(cuda_rng, device)
+        synchronize(device)
+        return compiled, time.perf_counter() - t0
+
+    def _checkpoint_state(self, net, optimizer, scheduler, epoch, history, gen, device, n):
+        return {
+            "format": _FORMAT + ".checkpoint",
+            "model": net.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "epoch": epoch,
+            "history": history,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                "generator": gen.get_state(),
+            },
+            "params": self._params_for_saving(),
+            "n_samples": n,
+            "classes": self.classes_.tolist(),
+        }
+
+    def _check_resumable(self, state: dict, n: int) -> None:
+        if state.get("format") != _FORMAT + ".checkpoint":
+            raise ValueError(f"{self._ckpt_path()} is not a CNNClassifier checkpoint")
+        saved = state["params"]
+        mine = self._params_for_saving()
+        keys = ("model", "epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "random_state")
+        diff = {k: (saved.get(k), mine[k]) for k in keys if saved.get(k) != mine[k]}
+        if diff:
+            raise ValueError(f"cannot resume: parameters differ from the checkpoint's (saved, now): {diff}")
+        if state["n_samples"] != n or state["classes"] != self.classes_.tolist():
+            raise ValueError(
+                "cannot resume: the training data differ from the checkpoint's "
+                f"({state['n_samples']} images now {n}, or different classes)"
+            )
+
+    # --------------------------------------------------------------- predict
+    def _logits(self, images, filenames=None) -> torch.Tensor:
+        check_is_fitted(self, "model_")
+        if isinstance(images, (str, bytes)) or not hasattr(images, "__len__"):
+            raise TypeError(f"images must be a sequence of arrays, got {type(images).__name__}")
+        with self._threads():
+            x = images_to_tensor(images, size=self.input_size_, in_chans=self.in_chans_, filenames=filenames)
+            data = DeviceData(x, None, self.mean_, self.std_, self.device_, channels_last=self._channels_last_)
+            bs = max(self.batch_size, 256)
+            return predict_logits(
+                self.model_,
+                data.batches(bs),
+                autocast=autocast_context(self.device_, self._amp_dtype_),
+                tta_flip=self.tta and self.flip,
+            )
+
+    def decision_function(self, images, filenames=None) -> np.ndarray:
+        """Logits, ``(N, n_classes)`` float32 (averaged over the flip when ``tta``)."""
+        logits = self._logits(images, filenames)
+        if logits.ndim == 3:
+            logits = logits.mean(0)
+        return logits.cpu().numpy()
+
+    def predict_proba(self, images, filenames=None) -> np.ndarray:
+        """Class probabilities, ``(N, n_classes)`` float64, columns in ``classes_`` order.
+
+        The softmax, averaged over each image and its mirror image when ``tta``.
+        """
+        logits = self._logits(images, filenames)
+        prob = logits.double().softmax(-1)
+        if prob.ndim == 3:
+            prob = prob.mean(0)
+        return prob.cpu().numpy()
+
+    def predict(self, images, filenames=None) -> np.ndarray:
+        """Predicted labels, ``(N,)``, values from ``classes_``."""
+        return self.classes_[self.predict_proba(images, filenames).argmax(1)]
+
+    # ------------------------------------------------------------- save/load
+    def save(self, path: str | os.PathLike) -> None:
+        """Save the fitted classifier to one file (``torch.save`` of tensors and plain data).
+
+        The file holds the ``state_dict`` and a JSON-serializable ``config``
+        (parameters, classes, normalization, model name, sizes), nothing that
+        needs unpickling of Python objects; :meth:`load` reads it with
+        ``weights_only=True``.
+
+        Raises
+        ------
+        TypeError
+            If the class labels are not str, int, float or bool.
+        """
+        check_is_fitted(self, "model_")
+        classes = self.classes_.tolist()
+        if not all(isinstance(c, (str, int, float, bool)) for c in classes):
+            raise TypeError("save() supports class labels of type str, int, float or bool only")
+        config = {
+            "params": self._params_for_saving(),
+            "classes": classes,
+            "mean": list(self.mean_),
+            "std": list(self.std_),
+            "model": self.model,
+            "num_classes": len(classes),
+            "in_chans": self.in_chans_,
+            "input_size": self.input_size_,
+            "n_params": self.n_params_,
+            "fit_seconds": self.fit_seconds_,
+            "compile_seconds": self.compile_seconds_,
+            "history": self.history_,
+        }
+        json.dumps(config)  # guarantees the config is plain data
+        state = {k: v.detach().cpu() for k, v in self.model_.state_dict().items()}
+        save_checkpoint(path, {"format": _FORMAT, "format_version": _FORMAT_VERSION,
+                               "config": config, "state_dict": state})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str = "auto") -> "CNNClassifier":
+        """Load a classifier written by :meth:`save`, without unpickling any object.
+
+        Parameters
+        ----------
+        path : str or path
+        device : str, default="auto"
+            Where to put the model (overrides the saved ``device``).
+
+        Returns
+        -------
+        CNNClassifier
+            Fitted, ready to predict.
+
+        Raises
+        ------
+        ValueError
+            If the file carries Python objects other than tensors and plain
+            containers, or is not a file written by :meth:`save`.
+        """
+        blob = load_checkpoint(path, map_location="cpu")
+        if not isinstance(blob, dict) or blob.get("format") != _FORMAT:
+            raise ValueError(f"{path} was not written by CNNClassifier.save")
+        if blob.get("format_version", 0) > _FORMAT_VERSION:
+            raise ValueError(f"{path} has format version {blob['format_version']}, newer than this code")
+        cfg = blob["config"]
+        params = dict(cfg["params"])
+        params["device"] = device
+        valid = cls().get_params(deep=False)
+        params = {k: v for k, v in params.items() if k in valid}
+        if isinstance(params.get("random_state"), str):
+            params["random_state"] = None
+        clf = cls(**params)
+        dev = clf._resolve_device()
+        net = create_model(cfg["model"], int(cfg["num_classes"]), in_chans=int(cfg["in_chans"]))
+        net.load_state_dict(blob["state_dict"])
+        net.to(dev).eval()
+        clf.classes_ = np.asarray(cfg["classes"])
+        clf.model_config_ = get_model_config(cfg["model"])
+        clf.input_size_ = int(cfg["input_size"])
+        clf.in_chans_ = int(cfg["in_chans"])
+        clf.mean_, clf.std_ = list(cfg["mean"]), list(cfg["std"])
+        clf.device_ = dev
+        clf._amp_dtype_ = clf._amp_dtype(dev)
+        clf._channels_last_ = (dev.type == "cuda") if clf.channels_last == "auto" else bool(clf.channels_last)
+        if clf._channels_last_:
+            net.to(memory_format=torch.channels_last)
+        clf.model_ = net
+        clf.n_params_ = int(cfg["n_params"])
+        clf.fit_seconds_ = float(cfg["fit_seconds"])
+        clf.compile_seconds_ = float(cfg["compile_seconds"])
+        clf.history_ = list(cfg["history"])
+        return clf

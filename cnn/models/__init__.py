@@ -1,0 +1,21 @@
+"""CNN model registry and the architectures it holds.
+
+Importing this package registers every model; see :func:`list_models`.
+"""
+
+from ._registry import (  # noqa: F401
+    DEFAULT_CONFIG,
+    create_model,
+    get_model_config,
+    is_model,
+    list_models,
+    register_model,
+)
+from .cifar_resnet import *  # noqa: F401,F403
+from .fastnet import *  # noqa: F401,F403
+from .googlenet_cifar import *  # noqa: F401,F403
+from .imagenet import *  # noqa: F401,F403
+from .small import *  # noqa: F401,F403
+from .vgg_bn_drop import *  # noqa: F401,F403
+
+__all__ = ["create_model", "list_models", "get_model_config", "register_model", "is_model", "DEFAULT_CONFIG"]

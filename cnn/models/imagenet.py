@@ -1,0 +1,194 @@
+"""ImageNet architectures built through torchvision, untrained (``weights=None``).
+
+Each builder passes ``num_classes`` to the torchvision constructor and, when
+``in_chans != 3``, replaces the first convolution by one with ``in_chans`` input
+channels (same kernel, stride, padding and width). Auxiliary classifiers of
+GoogLeNet and Inception v3 are off, so ``forward`` always returns one tensor of
+logits. The default configurations carry each network's native input size.
+
+References
+----------
+torchvision model zoo, https://pytorch.org/vision/stable/models.html ;
+the paper of each family is in its configuration's ``paper`` field.
+"""
+
+from __future__ import annotations
+
+import torchvision.models as tvm
+from torch import nn
+
+from ._registry import register_model
+
+__all__ = ["adapt_first_conv"]
+
+_IMAGENET = {
+    "input_size": 224,
+    "test_input_size": 64,
+    "mean": (0.485, 0.456, 0.406),
+    "std": (0.229, 0.224, 0.225),
+    "lr": 0.1,
+    "lr_batch_size": 256,
+    "weight_decay": 1e-4,
+    "family": "imagenet",
+}
+
+
+def adapt_first_conv(model: nn.Module, in_chans: int) -> nn.Module:
+    """Replace the first ``Conv2d`` of ``model`` by one taking ``in_chans`` channels.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    in_chans : int
+
+    Returns
+    -------
+    torch.nn.Module
+        ``model`` itself, modified in place.
+    """
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            if module.in_channels == in_chans:
+                return model
+            new = nn.Conv2d(
+                in_chans,
+                module.out_channels,
+                module.kernel_size,
+                module.stride,
+                module.padding,
+                module.dilation,
+                module.groups if module.groups == 1 else in_chans,
+                module.bias is not None,
+                module.padding_mode,
+            )
+            parent = model
+            *path, last = name.split(".")
+            for p in path:
+                parent = getattr(parent, p)
+            setattr(parent, last, new)
+            return model
+    raise ValueError(f"{type(model).__name__} has no Conv2d layer to adapt to {in_chans} channels")
+
+
+def _tv(fn, num_classes: int, in_chans: int, **kwargs) -> nn.Module:
+    model = fn(weights=None, num_classes=num_classes, **kwargs)
+    return adapt_first_conv(model, in_chans)
+
+
+def _cfg(paper: str, **kw) -> dict:
+    return {**_IMAGENET, "paper": paper, **kw}
+
+
+_ALEX = "Krizhevsky et al. 2012, https://doi.org/10.1145/3065386"
+_VGG = "Simonyan & Zisserman 2015, https://arxiv.org/abs/1409.1556"
+_RES = "He et al. 2016, https://doi.org/10.1109/CVPR.2016.90"
+_RX = "Xie et al. 2017, https://doi.org/10.1109/CVPR.2017.634"
+_EFF = "Tan & Le 2019, https://arxiv.org/abs/1905.11946"
+
+
+@register_model(config=_cfg(_ALEX, lr=0.01, weight_decay=5e-4))
+def alexnet(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> nn.Module:
+    """AlexNet (torchvision's single-tower variant)."""
+    return _tv(tvm.alexnet, num_classes, in_chans, **kwargs)
+
+
+@register_model(config=_cfg(_VGG, test_input_size=32, lr=0.01, weight_decay=5e-4))
+def vgg11_bn(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> nn.Module:
+    """VGG-11 with batch norm."""
+    return _tv(tvm.vgg11_bn, num_classes, in_chans, **kwargs)
+
+
+@register_model(config=_cfg(_VGG, test_input_size=32, lr=0.01, weight_decay=5e-4))
+def vgg19(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> nn.Module:
+    """VGG-19 (configuration E, no batch norm)."""
+    return _tv(tvm.vgg19, num_classes, in_chans, **kwargs)
+
+
+@register_model(config=_cfg("Szegedy et al. 2015, https://doi.org/10.1109/CVPR.2015.7298594"))
+def googlenet(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> nn.Module:
+    """GoogLeNet / Inception v1 (with BN, as torchvision builds it), no auxiliary heads."""
+    kwargs = {"aux_logits": False, "init_weights": True, **kwargs}
+    return _tv(tvm.googlenet, num_classes, in_chans, **kwargs)
+
+
+@register_model(
+    config=_cfg(
+        "Szegedy et al. 2016, https://doi.org/10.1109/CVPR.2016.308",
+        input_size=299,
+        test_input_size=75,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+    )
+)
+def inception_v3(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> nn.Module:
+    """Inception v3 (299x299 input; the smallest it accepts is 75x75), no auxiliary head."""
+    kwargs = {"aux_logits": False, "init_weights": True, **kwargs}
+    return _tv(tvm.inception_v3, num_classes, in_chans, **kwargs)
+
+
+@register_model(config=_cfg(_RES))
+def resnet18(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> nn.Module:
+    """ResNet-18 (ImageNet)."""
+    return _tv(tvm.resnet18, num_classes, in_chans, **kwargs)
+
+
+@register_model(config=_cfg(_RES))
+def resnet50(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> nn.Module:
+    """ResNet-50 (ImageNet, bottleneck blocks)."""
+    return _tv(tvm.resnet50, num_classes, in_chans, **kwargs)
+
+
+@register_model(config=_cfg(_RX))
+def resnext50_32x4d(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> nn.Module:
+    """ResNeXt-50 32x4d."""
+    return _tv(tvm.resnext50_32x4d, num_classes, in_chans, **kwargs)
+
+
+@register_model(config=_cfg("Huang et al. 2017, https://doi.org/10.1109/CVPR.2017.243"))
+def densenet161(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> nn.Module:
+    """DenseNet-161 (growth rate 48)."""
+    return _tv(tvm.densenet161, num_classes, in_chans, **kwargs)
+
+
+@register_model(
+    config=_cfg("Sandler et al. 2018, https://doi.org/10.1109/CVPR.2018.00474", lr=0.045, weight_decay=4e-5)
+)
+def mobilenet_v2(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> nn.Module:
+    """MobileNet v2 (width 1.0)."""
+    return _tv(tvm.mobilenet_v2, num_classes, in_chans, **kwargs)
+
+
+@register_model(
+    config=_cfg("Howard et al. 2019, https://doi.org/10.1109/ICCV.2019.00140", lr=0.064, weight_decay=1e-5)
+)
+def mobilenet_v3_large(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> nn.Module:
+    """MobileNet v3 large."""
+    return _tv(tvm.mobilenet_v3_large, num_classes, in_chans, **kwargs)
+
+
+@register_model(
+    config=_cfg("Ma et al. 2018, https://doi.org/10.1007/978-3-030-01264-9_8", lr=0.5, lr_batch_size=1024, weight_decay=4e-5)
+)
+def shufflenet_v2_x1_0(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> nn.Module:
+    """ShuffleNet v2, 1.0x width."""
+    return _tv(tvm.shufflenet_v2_x1_0, num_classes, in_chans, **kwargs)
+
+
+def _register_efficientnets() -> None:
+    # Native resolutions of EfficientNet B0..B7 (Tan & Le 2019, Table 1 / torchvision).
+    sizes = (224, 240, 260, 300, 380, 456, 528, 600)
+    for i, size in enumerate(sizes):
+        tv_fn = getattr(tvm, f"efficientnet_b{i}")
+
+        def builder(num_classes: int = 1000, in_chans: int = 3, _fn=tv_fn, **kwargs) -> nn.Module:
+            return _tv(_fn, num_classes, in_chans, **kwargs)
+
+        builder.__name__ = builder.__qualname__ = f"efficientnet_b{i}"
+        builder.__doc__ = f"EfficientNet-B{i} (native input {size}x{size})."
+        builder.__module__ = __name__
+        globals()[builder.__name__] = register_model(
+            builder, config=_cfg(_EFF, input_size=size, lr=0.256, lr_batch_size=4096, weight_decay=1e-5)
+        )
+
+
+_register_efficientnets()

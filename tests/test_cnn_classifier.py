@@ -1,0 +1,428 @@
+"""Tests of cnn.data, cnn.engine and cnn.CNNClassifier (CPU, one thread, small data)."""
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import Pipeline
+
+import cnn.classifier as classifier_module
+from classicvision._base import to_gray
+from classicvision.datasets import load_digits_images
+from cnn import CNNClassifier, get_model_config
+from cnn.data import DeviceData, channel_stats, images_to_tensor, random_crop, random_flip
+from cnn.engine import evaluate, load_checkpoint, save_checkpoint, train_one_epoch
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # torch's 2-thread pool is many times slower than one thread when other
+    # processes share the 2 cores; the classifiers below also pass num_threads=1.
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    tr = load_digits_images(split="train")
+    te = load_digits_images(split="test")
+    return tr.images, tr.target, te.images, te.target
+
+
+@pytest.fixture(scope="module")
+def small(digits):
+    """300 training digits, for quick fits."""
+    X, y = digits[0][:300], digits[1][:300]
+    return X, y
+
+
+def _quick(**kw):
+    params = dict(epochs=2, batch_size=64, flip=False, random_state=0, num_threads=1)
+    params.update(kw)
+    return CNNClassifier(**params)
+
+
+@pytest.fixture(scope="module")
+def fitted(digits):
+    X, y, _, _ = digits
+    return CNNClassifier(model="small_convnet", flip=False, random_state=0, num_threads=1).fit(X, y)
+
+
+# ----------------------------------------------------------------------- data
+def test_images_to_tensor_channels_and_dtype():
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (4, 10, 12, 3), dtype=np.uint8)
+    t3 = images_to_tensor(rgb, size=10, in_chans=3)
+    assert t3.dtype == torch.uint8 and t3.shape == (4, 3, 10, 10)
+    t1 = images_to_tensor(list(rgb[:, :, :10]), size=10, in_chans=1)
+    ref = np.rint(np.stack([to_gray(im) for im in rgb[:, :, :10]]) * 255)
+    assert np.abs(t1[:, 0].numpy().astype(int) - ref).max() <= 1
+    gray = rng.integers(0, 256, (2, 6, 6), dtype=np.uint8)
+    g3 = images_to_tensor(gray, size=6, in_chans=3)
+    assert (g3 == torch.from_numpy(gray)[:, None]).all()
+    rgba = np.concatenate([rgb, np.full((4, 10, 12, 1), 7, np.uint8)], -1)[:, :, :10]
+    expected = torch.from_numpy(np.ascontiguousarray(rgb[:, :, :10])).permute(0, 3, 1, 2)
+    assert torch.equal(images_to_tensor(rgba, size=10, in_chans=3), expected)
+
+
+def test_images_to_tensor_resize_and_mixed_sizes():
+    const = [np.full((8, 8), 200, np.uint8), np.full((20, 13, 3), 50, np.uint8), np.full((8, 8), 9, np.uint8)]
+    t = images_to_tensor(const, size=16, in_chans=3)
+    assert t.shape == (3, 3, 16, 16)
+    # resizing keeps constant images constant, and the order of the input
+    assert (t[0] == 200).all() and (t[1] == 50).all() and (t[2] == 9).all()
+    floats = [np.full((5, 5), 0.5, np.float32)]
+    assert (images_to_tensor(floats, size=5, in_chans=1) == 128).all()
+
+
+def test_images_to_tensor_bad_image_is_named():
+    images = [np.zeros((8, 8), np.uint8), np.zeros((8, 8, 2), np.uint8)]
+    with pytest.raises(ValueError, match="image 1 .*b.png.* 2 channels"):
+        images_to_tensor(images, size=8, in_chans=1, filenames=["a.png", "b.png"])
+    with pytest.raises(ValueError, match="empty"):
+        images_to_tensor(np.zeros((0, 8, 8), np.uint8), size=8, in_chans=1)
+
+
+def test_channel_stats_matches_numpy():
+    x = torch.randint(0, 256, (7, 3, 5, 4), dtype=torch.uint8)
+    mean, std = channel_stats(x, chunk=3)
+    a = x.numpy().astype(np.float64) / 255
+    np.testing.assert_allclose(mean, a.mean((0, 2, 3)), rtol=1e-10)
+    np.testing.assert_allclose(std, a.std((0, 2, 3)), rtol=1e-8)
+
+
+def test_random_crop_is_a_translation_of_the_padded_image():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 2, 6, 7)
+    out = random_crop(x, 2, g)
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2), mode="reflect")
+    for i in range(16):  # every output image is one 6x7 window of its padded input
+        windows = [padded[i, :, dy:dy + 6, dx:dx + 7] for dy in range(5) for dx in range(5)]
+        assert any(torch.equal(out[i], w) for w in windows)
+    assert torch.equal(random_crop(x, 0, g), x)
+    # not all images get the same shift
+    assert len({out[i].sum().item() - x[i].sum().item() for i in range(16)}) > 1
+
+
+def test_random_flip_flips_about_half():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 1, 3, 5)
+    out = random_flip(x, g)
+    flipped = torch.tensor([torch.equal(out[i], x[i].flip(2)) for i in range(400)])
+    kept = torch.tensor([torch.equal(out[i], x[i]) for i in range(400)])
+    assert (flipped | kept).all()
+    assert 150 < int(flipped.sum()) < 250
+
+
+def test_device_data_batches_cover_everything_once():
+    x = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 1, 2, 2).contiguous()
+    data = DeviceData(x, torch.arange(10), [0.0], [1 / 255], "cpu")
+    got = [(xb, yb) for xb, yb in data.batches(4, shuffle=True, generator=torch.Generator().manual_seed(1))]
+    assert [len(yb) for _, yb in got] == [4, 4, 2]
+    labels = torch.cat([yb for _, yb in got])
+    assert sorted(labels.tolist()) == list(range(10))
+    # images stay paired with their labels; normalization (x/255 - 0)/(1/255) = x
+    for xb, yb in got:
+        assert torch.equal(xb[:, 0, 0, 0], yb.float())
+    assert len(list(data.batches(4, drop_last=True))) == data.num_batches(4, drop_last=True) == 2
+
+
+# --------------------------------------------------------------------- engine
+def test_engine_train_and_evaluate_weighted():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    xs = torch.randn(10, 1, 2, 2)
+    ys = (xs.sum((1, 2, 3)) > 0).long()
+    batches = [(xs[:7], ys[:7]), (xs[7:], ys[7:])]
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    stats = train_one_epoch(model, batches, opt)
+    assert stats["n"] == 10 and 0 <= stats["accuracy"] <= 1 and stats["images_per_second"] > 0
+    ev = evaluate(model, batches)
+    with torch.no_grad():
+        logits = model(xs)
+    # sample-weighted, so equal to the metrics over the whole set at once
+    assert ev["n"] == 10
+    assert ev["accuracy"] == pytest.approx((logits.argmax(1) == ys).float().mean().item())
+    assert ev["loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, ys).item(), rel=1e-5)
+
+
+def test_save_checkpoint_is_atomic_and_safe(tmp_path):
+    path = tmp_path / "ck" / "last.pt"
+    save_checkpoint(path, {"a": torch.ones(3), "epoch": 2, "names": ["x", "y"]})
+    assert os.listdir(path.parent) == ["last.pt"]
+    state = load_checkpoint(path)
+    assert state["epoch"] == 2 and torch.equal(state["a"], torch.ones(3))
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="not a readable torch checkpoint|refusing"):
+        load_checkpoint(tmp_path / "junk.pt")
+
+
+# ----------------------------------------------------------------- classifier
+def test_digits_accuracy(fitted, digits):
+    _, _, Xte, yte = digits
+    assert fitted.score(Xte, yte) >= 0.95
+    assert fitted.input_size_ == 8 and fitted.in_chans_ == 1
+    assert len(fitted.history_) == 10
+    assert fitted.history_[-1]["loss"] < fitted.history_[0]["loss"]
+    assert set(fitted.history_[0]) >= {"epoch", "loss", "accuracy", "images_per_second", "seconds"}
+    assert fitted.fit_seconds_ > 0 and fitted.compile_seconds_ == 0
+    assert fitted.n_params_ == sum(p.numel() for p in fitted.model_.parameters())
+    np.testing.assert_array_equal(fitted.classes_, np.arange(10))
+
+
+def test_predict_proba_properties(fitted, digits):
+    Xte = digits[2][:50]
+    p = fitted.predict_proba(Xte)
+    assert p.shape == (50, 10) and p.dtype == np.float64
+    np.testing.assert_allclose(p.sum(1), 1, atol=1e-9)
+    np.testing.assert_array_equal(fitted.predict(Xte), fitted.classes_[p.argmax(1)])
+    d = fitted.decision_function(Xte)
+    np.testing.assert_array_equal(d.argmax(1), p.argmax(1))
+    # a list of images gives the same result as the stacked array
+    np.testing.assert_allclose(fitted.predict_proba(list(Xte)), p, rtol=1e-6, atol=1e-9)
+
+
+def test_flip_tta_averages_mirror_images(small):
+    X, y = small
+    clf = _quick(flip=True, tta=True).fit(X, y)
+    p = clf.predict_proba(X[:20])
+    p_mirror = clf.predict_proba(X[:20, :, ::-1].copy())
+    np.testing.assert_allclose(p, p_mirror, rtol=1e-5, atol=1e-7)
+    clf.set_params(tta=False)
+    assert not np.allclose(clf.predict_proba(X[:20]), clf.predict_proba(X[:20, :, ::-1].copy()))
+
+
+def test_save_load_identical_predictions(fitted, digits, tmp_path):
+    Xte = digits[2]
+    path = tmp_path / "model.pt"
+    fitted.save(path)
+    loaded = CNNClassifier.load(path, device="cpu")
+    np.testing.assert_array_equal(loaded.predict_proba(Xte), fitted.predict_proba(Xte))
+    np.testing.assert_array_equal(loaded.classes_, fitted.classes_)
+    assert loaded.get_params() == {**fitted.get_params(), "device": "cpu"}
+    assert loaded.history_ == fitted.history_
+    blob = torch.load(path, weights_only=True)
+    assert set(blob["config"]) >= {"params", "classes", "mean", "std", "model", "num_classes", "in_chans",
+                                   "input_size"}
+
+
+class _Evil:
+    ran = []
+
+    def __reduce__(self):
+        return (_Evil.ran.append, ("executed",))
+
+
+def test_load_refuses_pickled_objects(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "cnn.CNNClassifier", "config": _Evil(), "state_dict": {}}, path)
+    with pytest.raises(ValueError, match="refusing to load"):
+        CNNClassifier.load(path)
+    assert _Evil.ran == []
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, other)
+    with pytest.raises(ValueError, match="not written by CNNClassifier.save"):
+        CNNClassifier.load(other)
+
+
+def test_string_labels_and_rgb_resize(small):
+    X, y = small
+    names = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])
+    rgb = np.repeat(X[..., None], 3, axis=-1)
+    clf = _quick(model="resnet20", epochs=1).fit(rgb, names[y])
+    assert clf.input_size_ == 32 and clf.in_chans_ == 3
+    np.testing.assert_array_equal(clf.classes_, np.sort(names))
+    pred = clf.predict(rgb[:10])
+    assert set(pred) <= set(names)
+    # gray images are replicated to 3 channels for an RGB-trained net
+    np.testing.assert_allclose(clf.predict_proba(X[:10]), clf.predict_proba(rgb[:10]), rtol=1e-6, atol=1e-9)
+
+
+def test_same_seed_same_weights_and_different_seed_differs(small):
+    X, y = small
+    a = _quick(random_state=3).fit(X, y)
+    b = _quick(random_state=3).fit(X, y)
+    c = _quick(random_state=4).fit(X, y)
+    sa, sb, sc = a.model_.state_dict(), b.model_.state_dict(), c.model_.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_fit_is_idempotent_and_params_unchanged(small):
+    X, y = small
+    clf = _quick()
+    before = clf.get_params()
+    clf.fit(X, y)
+    first = clf.model_.state_dict()
+    first = {k: v.clone() for k, v in first.items()}
+    clf.fit(X, y)
+    assert clf.get_params() == before
+    assert all(torch.equal(first[k], v) for k, v in clf.model_.state_dict().items())
+
+
+def test_resume_gives_identical_weights(small, tmp_path, monkeypatch):
+    X, y = small
+    kw = dict(epochs=3, random_state=7)
+    full = _quick(**kw).fit(X, y)
+
+    calls = {"n": 0}
+    real = classifier_module.train_one_epoch
+
+    def crashing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("simulated crash in epoch 3")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(classifier_module, "train_one_epoch", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        _quick(checkpoint_dir=tmp_path, **kw).fit(X, y)
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 2
+    monkeypatch.setattr(classifier_module, "train_one_epoch", real)
+
+    resumed = _quick(checkpoint_dir=tmp_path, resume=True, **kw).fit(X, y)
+    assert [h["epoch"] for h in resumed.history_] == [1, 2, 3]
+    sf, sr = full.model_.state_dict(), resumed.model_.state_dict()
+    assert all(torch.equal(sf[k], sr[k]) for k in sf)
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 3
+    assert sorted(os.listdir(tmp_path)) == ["last.pt"]
+    # a checkpoint from other settings is refused rather than silently mixed
+    with pytest.raises(ValueError, match="cannot resume"):
+        _quick(checkpoint_dir=tmp_path, resume=True, epochs=4, random_state=7).fit(X, y)
+
+
+def test_compile_warmup_has_no_side_effects(small, monkeypatch):
+    # torch.compile on CPU takes minutes here; an identity stand-in checks that the
+    # warm-up step is timed apart and leaves weights, BN statistics and RNG untouched.
+    X, y = small
+    plain = _quick(model="small_convnet", epochs=1, batch_size=100).fit(X[:200], y[:200])
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: m)
+    comp = _quick(model="small_convnet", epochs=1, batch_size=100, compile=True).fit(X[:200], y[:200])
+    assert comp.compile_seconds_ > 0
+    sp, sc = plain.model_.state_dict(), comp.model_.state_dict()
+    assert all(torch.equal(sp[k], sc[k]) for k in sp)
+
+
+def test_cpu_bf16_autocast_and_channels_last(small):
+    X, y = small
+    clf = _quick(model="fastnet", amp=True, channels_last=True, epochs=1, batch_size=100).fit(X, y)
+    assert clf._amp_dtype_ is torch.bfloat16
+    p = clf.predict_proba(X[:16])
+    assert np.isfinite(p).all()
+    np.testing.assert_allclose(p.sum(1), 1, atol=1e-6)
+    assert not clf.model_.whiten.weight.requires_grad  # whitening initialised and frozen
+
+
+def test_verbose_prints_one_line_per_epoch(small, capsys):
+    X, y = small
+    _quick(verbose=1).fit(X, y)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip()]
+    assert len(lines) == 2
+    assert "epoch 2/2" in lines[1] and "img/s" in lines[1] and "ETA" in lines[1]
+
+
+def test_clone_get_set_params_and_pickle(fitted, digits):
+    params = fitted.get_params()
+    c = clone(fitted)
+    assert c.get_params() == params and not hasattr(c, "model_")
+    c.set_params(epochs=3, model="resnet20")
+    assert c.epochs == 3 and c.model == "resnet20" and fitted.epochs == 10
+    restored = pickle.loads(pickle.dumps(fitted))
+    Xte = digits[2][:40]
+    np.testing.assert_array_equal(restored.predict_proba(Xte), fitted.predict_proba(Xte))
+
+
+def test_in_pipeline_cross_val_and_grid_search(small):
+    X, y = small
+    pipe = Pipeline([("cnn", _quick(epochs=1))])
+    scores = cross_val_score(pipe, X, y, cv=2)
+    assert scores.shape == (2,) and np.all((scores >= 0) & (scores <= 1))
+    gs = GridSearchCV(_quick(epochs=1), {"lr": [0.05, 0.2]}, cv=2).fit(X, y)
+    assert gs.best_params_["lr"] in (0.05, 0.2)
+    assert gs.best_estimator_.predict(X[:5]).shape == (5,)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(epochs=0), "epochs"),
+        (dict(schedule="linear"), "schedule"),
+        (dict(in_chans=2), "in_chans"),
+        (dict(amp="yes"), "amp"),
+    ],
+)
+def test_invalid_params(small, kwargs, match):
+    X, y = small
+    with pytest.raises(ValueError, match=match):
+        _quick(**kwargs).fit(X, y)
+
+
+def test_bad_inputs(small):
+    X, y = small
+    with pytest.raises(ValueError, match="300 images, 299 labels"):
+        _quick().fit(X, y[:-1])
+    with pytest.raises(ValueError, match="unknown model 'resnet21'.*resnet20"):
+        _quick(model="resnet21").fit(X, y)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        _quick().fit(X[:5], np.zeros(5))
+    with pytest.raises(ValueError, match="y must be 1-D"):
+        _quick().fit(X, y[:, None])
+    with pytest.raises(ValueError, match="device"):
+        _quick(device="tpu").fit(X, y)
+    bad = list(X[:4]) + [np.zeros((8, 8, 2), np.uint8)]
+    with pytest.raises(ValueError, match="image 4"):
+        _quick().fit(bad, y[:5])
+    with pytest.raises(TypeError, match="images"):
+        _quick().fit("images.png", y[:1])
+
+
+def test_schedules_warmup_then_decay():
+    from cnn.classifier import _lr_lambda
+
+    for name in ("onecycle", "cosine", "step"):
+        f = _lr_lambda(name, total=100, warmup=10)
+        vals = np.array([f(s) for s in range(100)])
+        assert vals[0] == pytest.approx(0.1) and vals[10] == pytest.approx(1.0)
+        assert np.all(np.diff(vals[:11]) > 0)
+        assert np.all(np.diff(vals[10:]) <= 1e-12)
+        assert vals[-1] < 0.05
+
+
+@pytest.mark.datasets
+def test_real_cifar10_jpegs_end_to_end(shared_datasets):
+    """50 training JPEGs per class from the real archive: RGB order, sizes and a short fit."""
+    import tarfile
+
+    import cv2
+
+    per_class, images, labels = 50, [], []
+    counts: dict = {}
+    with tarfile.open(shared_datasets / "cifar10.tar.gz", "r:gz") as tf:
+        for m in tf:
+            parts = m.name.split("/")
+            if not (m.isfile() and m.name.endswith(".jpg") and len(parts) >= 3 and parts[-3] == "train"):
+                continue
+            cls = parts[-2]
+            if counts.get(cls, 0) >= per_class:
+                if len(counts) == 10 and all(v >= per_class for v in counts.values()):
+                    break
+                continue
+            counts[cls] = counts.get(cls, 0) + 1
+            buf = np.frombuffer(tf.extractfile(m).read(), np.uint8)
+            images.append(cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB))
+            labels.append(cls)
+    assert len(set(labels)) == 10
+    clf = _quick(model="resnet20", epochs=1, batch_size=100).fit(images, labels)
+    assert clf.input_size_ == 32 and clf.in_chans_ == 3 and len(clf.classes_) == 10
+    # the statistics match the CIFAR-10 means the registry carries (R > G > B)
+    np.testing.assert_allclose(clf.mean_, get_model_config("resnet20")["mean"], atol=0.03)
+    p = clf.predict_proba(images[:20])
+    assert np.isfinite(p).all() and p.shape == (20, 10)
