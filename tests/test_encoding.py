@@ -635,3 +635,19 @@ def test_image_encoder_parallel_and_fit_fraction():
     assert_allclose(Zp, Z, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="fit_images"):
         clone(enc).set_params(fit_images=1.5).fit(images)
+
+
+def test_pyramid_max_pooling_that_the_encoder_would_ignore_is_an_error():
+    from classicvision._base import DescriptorSet
+    from classicvision.encoding import LLC, BagOfWords
+    from classicvision.pooling import SpatialPyramid
+
+    rng = np.random.default_rng(0)
+    sets = [DescriptorSet(rng.random((30, 8), dtype=np.float32), rng.random((30, 2)), np.ones(30))
+            for _ in range(4)]
+    with pytest.raises(ValueError, match="pyramid's pooling='max' would be ignored.*SparseCoding"):
+        BagOfWords(n_words=4, pyramid=SpatialPyramid(pooling="max"), random_state=0).fit(sets)
+    with pytest.raises(ValueError, match="encoder's own pooling='max'"):
+        LLC(n_words=4, pooling="sum", pyramid=SpatialPyramid(pooling="max"), random_state=0).fit(sets)
+    # consistent settings fit
+    LLC(n_words=4, pooling="max", pyramid=SpatialPyramid(pooling="max"), random_state=0).fit(sets)

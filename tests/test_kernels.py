@@ -414,3 +414,20 @@ def _expected_failed_checks(estimator):
 )
 def test_sklearn_contract(estimator, check):
     check(estimator)
+
+
+def test_nystroem_map_equals_sklearn_and_is_quiet_on_few_samples():
+    import warnings
+
+    from sklearn.kernel_approximation import Nystroem
+
+    from classicvision.kernels import NystroemMap
+
+    X = np.random.default_rng(0).random((50, 6))
+    ours = NystroemMap(kernel="rbf", gamma=0.5, n_components=20, random_state=0).fit(X)
+    ref = Nystroem(kernel="rbf", gamma=0.5, n_components=20, random_state=0).fit(X)
+    np.testing.assert_allclose(ours.transform(X), ref.transform(X))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        few = NystroemMap(kernel="rbf", gamma=0.5, n_components=200, random_state=0).fit(X)
+    assert few.components_.shape[0] == 50 and few.n_components == 200

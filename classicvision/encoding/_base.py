@@ -308,6 +308,18 @@ class BaseEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         if self.pyramid is not None:
             self.pyramid.grids()
             self.pyramid.cell_weights()
+            asked = getattr(self.pyramid, "pooling", "sum")
+            if asked == "max" and self._pooling_mode() != "max":
+                hint = (
+                    "set the encoder's own pooling='max'"
+                    if hasattr(self, "pooling")
+                    else "this encoder aggregates by sums only; use SoftAssignment, SparseCoding, LLC "
+                    "or KMeansTriangle for max pooling"
+                )
+                raise ValueError(
+                    f"{type(self).__name__} pools with its own pooling ({self._pooling_mode()!r}), "
+                    f"so the pyramid's pooling='max' would be ignored: {hint}"
+                )
 
     def _chunk_bounds(self, lens: np.ndarray) -> list[tuple[int, int]]:
         per_desc = max(1, self._per_descriptor_elements())

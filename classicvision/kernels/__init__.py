@@ -3,7 +3,7 @@
 from ._additive import chi2_kernel, hellinger_kernel, intersection_kernel
 from ._svc import KernelSVC, clear_kernel_cache
 from ._linear import LinearSVM
-from ._maps import HomogeneousKernelMap, PowerNormalizer, kernel_spectrum
+from ._maps import HomogeneousKernelMap, NystroemMap, PowerNormalizer, kernel_spectrum
 
 __all__ = [
     "intersection_kernel",
@@ -12,6 +12,7 @@ __all__ = [
     "kernel_spectrum",
     "HomogeneousKernelMap",
     "PowerNormalizer",
+    "NystroemMap",
     "KernelSVC",
     "LinearSVM",
     "clear_kernel_cache",
