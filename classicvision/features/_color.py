@@ -182,27 +182,14 @@ class ColorSIFT(DenseSIFT):
     def _extract_chunk_function(self):
         if not self.fast:
             return BaseExtractor._extract_chunk_function(self)  # one image at a time
+        params = self._sift_params()
+        del params["fast"]  # the stacked kernel always uses the fast window
         return partial(
             _stacked_sift_chunk,
             one=self._extract_function(),
             channels=partial(color_transform, color=self.color),
-            sizes=self._sizes,
-            step=int(self.step),
-            contrast_threshold=float(self.contrast_threshold),
-            rootsift=bool(self.rootsift),
-            magnification=float(self.magnification),
-            max_size=self.max_size,
+            **params,
         )
 
     def _extract_function(self):
-        return partial(
-            _color_sift_set,
-            color=self.color,
-            sizes=self._sizes,
-            step=int(self.step),
-            contrast_threshold=float(self.contrast_threshold),
-            rootsift=bool(self.rootsift),
-            magnification=float(self.magnification),
-            fast=bool(self.fast),
-            max_size=self.max_size,
-        )
+        return partial(_color_sift_set, color=self.color, **self._sift_params())

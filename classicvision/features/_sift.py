@@ -640,9 +640,9 @@ class DenseSIFT(BaseExtractor):
     def _n_features(self, images) -> int:
         return DIM
 
-    def _extract_chunk_function(self):
-        return partial(
-            _dense_sift_chunk,
+    def _sift_params(self) -> dict:
+        """The keyword arguments of the SIFT kernels, from the validated parameters."""
+        return dict(
             sizes=self._sizes,
             step=int(self.step),
             contrast_threshold=float(self.contrast_threshold),
@@ -652,14 +652,8 @@ class DenseSIFT(BaseExtractor):
             max_size=self.max_size,
         )
 
+    def _extract_chunk_function(self):
+        return partial(_dense_sift_chunk, **self._sift_params())
+
     def _extract_function(self):
-        return partial(
-            _dense_sift_set,
-            sizes=self._sizes,
-            step=int(self.step),
-            contrast_threshold=float(self.contrast_threshold),
-            rootsift=bool(self.rootsift),
-            magnification=float(self.magnification),
-            fast=bool(self.fast),
-            max_size=self.max_size,
-        )
+        return partial(_dense_sift_set, **self._sift_params())

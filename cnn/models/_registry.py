@@ -16,6 +16,16 @@ from typing import Any, Callable
 
 from torch import nn
 
+#: Defaults shared by the models built for 32x32 CIFAR images: input size and the
+#: CIFAR-10 training-set channel statistics (models override what differs).
+CIFAR_DEFAULTS: dict[str, Any] = {
+    "input_size": 32,
+    "mean": (0.4914, 0.4822, 0.4465),
+    "std": (0.2470, 0.2435, 0.2616),
+    "lr_batch_size": 128,
+    "family": "cifar",
+}
+
 __all__ = [
     "register_model",
     "create_model",

@@ -12,19 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._registry import register_model
+from ._registry import CIFAR_DEFAULTS, register_model
 
 __all__ = ["CifarResNet", "BasicBlock"]
 
-_CIFAR_CFG = {
-    "input_size": 32,
-    "mean": (0.4914, 0.4822, 0.4465),
-    "std": (0.2470, 0.2435, 0.2616),
-    "lr": 0.1,
-    "lr_batch_size": 128,
-    "weight_decay": 5e-4,
-    "family": "cifar",
-}
+_CIFAR_CFG = {**CIFAR_DEFAULTS, "lr": 0.1, "weight_decay": 5e-4}
 
 
 class BasicBlock(nn.Module):

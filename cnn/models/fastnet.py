@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._registry import register_model
+from ._registry import CIFAR_DEFAULTS, register_model
 
 __all__ = ["FastNet", "FastBatchNorm", "FastConvGroup"]
 
@@ -154,16 +154,13 @@ class FastNet(nn.Module):
 # lr = 11.5 / (1 + 1 / (1 - 0.85)) = 1.5; lr * weight_decay = 0.0153 / 7.67 = 2.0e-3.
 @register_model(
     config={
-        "input_size": 32,
-        "mean": (0.4914, 0.4822, 0.4465),
-        "std": (0.2470, 0.2435, 0.2616),
+        **CIFAR_DEFAULTS,
         "lr": 1.5,
         "lr_batch_size": 1024,
         "momentum": 0.85,
         "weight_decay": 1.33e-3,
         "label_smoothing": 0.2,
         "bias_lr_scale": 64.0,
-        "family": "cifar",
         "paper": "Jordan 2024, airbench94, https://arxiv.org/abs/2404.00498",
     }
 )

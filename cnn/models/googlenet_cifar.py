@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._registry import register_model
+from ._registry import CIFAR_DEFAULTS, register_model
 
 __all__ = ["Inception", "GoogLeNetCifar"]
 
@@ -97,12 +97,8 @@ class GoogLeNetCifar(nn.Module):
 
 @register_model(
     config={
-        "input_size": 32,
-        "mean": (0.4914, 0.4822, 0.4465),
-        "std": (0.2470, 0.2435, 0.2616),
+        **CIFAR_DEFAULTS,
         "lr": 0.1,
-        "lr_batch_size": 128,
-        "family": "cifar",
         "paper": "Szegedy et al. 2015, https://doi.org/10.1109/CVPR.2015.7298594",
     }
 )

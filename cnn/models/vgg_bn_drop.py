@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._registry import register_model
+from ._registry import CIFAR_DEFAULTS, register_model
 
 __all__ = ["VGGBNDrop"]
 
@@ -94,12 +94,8 @@ class VGGBNDrop(nn.Module):
 
 @register_model(
     config={
-        "input_size": 32,
-        "mean": (0.4914, 0.4822, 0.4465),
-        "std": (0.2470, 0.2435, 0.2616),
+        **CIFAR_DEFAULTS,
         "lr": 0.05,
-        "lr_batch_size": 128,
-        "family": "cifar",
         "paper": "PaddlePaddle book ch. 3; Simonyan & Zisserman 2015, https://arxiv.org/abs/1409.1556",
     }
 )
