@@ -221,7 +221,7 @@ class FisherVector(BaseEncoder):
         return 2 * self.n_components + 2 * self._dim
 
     def _atom_stats(self, X, atom, n_atoms):
-        K, D = self.n_components, self._dim
+        K = self.n_components
         Xc = X - self._center.astype(np.float32)
         gamma = gmm_posteriors(Xc, self._W, self._const)
         if self.posterior_threshold > 0:
@@ -229,9 +229,9 @@ class FisherVector(BaseEncoder):
         Z = np.concatenate([Xc, Xc * Xc], axis=1)  # (n, 2D)
         stats = np.zeros((n_atoms, self._stat_dim()), dtype=np.float32)
         stats[:, 0] = np.bincount(atom, minlength=n_atoms)
-        rows, comps = np.nonzero(gamma)
-        if rows.size < 0.15 * gamma.size:
+        if np.count_nonzero(gamma) < 0.15 * gamma.size:
             # Sparse posteriors: one sparse (atom, k) x descriptor matrix times [x, x^2].
+            rows, comps = np.nonzero(gamma)
             vals = gamma[rows, comps]
             key = atom[rows] * K + comps
             M = sp.csr_matrix((vals, (key, rows)), shape=(n_atoms * K, len(atom)))
