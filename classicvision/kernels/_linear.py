@@ -251,9 +251,7 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
             C=self.C, loss="squared_hinge", fit_intercept=self.fit_intercept,
             class_weight=self.class_weight, tol=min(self.tol, 1e-4), max_iter=5000,
         )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", category=ConvergenceWarning)
-            svc.fit(X, y)
+        svc.fit(X, y)  # liblinear's own ConvergenceWarning reaches the caller, as Newton's does
         self.coef_ = np.ascontiguousarray(svc.coef_, dtype=np.float32)
         self.intercept_ = np.asarray(svc.intercept_, dtype=np.float32).reshape(-1)
         self.n_iter_ = int(np.max(svc.n_iter_))
