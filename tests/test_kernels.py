@@ -378,6 +378,23 @@ def test_linear_svm_synthetic_and_binary(solver):
     assert not np.allclose(bal.intercept_, clf.intercept_)
 
 
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_linear_svm_gram_preconditioner_reaches_the_same_solution(fit_intercept):
+    X, y = make_classification(n_samples=1200, n_features=60, n_informative=20, n_redundant=30,
+                               n_classes=3, class_sep=0.7, random_state=1)
+    X = (X - X.mean(0)) / X.std(0)
+    kw = dict(C=0.05, solver="newton", fit_intercept=fit_intercept, class_weight="balanced", tol=1e-5)
+    jac = LinearSVM(preconditioner="jacobi", **kw).fit(X, y)
+    gram = LinearSVM(preconditioner="gram", **kw).fit(X, y)
+    assert (jac.preconditioner_, gram.preconditioner_) == ("jacobi", "gram")
+    assert LinearSVM(solver="newton", C=0.05).fit(X, y).preconditioner_ == "gram"  # auto: n >= d
+    assert LinearSVM(solver="newton", C=0.05).fit(X[:50], y[:50]).preconditioner_ == "jacobi"
+    np.testing.assert_allclose(gram.coef_, jac.coef_, rtol=0, atol=2e-3 * np.abs(jac.coef_).max())
+    np.testing.assert_allclose(gram.intercept_, jac.intercept_, atol=2e-3)
+    # the exact Hessian at w = 0 makes the Gram-preconditioned CG converge in far fewer steps
+    assert gram.n_cg_iter_ < jac.n_cg_iter_
+
+
 def test_linear_svm_errors():
     X = np.random.default_rng(0).random((10, 3))
     with pytest.raises(ValueError, match="at least 2 classes; got 1 class"):

@@ -20,6 +20,9 @@ _PREDICT_CHUNK = 4096
 # below this many multiply-adds per pass over X, thread start-up costs more than it saves
 _SMALL_PROBLEM = 20_000_000
 _LIBLINEAR_MAX_SAMPLES = 10_000  # "auto" solver: liblinear up to here, Newton-CG above
+# "auto" preconditioner: the Gram matrix (d x d, float64 Cholesky) up to this many features
+_GRAM_MAX_FEATURES = 16_384
+_GRAM_CHUNK = 8192
 
 
 @contextmanager
@@ -56,9 +59,13 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
     All classes are solved together as one ``(n_features, n_classes)`` weight
     matrix by a truncated Newton method: conjugate gradients on the
     generalized Hessian (one matrix product with ``X`` and one with ``X.T``
-    per CG step, each over all classes at once; Jacobi preconditioner as in
-    LIBLINEAR's preconditioned TRON) and a backtracking line search
-    that reuses the CG products, so it costs no extra pass over the data.
+    per CG step, each over all classes at once) and a backtracking line
+    search that reuses the CG products, so it costs no extra pass over the
+    data. The conjugate gradients are preconditioned either by the diagonal of
+    the Hessian (Jacobi, as in LIBLINEAR's preconditioned TRON) or by the
+    Cholesky factor of the Hessian with every sample active,
+    ``I + 2C [X 1]^T S [X 1]``, computed once: one pass of ``n d^2``
+    multiply-adds that makes each later Newton system nearly well-conditioned.
 
     Parameters
     ----------
@@ -84,6 +91,13 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         ``"liblinear"``: scikit-learn's :class:`~sklearn.svm.LinearSVC` (dual
         coordinate descent, float64), which is faster on small problems.
         ``"auto"`` uses liblinear when ``n_samples <= 10000`` and Newton above.
+    preconditioner : {"auto", "jacobi", "gram"}, default="auto"
+        Preconditioner of the conjugate gradients (Newton solver only).
+        ``"gram"``: Cholesky factor of ``I + 2C [X 1]^T S [X 1]`` (costs a
+        ``(d+1) x (d+1)`` float64 matrix and one ``n d^2`` pass; far fewer CG
+        steps on correlated, standardized features). ``"jacobi"``: the
+        Hessian's diagonal. ``"auto"``: ``"gram"`` when
+        ``n_features <= 16384`` and ``n_samples >= n_features``, else Jacobi.
     n_threads : int >= 1 or None, default=None
         torch CPU threads during ``fit``; ``None`` keeps torch's setting, except
         for small problems (``n_samples * n_features * n_classes < 2e7``), which
@@ -99,6 +113,8 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         Newton iterations run.
     n_cg_iter_ : int
         Conjugate-gradient steps in total (two passes over ``X`` each).
+    preconditioner_ : str
+        The preconditioner used (``"jacobi"`` or ``"gram"``; ``"none"`` for liblinear).
     n_features_in_ : int
 
     See Also
@@ -149,6 +165,7 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         "max_cg_iter": [Interval(Integral, 1, None, closed="left")],
         "device": [str],
         "solver": [StrOptions({"auto", "newton", "liblinear"})],
+        "preconditioner": [StrOptions({"auto", "jacobi", "gram"})],
         "n_threads": [Interval(Integral, 1, None, closed="left"), None],
     }
 
@@ -164,6 +181,7 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         max_cg_iter=100,
         device="cpu",
         solver="auto",
+        preconditioner="auto",
         n_threads=None,
     ):
         self.C = C
@@ -175,6 +193,7 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         self.max_cg_iter = max_cg_iter
         self.device = device
         self.solver = solver
+        self.preconditioner = preconditioner
         self.n_threads = n_threads
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -218,6 +237,9 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         n_threads = self.n_threads
         if n_threads is None and n * d * k < _SMALL_PROBLEM:
             n_threads = 1
+        precond = self.preconditioner
+        if precond == "auto":
+            precond = "gram" if d <= _GRAM_MAX_FEATURES and n >= d else "jacobi"
         with torch.no_grad(), _torch_threads(n_threads):
             Xt = _as_tensor(X, device)
             yi = torch.from_numpy(y_idx.astype(np.int64)).to(device)
@@ -227,14 +249,16 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
                 Y = torch.full((n, k), -1.0, device=device)
                 Y[torch.arange(n, device=device), yi] = 1.0
             s = torch.from_numpy(cw.astype(np.float32)).to(device)[yi][:, None]
+            factor = _gram_factor(Xt, s, float(self.C), self.fit_intercept) if precond == "gram" else None
             W, b, n_iter, n_cg = _newton_cg(
                 Xt, Y, s, float(self.C), self.fit_intercept, self.max_iter,
-                float(self.tol), self.max_cg_iter,
+                float(self.tol), self.max_cg_iter, factor,
             )
         self.coef_ = np.ascontiguousarray(W.T.cpu().numpy())
         self.intercept_ = b.cpu().numpy()
         self.n_iter_ = n_iter
         self.n_cg_iter_ = n_cg
+        self.preconditioner_ = precond
         if n_iter >= self.max_iter:
             warnings.warn(
                 f"LinearSVM did not reach tol={self.tol} in max_iter={self.max_iter} "
@@ -256,6 +280,7 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         self.intercept_ = np.asarray(svc.intercept_, dtype=np.float32).reshape(-1)
         self.n_iter_ = int(np.max(svc.n_iter_))
         self.n_cg_iter_ = 0
+        self.preconditioner_ = "none"
         return self
 
     def decision_function(self, X):
@@ -295,11 +320,46 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         return self.classes_[np.argmax(scores, axis=1)]
 
 
-def _newton_cg(X, Y, s, C, fit_intercept, max_iter, tol, max_cg_iter):
+def _gram_factor(X, s, C, fit_intercept):
+    """Lower Cholesky factor (float32) of ``I + 2C [X 1]^T S [X 1]``.
+
+    The Hessian of the squared-hinge objective when every sample is active (as
+    at ``w = 0``); with a bias the last row/column is the bias's (unregularized,
+    so only ``2C sum(s)`` on its diagonal). Shape ``(d + 1, d + 1)`` with a bias,
+    ``(d, d)`` without. The Gram matrix is accumulated in float32 over row
+    chunks and factored in float64.
+    """
+    import torch
+
+    n, d = X.shape
+    G = torch.zeros((d, d), dtype=torch.float32, device=X.device)
+    v = torch.zeros(d, dtype=torch.float32, device=X.device)
+    for i in range(0, n, _GRAM_CHUNK):
+        Xc = X[i : i + _GRAM_CHUNK]
+        sXc = s[i : i + _GRAM_CHUNK] * Xc
+        G.addmm_(sXc.T, Xc)
+        v += sXc.sum(0)
+    twoC = 2.0 * C
+    size = d + 1 if fit_intercept else d
+    M = torch.zeros((size, size), dtype=torch.float64, device=X.device)
+    M[:d, :d] = G.to(torch.float64)
+    del G
+    M[:d, :d] *= twoC
+    M.diagonal()[:d] += 1.0
+    if fit_intercept:
+        M[:d, d] = twoC * v.to(torch.float64)
+        M[d, :d] = M[:d, d]
+        M[d, d] = max(twoC * float(s.sum()), 1.0)
+    return torch.linalg.cholesky(M).to(torch.float32)
+
+
+def _newton_cg(X, Y, s, C, fit_intercept, max_iter, tol, max_cg_iter, factor=None):
     """Truncated Newton for all one-vs-rest squared-hinge problems at once.
 
-    Shapes: X (n, d), Y (n, k) in {-1, +1}, s (n, 1) sample weights.
-    Returns W (d, k), b (k,), number of Newton iterations.
+    Shapes: X (n, d), Y (n, k) in {-1, +1}, s (n, 1) sample weights; ``factor``
+    is the lower Cholesky factor from :func:`_gram_factor`, or None for the
+    Jacobi preconditioner.
+    Returns W (d, k), b (k,), number of Newton iterations, number of CG steps.
     """
     import torch
 
@@ -337,15 +397,25 @@ def _newton_cg(X, Y, s, C, fit_intercept, max_iter, tol, max_cg_iter):
             n_iter -= 1
             break
         # --- preconditioned CG on H p = -g, per column, with forcing term eta ---
-        # Jacobi preconditioner: diag(H) = 1 + 2C sum_i a_i x_ij^2 (bias: 2C sum_i a_i)
-        MW = 1.0 + twoC * _squared_t_matmul(X, A)
-        Mb = torch.clamp(twoC * A.sum(0), min=1.0) if fit_intercept else torch.ones(k, device=dev)
+        if factor is None:
+            # Jacobi preconditioner: diag(H) = 1 + 2C sum_i a_i x_ij^2 (bias: 2C sum_i a_i)
+            MW = 1.0 + twoC * _squared_t_matmul(X, A)
+            Mb = torch.clamp(twoC * A.sum(0), min=1.0) if fit_intercept else torch.ones(k, device=dev)
+
+            def precondition(rW, rb):
+                return rW / MW, rb / Mb
+        else:
+            def precondition(rW, rb):
+                if not fit_intercept:
+                    return torch.cholesky_solve(rW, factor), rb
+                z = torch.cholesky_solve(torch.cat([rW, rb[None]]), factor)
+                return z[:d], z[d]
         eta = torch.clamp(torch.sqrt(gnorm / g0), max=0.5)
         DW = torch.zeros_like(W)
         Db = torch.zeros_like(b)
         XD = torch.zeros_like(Z)  # X @ DW + Db, accumulated for the line search
         rW, rb = -gW, -gb
-        zW, zb = rW / MW, rb / Mb
+        zW, zb = precondition(rW, rb)
         pW, pb = zW.clone(), zb.clone()
         rz = (rW * zW).sum(0) + rb * zb
         active_cols = ~done
@@ -367,7 +437,7 @@ def _newton_cg(X, Y, s, C, fit_intercept, max_iter, tol, max_cg_iter):
             active_cols = active_cols & (rr > target)
             if not bool(active_cols.any()):
                 break
-            zW, zb = rW / MW, rb / Mb
+            zW, zb = precondition(rW, rb)
             rz_new = (rW * zW).sum(0) + rb * zb
             beta = torch.where(active_cols, rz_new / torch.clamp(rz, min=1e-30), 0.0)
             pW = zW + beta * pW
