@@ -25,7 +25,7 @@ from ._fisher import FisherVector, fisher_from_stats, gmm_posteriors
 from ._image_encoder import ImageEncoder
 from ._llc import LLC, llc_codes
 from ._pca import DescriptorPCA
-from ._sparse import SparseCoding, fista_lasso
+from ._sparse import SparseCoding, fista_lasso, learn_dictionary, working_set_lasso
 from ._supervector import SuperVector
 from ._triangle import KMeansTriangle, zca_whitening
 from ._vlad import VLAD
@@ -49,6 +49,8 @@ __all__ = [
     "fit_kmeans",
     "llc_codes",
     "fista_lasso",
+    "working_set_lasso",
+    "learn_dictionary",
     "gmm_posteriors",
     "fisher_from_stats",
     "zca_whitening",
