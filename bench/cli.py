@@ -37,7 +37,9 @@ def _positive_int(text: str) -> int:
 
 def _add_compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="YAML", help="YAML file of option defaults; flags override it")
-    p.add_argument("--dataset", default="digits", choices=DATASET_CHOICES, help="dataset (default: digits)")
+    p.add_argument("--dataset", default="digits", choices=DATASET_CHOICES,
+                   help="dataset (default: digits); presets use their settings for it where they have "
+                        "some (bench list), NAME:dataset=none keeps the paper's")
     p.add_argument("--root", default=None, metavar="PATH", help="dataset path (archive or folder); cifar10/scene15 default to "
                    "$CLASSICVISION_DATA, else ../shared/datasets next to the repository")
     p.add_argument("--pipelines", default="hog_svm", metavar="NAMES",
@@ -160,6 +162,9 @@ def _cmd_list(out=None) -> int:
             print(f"  {name:<16} {meta.get('description', '')}", file=out)
             if meta.get("citation"):
                 print(f"  {'':<16} {meta['citation']}", file=out)
+            if meta.get("datasets"):
+                print(f"  {'':<16} settings for: {', '.join(meta['datasets'])} (applied by compare --dataset)",
+                      file=out)
     except Exception as exc:
         print(f"  (unavailable: {type(exc).__name__}: {exc})", file=out)
         rc = 1

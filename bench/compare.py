@@ -2,7 +2,8 @@
 
 Flow: check every requested name (fail fast, before loading data or training), load the
 train and test splits (optionally capped by ``--limit``, stratified and seeded), then run
-each pipeline and each CNN in turn. After every run ``report.json`` is rewritten
+each pipeline (built with the preset's settings for ``--dataset``, see
+:func:`classic_run`) and each CNN in turn. After every run ``report.json`` is rewritten
 atomically together with ``report.md``, the figures and ``report.html``, so an
 interrupted comparison leaves a valid report; re-running with the same ``--out`` and the
 same data options skips the runs already ``"ok"`` and redoes failed or missing ones.
@@ -43,6 +44,7 @@ __all__ = [
     "default_dataset_root",
     "load_splits",
     "data_options",
+    "classic_run",
     "run_compare",
 ]
 
@@ -74,12 +76,28 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+def _split_top_level(text: str, sep: str = ",") -> list[str]:
+    """Split ``text`` at the ``sep`` characters outside (), [] and {} brackets."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth = max(depth - 1, 0)
+        elif ch == sep and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return parts
+
+
 def parse_specs(text: str | None, track: str, *, all_names: Iterable[str] = ()) -> list[RunSpec]:
     """Parse ``"name,name:key=value:key=value"`` into run specs.
 
     ``"all"`` expands to ``all_names``; ``"none"`` / empty gives no run. A name may carry
     overrides after colons (``hog_svm:svm__C=10``); values are Python literals (numbers,
-    booleans, tuples) or plain strings. The run's display name is the whole item.
+    booleans, tuples such as ``levels=(1,2)``: commas inside brackets do not separate
+    items) or plain strings. The run's display name is the whole item.
     """
     if text is None:
         return []
@@ -89,7 +107,7 @@ def parse_specs(text: str | None, track: str, *, all_names: Iterable[str] = ()) 
     if text.lower() == "all":
         return [RunSpec(n, track, n, {}) for n in all_names]
     specs = []
-    for item in text.split(","):
+    for item in _split_top_level(text):
         item = item.strip()
         if not item:
             continue
@@ -274,6 +292,34 @@ def _load_previous(out: Path, options: Mapping[str, Any]) -> dict | None:
     return prev
 
 
+def classic_run(spec: RunSpec, seed: int | None, dataset: str) -> tuple[RunSpec, dict]:
+    """The spec bench builds a classic run from, and the run record's ``params``.
+
+    The spec asks ``make_preset`` for the dataset's settings (``dataset=`` keyword; an
+    override ``NAME:dataset=...`` given on the command line wins, ``dataset=none`` gives
+    the paper's defaults). ``params`` adds to ``classic_params`` the ``preset_dataset``
+    whose settings apply (None when the preset has none for it) and the ``effective``
+    builder parameters (:func:`classicvision.presets.preset_params`, without ``n_jobs``
+    and ``random_state``, which bench sets); they identify the run for resume, so runs
+    recorded before a preset's settings changed are redone.
+    """
+    from classicvision.presets import PRESETS, preset_params
+
+    kwargs = dict(spec.overrides)
+    chosen = kwargs.pop("dataset", dataset)
+    params = classic_params(spec, seed)
+    settings = PRESETS.get(spec.base, {}).get("datasets", {})
+    params["preset_dataset"] = chosen if chosen in settings else None
+    try:
+        effective = preset_params(spec.base, dataset=chosen, **kwargs)
+    except ValueError:  # an unknown override: the run fails with this error, recorded
+        effective = None
+    if effective is not None:
+        effective = {k: v for k, v in effective.items() if k not in ("n_jobs", "random_state")}
+    params["effective"] = effective
+    return RunSpec(spec.name, spec.track, spec.base, {**kwargs, "dataset": chosen}), params
+
+
 def _same_run(a: Mapping[str, Any], name: str, track: str, params: Mapping[str, Any]) -> bool:
     if a.get("name") != name or a.get("track") != track:
         return False
@@ -357,8 +403,10 @@ def run_compare(args: Any, *, command: str | None = None, progress: Progress | N
     specs = classic + cnns
     cnn_defaults = dict(CNN_DATASET_DEFAULTS.get(args.dataset, {}))
     for i, spec in enumerate(specs, 1):
-        params = (classic_params(spec, args.seed) if spec.track == "classic"
-                  else cnn_params(spec, args.seed, args.epochs, cnn_defaults))
+        if spec.track == "classic":
+            build_spec, params = classic_run(spec, args.seed, args.dataset)
+        else:
+            build_spec, params = spec, cnn_params(spec, args.seed, args.epochs, cnn_defaults)
         done = next((r for r in previous_runs if _same_run(r, spec.name, spec.track, params)), None)
         if done is not None and (models_dir is None or done.get("model_path")):
             progress.line(f"[{i}/{len(specs)}] {spec.name}: already done in {out}, skipping")
@@ -368,8 +416,9 @@ def run_compare(args: Any, *, command: str | None = None, progress: Progress | N
         progress.line(f"[{i}/{len(specs)}] {spec.name} ({spec.track}) ...")
         try:
             if spec.track == "classic":
-                rec = run_classic(spec, train, test, seed=args.seed, n_jobs=args.n_jobs, cache=cache,
+                rec = run_classic(build_spec, train, test, seed=args.seed, n_jobs=args.n_jobs, cache=cache,
                                   data_identity=identity, models_dir=models_dir, progress=progress)
+                rec["params"] = params
             else:
                 rec = run_cnn(spec, train, test, seed=args.seed, epochs=args.epochs, device=args.device,
                               defaults=cnn_defaults, models_dir=models_dir, progress=progress)
@@ -378,6 +427,7 @@ def run_compare(args: Any, *, command: str | None = None, progress: Progress | N
                           f"(fit {rec['fit_seconds']:.1f}s, predict {rec['predict_seconds']:.1f}s)")
         except Exception as exc:
             rec = empty_record(spec, params)
+            rec["mean_class_accuracy"] = None
             rec["status"] = "failed"
             rec["error"] = f"{type(exc).__name__}: {exc}"
             logs.mkdir(parents=True, exist_ok=True)

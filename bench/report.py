@@ -24,7 +24,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from bench.published import JPEG_NOTE, reproduction_rows
+from bench.published import JPEG_NOTE, METRIC_NOTE, METRICS, reproduction_rows
 from bench.runners import safe_name
 
 __all__ = [
@@ -169,6 +169,7 @@ def summary_rows(report: Mapping[str, Any]) -> list[dict[str, str]]:
                 "model MB": _f(r["model_bytes"] / 1e6, ".3f") if r.get("model_bytes") else "–",
                 "top-1 %": _pct(r.get("top1")),
                 "top-5 %": _pct(r.get("top5")),
+                "mean class acc %": _pct(r.get("mean_class_accuracy")),
                 "macro-F1 %": _pct(r.get("macro_f1")),
                 "fit s": _f(r.get("fit_seconds"), ".2f"),
                 "predict ms/image": _f(ms, ".3f"),
@@ -178,14 +179,28 @@ def summary_rows(report: Mapping[str, Any]) -> list[dict[str, str]]:
     return rows
 
 
+def _metric_label(row: Mapping[str, Any]) -> str:
+    label = METRICS.get(row["metric"], row["metric"])
+    if row["measured_metric"] != row["metric"]:
+        label += (f" (measured: {METRICS.get(row['measured_metric'], row['measured_metric'])}; "
+                  f"this record has no {label})")
+    return label
+
+
+def _metric_note(repro: Sequence[Mapping[str, str]]) -> str:
+    """The metric note, when a row of the reproduction table is not plain top-1."""
+    return METRIC_NOTE if any(r["metric"] != METRICS["top1"] for r in repro) else ""
+
+
 def _reproduction_table(report: Mapping[str, Any]) -> list[dict[str, str]]:
     return [
         {
             "name": str(row["name"]),
             "track": str(row["track"]),
-            "published top-1 %": _pct(row["published"]),
-            "measured top-1 %": _pct(row["measured"]),
+            "published %": _pct(row["published"]),
+            "measured %": _pct(row["measured"]),
             "difference (pts)": _pct(row["difference"], signed=True),
+            "metric": _metric_label(row),
             "citation": row["citation"] + (f" ({row['note']})" if row.get("note") else ""),
         }
         for row in reproduction_rows(report)
@@ -266,7 +281,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     parts += ["\n## Reproduction\n"]
     repro = _reproduction_table(report)
     if repro:
-        parts.append(_md_table(repro))
+        parts += [_md_table(repro), f"\n{_metric_note(repro)}\n"]
     else:
         parts.append("No published figure for these runs on this dataset.\n")
     if ds.get("name") == "cifar10":
@@ -436,10 +451,12 @@ def render_html(report: Mapping[str, Any], out_dir: str | os.PathLike) -> str:
         parts += ["<h3>Failed runs</h3>", _html_table(failed, "failed")]
     parts += ["<h2>Reproduction</h2>"]
     repro = _reproduction_table(report)
-    parts.append(
-        _html_table(repro, "reproduction") if repro
-        else '<p id="reproduction" class="note">No published figure for these runs on this dataset.</p>'
-    )
+    if repro:
+        parts.append(_html_table(repro, "reproduction"))
+        if _metric_note(repro):
+            parts.append(f'<p class="note">{e(_metric_note(repro))}</p>')
+    else:
+        parts.append('<p id="reproduction" class="note">No published figure for these runs on this dataset.</p>')
     if ds.get("name") == "cifar10":
         parts.append(f'<p class="note">{e(JPEG_NOTE)}</p>')
     parts += ["<h2>Figures</h2>", '<div class="figs">']
@@ -514,6 +531,7 @@ def render_benchmarks(reports: Sequence[tuple[str, Mapping[str, Any]]], *, title
         if failed:
             parts += ["\n### Failed runs\n", _md_table(failed)]
         repro = _reproduction_table(rep)
-        parts += ["\n### Reproduction\n", _md_table(repro) if repro else "No published figure for these runs.\n"]
+        parts += ["\n### Reproduction\n",
+                  _md_table(repro) + f"\n{_metric_note(repro)}\n" if repro else "No published figure for these runs.\n"]
     return "\n".join(parts)
 

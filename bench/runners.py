@@ -188,20 +188,29 @@ def _map_chunks(
     chunk: int,
     update: Callable[[int], None] | None,
 ) -> np.ndarray:
-    """Apply ``fn`` to consecutive chunks of ``images`` and stack the 2-D results."""
+    """Apply ``fn`` to consecutive chunks of ``images`` and stack the results.
+
+    The output array is allocated once from the first chunk's shape and dtype and
+    filled in place, so peak memory is one copy of the result (plus one chunk), not
+    two as with a final concatenation.
+    """
     n = n_images(images)
-    outs = []
+    result = None
     for lo, hi in _chunk_bounds(n, chunk):
-        part = images[lo:hi]
-        out = fn(part)
+        out = fn(images[lo:hi])
         if hasattr(out, "toarray"):  # sparse feature matrices
             out = out.toarray()
-        outs.append(np.asarray(out))
+        out = np.asarray(out)
+        if out.shape[0] != hi - lo:
+            raise ValueError(f"{getattr(fn, '__name__', fn)} returned {out.shape[0]} rows for {hi - lo} images")
+        if result is None:
+            result = np.empty((n,) + out.shape[1:], dtype=out.dtype)
+        result[lo:hi] = out
         if update is not None:
             update(hi)
-    if not outs:
+    if result is None:
         raise ValueError("no images to process")
-    return np.concatenate(outs, axis=0)
+    return result
 
 
 def compute_scores(
@@ -251,6 +260,7 @@ def _metrics(y_true: np.ndarray, scores: np.ndarray, target_names: list[str]) ->
         "top1": _num(rep.top1),
         "top5": _num(rep.top5),
         "macro_f1": _num(rep.macro_f1),
+        "mean_class_accuracy": _num(rep.mean_class_accuracy),
         "per_class_recall": _tolist(recall),
         "confusion": _tolist(d.get("confusion", rep.confusion)),
     }
@@ -305,6 +315,8 @@ def build_pipeline(spec: RunSpec, *, seed: int | None, n_jobs: int | None) -> An
     ``__`` are step parameters and go through ``set_params`` instead."""
     from classicvision.presets import make_preset
 
+    from classicvision.augment import MirrorAugmented
+
     kw = {k: v for k, v in spec.overrides.items() if "__" not in k}
     deep = {k: v for k, v in spec.overrides.items() if "__" in k}
     pipe = make_preset(spec.base, **kw)
@@ -313,8 +325,18 @@ def build_pipeline(spec: RunSpec, *, seed: int | None, n_jobs: int | None) -> An
     if n_jobs is not None:
         _set_matching_params(pipe, "n_jobs", n_jobs)
     if deep:
-        pipe.set_params(**deep)
+        # step parameters name the pipeline's steps, also inside a MirrorAugmented wrapper
+        (pipe.estimator if isinstance(pipe, MirrorAugmented) else pipe).set_params(**deep)
     return pipe
+
+
+def _with_mirrors(images: Any) -> Any:
+    """The images followed by their left-right mirrors (an array stays an array)."""
+    from classicvision.augment import mirror_images
+
+    if isinstance(images, np.ndarray) and images.ndim >= 3 and images.dtype != object:
+        return np.concatenate([images, images[:, :, ::-1]])
+    return list(images) + mirror_images(images)
 
 
 def build_cnn(
@@ -435,14 +457,20 @@ def run_classic(
     extraction times measured when the entry was built (``timings`` has the split and
     ``cache_hit`` is True), so times stay comparable between fresh and cached runs.
     """
+    from sklearn.base import clone
     from sklearn.pipeline import Pipeline
 
     import classicvision
+    from classicvision.augment import MirrorAugmented
 
     progress = progress or Progress(None)
     rec = empty_record(spec, classic_params(spec, seed))
     n_classes = len(train.target_names)
     pipe = build_pipeline(spec, seed=seed, n_jobs=n_jobs)
+    mirror = None
+    if isinstance(pipe, MirrorAugmented):  # train on mirrors too, as the wrapper's fit does
+        mirror, pipe = pipe, pipe.estimator
+        rec["mirror"] = {"train": True, "test_time": bool(mirror.test_time)}
     rec["pipeline"] = [[name, type(step).__name__] for name, step in pipe.steps]
     timings: dict[str, float] = {}
 
@@ -460,7 +488,13 @@ def run_classic(
         except (TypeError, ValueError):
             pass
 
-    ntr, nte = len(train), len(test)
+    train_images, y_train, test_images = train.images, np.asarray(train.target), test.images
+    if mirror is not None:
+        train_images, y_train = _with_mirrors(train_images), np.concatenate([y_train, y_train])
+        if mirror.test_time:
+            test_images = _with_mirrors(test_images)
+        data_identity = {**(data_identity or {}), "mirror": rec["mirror"]}
+    ntr, nte = n_images(train_images), n_images(test_images)
     chunk_tr = chunk or max(64, -(-ntr // 20))
     chunk_te = chunk or max(64, -(-nte // 20))
 
@@ -495,15 +529,15 @@ def run_classic(
     else:
         t0 = time.perf_counter()
         with progress.stage(spec.name, f"fit features step on {ntr} train images"):
-            features.fit(train.images, train.target)
+            features.fit(train_images, y_train)
         Xtr = _map_chunks(
-            features.transform, train.images, chunk_tr,
+            features.transform, train_images, chunk_tr,
             progress.chunks(spec.name, "features (train)", ntr),
         )
         timings["features_fit_seconds"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         Xte = _map_chunks(
-            features.transform, test.images, chunk_te,
+            features.transform, test_images, chunk_te,
             progress.chunks(spec.name, "features (test)", nte),
         )
         timings["features_test_seconds"] = time.perf_counter() - t0
@@ -521,12 +555,15 @@ def run_classic(
 
     last = rest.steps[-1][0]
     with progress.stage(spec.name, f"fit {last} on {Xtr.shape[0]}x{Xtr.shape[1]} features") as st:
-        rest.fit(Xtr, train.target)
+        rest.fit(Xtr, y_train)
     timings["classifier_fit_seconds"] = st.seconds
     t0 = time.perf_counter()
     scores, kind = compute_scores(
         rest, Xte, n_classes, chunk=chunk_te, update=progress.chunks(spec.name, f"predict ({last})", nte)
     )
+    if nte != len(test):  # test-time mirroring: average the scores of each image and its mirror
+        scores = 0.5 * (scores[: len(test)] + scores[len(test) :])
+        nte = len(test)
     timings["classifier_predict_seconds"] = time.perf_counter() - t0
     rec.update(_metrics(test.target, scores, test.target_names))
     rec["score_kind"] = kind
@@ -537,6 +574,10 @@ def run_classic(
 
     if fitted_features is not None:
         fitted = Pipeline([("features", fitted_features)] + list(rest.steps))
+        if mirror is not None:
+            wrapper = clone(mirror)
+            wrapper.estimator_, wrapper.classes_ = fitted, fitted.classes_
+            fitted = wrapper
         try:
             if models_dir is not None:
                 from bench.models_io import save_model

@@ -14,17 +14,29 @@ on that split to cache features.
 
 Each builder's parameters are the preset's overrides (``make_preset(name, **overrides)``);
 any nested pipeline parameter (``features__encoder__n_words``) is accepted too.
+
+The defaults are the papers' settings, for images of a few hundred pixels. A preset may
+also carry settings for a named dataset (``PRESETS[name]["datasets"]``), applied by
+``make_preset(name, dataset=...)`` under the explicit overrides: the SIFT and LBP presets
+have ``"cifar10"`` settings sized for 32x32 images and a linear classifier that scales to
+50,000 training images.
+
+>>> make_preset("lazebnik_spm", dataset="cifar10").get_params()["features__extractor__sizes"]
+(8,)
+>>> preset_params("lazebnik_spm", dataset="cifar10", n_words=200)["n_words"]
+200
 """
 
 from __future__ import annotations
 
 import difflib
 import inspect
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from .augment import MirrorAugmented
 from .encoding import (
     LLC,
     VLAD,
@@ -40,25 +52,36 @@ from .features import HOG, LBP, DenseSIFT, RawPatches
 from .kernels import HomogeneousKernelMap, KernelSVC, LinearSVM, NystroemMap
 from .pooling import SpatialPyramid
 
-__all__ = ["PRESETS", "make_preset", "preset_names"]
+__all__ = ["PRESETS", "make_preset", "preset_names", "preset_params"]
 
 _BUILDERS: dict[str, Callable[..., Pipeline]] = {}
 
-#: name -> {"description", "citation", "url", "published": {dataset: top-1}, "notes"}
+#: name -> {"description", "citation", "url", "published", "datasets", "notes"}.
+#: ``published`` maps a dataset name to the paper's figure: a float (top-1 accuracy as a
+#: fraction) or a mapping ``{"value": float, "metric": "top1" | "mean_class_accuracy",
+#: "note": str}``; ``datasets`` maps a dataset name to the builder parameters
+#: ``make_preset(name, dataset=...)`` uses for it.
 PRESETS: dict[str, dict[str, Any]] = {}
 
 
 def _register(name: str, *, description: str, citation: str, url: str,
-              published: dict[str, float] | None = None, notes: str = ""):
+              published: Mapping[str, float | Mapping[str, Any]] | None = None,
+              datasets: Mapping[str, Mapping[str, Any]] | None = None, notes: str = ""):
     def decorator(builder):
         if name in _BUILDERS:
             raise RuntimeError(f"preset {name!r} registered twice")
+        accepted = set(inspect.signature(builder).parameters)
+        for dataset, settings in (datasets or {}).items():
+            unknown = sorted(set(settings) - accepted)
+            if unknown:
+                raise RuntimeError(f"preset {name!r}: settings for {dataset!r} name unknown parameters {unknown}")
         _BUILDERS[name] = builder
         PRESETS[name] = {
             "description": description,
             "citation": citation,
             "url": url,
             "published": dict(published or {}),
+            "datasets": {d: dict(s) for d, s in (datasets or {}).items()},
             "notes": notes,
         }
         return builder
@@ -71,29 +94,8 @@ def preset_names() -> list[str]:
     return sorted(PRESETS)
 
 
-def make_preset(name: str, **overrides) -> Pipeline:
-    """Build the unfitted pipeline of a named classic system.
-
-    Parameters
-    ----------
-    name : str
-        One of :data:`PRESETS` (``hog_svm``, ``lbp_svm``, ``lazebnik_spm``, ``scspm``,
-        ``llc``, ``fisher``, ``vlad``, ``coates_kmeans``, ``nec2010``).
-    **overrides
-        Either a parameter of the preset's builder (e.g. ``n_words=400``, ``C=10``,
-        ``n_jobs=2``, ``random_state=0``; see each builder's docstring) or a nested
-        pipeline parameter in scikit-learn's ``step__param`` form.
-
-    Returns
-    -------
-    sklearn.pipeline.Pipeline
-        Unfitted; its first step is named ``"features"``.
-
-    Raises
-    ------
-    ValueError
-        For an unknown preset (close matches are listed) or an unknown override.
-    """
+def _resolve(name: str, dataset: str | None, overrides: Mapping[str, Any]):
+    """``(builder, builder keyword arguments, nested pipeline parameters)`` of a preset."""
     if name not in _BUILDERS:
         close = difflib.get_close_matches(str(name), _BUILDERS, n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
@@ -110,9 +112,74 @@ def make_preset(name: str, **overrides) -> Pipeline:
             f"unknown override(s) {unknown} for preset {name!r}; it accepts "
             f"{sorted(accepted)} or nested pipeline parameters such as 'features__...'"
         )
-    pipe = builder(**direct)
-    if nested:
-        pipe.set_params(**nested)
+    settings = PRESETS[name]["datasets"].get(dataset, {}) if dataset is not None else {}
+    return builder, {**settings, **direct}, nested
+
+
+def preset_params(name: str, *, dataset: str | None = None, **overrides) -> dict[str, Any]:
+    """The effective parameters of ``make_preset(name, dataset=dataset, **overrides)``.
+
+    Parameters
+    ----------
+    name, dataset, **overrides
+        As for :func:`make_preset`.
+
+    Returns
+    -------
+    dict
+        Every parameter of the preset's builder with the value the pipeline is built
+        with (its default, else the dataset's setting, else the override), followed by
+        the nested ``step__param`` overrides.
+
+    Raises
+    ------
+    ValueError
+        As :func:`make_preset`.
+    """
+    builder, kwargs, nested = _resolve(name, dataset, overrides)
+    defaults = {k: p.default for k, p in inspect.signature(builder).parameters.items()}
+    return {**defaults, **kwargs, **nested}
+
+
+def make_preset(name: str, *, dataset: str | None = None, **overrides) -> Pipeline:
+    """Build the unfitted pipeline of a named classic system.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`PRESETS` (``hog_svm``, ``lbp_svm``, ``lazebnik_spm``, ``scspm``,
+        ``llc``, ``fisher``, ``vlad``, ``coates_kmeans``, ``nec2010``).
+    dataset : str or None, default=None
+        Apply the preset's settings for this dataset (``PRESETS[name]["datasets"]``,
+        e.g. ``"cifar10"``: patch sizes, pyramid and classifier for 32x32 images).
+        A dataset the preset has no settings for, and None, give the preset's
+        defaults (the paper's settings).
+    **overrides
+        Either a parameter of the preset's builder (e.g. ``n_words=400``, ``C=10``,
+        ``n_jobs=2``, ``random_state=0``; see each builder's docstring) or a nested
+        pipeline parameter in scikit-learn's ``step__param`` form. Overrides win over
+        the dataset's settings.
+
+    Returns
+    -------
+    sklearn.pipeline.Pipeline or classicvision.augment.MirrorAugmented
+        Unfitted; the pipeline's first step is named ``"features"``. Presets asked to
+        train on mirror images too (``coates_kmeans(mirror=True)``) return the
+        pipeline wrapped in :class:`~classicvision.augment.MirrorAugmented`.
+
+    Raises
+    ------
+    ValueError
+        For an unknown preset (close matches are listed) or an unknown override.
+
+    See Also
+    --------
+    preset_params : the builder parameters this call resolves to.
+    """
+    builder, kwargs, nested = _resolve(name, dataset, overrides)
+    pipe = builder(**kwargs)
+    if nested:  # step parameters name the pipeline's steps, also inside a mirror wrapper
+        (pipe.estimator if isinstance(pipe, MirrorAugmented) else pipe).set_params(**nested)
     return pipe
 
 
@@ -182,6 +249,9 @@ def hog_svm(*, image_size: int = 32, orientations: int = 9, cell: int = 4, block
     citation="Ojala, Pietikainen & Maenpaa, Multiresolution gray-scale and rotation invariant texture "
              "classification with local binary patterns, TPAMI 2002; Ahonen, Hadid & Pietikainen, TPAMI 2006",
     url="https://doi.org/10.1109/TPAMI.2002.1017623",
+    # 4x4 cells of 8 px on 32x32 images; top-1 on 10,000 CIFAR-10 images: 52.5% with C=0.01,
+    # 51.9% with C=0.03, 49.8% with C=0.1 (on 2,000: 47.5%, 47.4%, 44.1%, and 39.4% with C=1)
+    datasets={"cifar10": {"grid": (4, 4), "C": 0.01}},
 )
 def lbp_svm(*, P: int = 8, R: float = 1.0, method: str = "uniform", grid=(4, 4),
             kernel_map: str | None = "chi2", C: float = 1.0, n_jobs=None) -> Pipeline:
@@ -210,19 +280,31 @@ def lbp_svm(*, P: int = 8, R: float = 1.0, method: str = "uniform", grid=(4, 4),
     citation="Lazebnik, Schmid & Ponce, Beyond Bags of Features: Spatial Pyramid Matching for "
              "Recognizing Natural Scene Categories, CVPR 2006",
     url="https://doi.org/10.1109/CVPR.2006.68",
-    published={"scene15": 0.814},
+    # 8 px SIFT every 2 px (169 per 32x32 image; 16/8 px give 9); the intersection kernel through
+    # its explicit map: 52.5% top-1 on 2,000 CIFAR-10 images (52.2% with the exact kernel SVC,
+    # 43.3% linear without the map, 35.4% with the scene settings)
+    datasets={"cifar10": {"patch": 8, "step": 2, "max_size": None, "levels": (1, 2, 4),
+                          "svm": "linear", "kernel_map": "intersection"}},
+    published={"scene15": {"value": 0.814, "metric": "mean_class_accuracy",
+                            "note": "mean per-class recognition rate over 10 random splits, 100 training "
+                                    "images per class; M=400, L=2"}},
     notes="15-Scene: 81.4 +/- 0.5 with M=400 words, L=2 (81.1 with M=200); mean of per-class recall.",
 )
 def lazebnik_spm(*, n_words: int = 400, patch: int = 16, step: int = 8, levels=(1, 2, 4),
-                 svm: str = "intersection", C: float = 1.0, max_size: int | None = 300,
-                 max_descriptors: int = 200_000, n_jobs=None, random_state=None) -> Pipeline:
+                 svm: str = "intersection", kernel_map: str | None = None, C: float = 1.0,
+                 max_size: int | None = 300, max_descriptors: int = 200_000, n_jobs=None,
+                 random_state=None) -> Pipeline:
     """Spatial pyramid matching (Lazebnik et al. 2006).
 
     SIFT descriptors of ``patch`` x ``patch`` pixel patches on a grid with ``step``
     pixels spacing (16 and 8 in the paper), a vocabulary of ``n_words`` k-means words
     (M=200 or 400), histograms over a spatial pyramid ``levels`` (L=2 gives 1x1, 2x2,
     4x4) with the paper's level weights, and an SVM with the histogram intersection
-    kernel (``svm="intersection"``; ``"linear"`` for large training sets).
+    kernel (``svm="intersection"``). For training sets too large for an
+    ``n x n`` kernel matrix, ``svm="linear"`` with ``kernel_map="intersection"``
+    approximates the same kernel by an order-1 explicit feature map (Vedaldi &
+    Zisserman 2012; 3x the dimension) and a linear SVM; ``kernel_map=None`` with
+    ``svm="linear"`` is the plain linear SVM on the histograms.
 
     Notes
     -----
@@ -237,7 +319,10 @@ def lazebnik_spm(*, n_words: int = 400, patch: int = 16, step: int = 8, levels=(
         BagOfWords(n_words=n_words, pyramid=pyramid, normalize="l1", random_state=random_state),
         max_descriptors=max_descriptors, n_jobs=n_jobs, random_state=random_state,
     )
-    return Pipeline([("features", features), ("svm", _svm(svm, C))])
+    if kernel_map is not None and svm != "linear":
+        raise ValueError(f"kernel_map={kernel_map!r} needs svm='linear' (got svm={svm!r})")
+    kmap = HomogeneousKernelMap(kernel=kernel_map, order=1) if kernel_map is not None else "passthrough"
+    return Pipeline([("features", features), ("kernel_map", kmap), ("svm", _svm(svm, C))])
 
 
 @_register(
@@ -246,7 +331,13 @@ def lazebnik_spm(*, n_words: int = 400, patch: int = 16, step: int = 8, levels=(
     citation="Yang, Yu, Gong & Huang, Linear Spatial Pyramid Matching Using Sparse Coding for Image "
              "Classification, CVPR 2009",
     url="https://doi.org/10.1109/CVPR.2009.5206757",
-    published={"scene15": 0.8028},
+    # 8 px SIFT every 4 px (49 per 32x32 image), 512 atoms (10,752-D): 53.4% top-1 on 2,000
+    # CIFAR-10 images (49.8% with the scene settings); sparse coding is the slow stage (about
+    # 4 min for those 4,000 images on 2 shared cores), hence 512 atoms and a step of 4
+    datasets={"cifar10": {"patch": 8, "step": 4, "max_size": None, "n_words": 512, "levels": (1, 2, 4)}},
+    published={"scene15": {"value": 0.8028, "metric": "mean_class_accuracy",
+                            "note": "mean per-class recognition rate over 10 random splits, 100 training "
+                                    "images per class; 1024 atoms"}},
     notes="15-Scene: 80.28 +/- 0.93 with 1024 atoms, 100 training images per class.",
 )
 def scspm(*, n_words: int = 1024, alpha: float = 0.15, patch: int = 16, step: int = 8,
@@ -279,6 +370,10 @@ def scspm(*, n_words: int = 1024, alpha: float = 0.15, patch: int = 16, step: in
     citation="Wang, Yang, Yu, Lv, Huang & Gong, Locality-constrained Linear Coding for Image "
              "Classification, CVPR 2010",
     url="https://doi.org/10.1109/CVPR.2010.5540018",
+    # 8, 12, 16 px SIFT every 2 px (365 per 32x32 image; 21,504-D): 59.9% top-1 on 2,000
+    # CIFAR-10 images (54.9% every 4 px, 41.8% with the scene settings)
+    datasets={"cifar10": {"sizes": (8, 12, 16), "step": 2, "max_size": None, "n_words": 1024,
+                          "levels": (1, 2, 4)}},
 )
 def llc(*, n_words: int = 1024, knn: int = 5, beta: float = 1e-4, sizes=(16, 24, 32), step: int = 8,
         levels=(1, 2, 4), C: float = 1.0, max_size: int | None = 300,
@@ -313,6 +408,10 @@ def llc(*, n_words: int = 1024, knn: int = 5, beta: float = 1e-4, sizes=(16, 24,
     citation="Perronnin, Sanchez & Mensink, Improving the Fisher Kernel for Large-Scale Image "
              "Classification, ECCV 2010",
     url="https://doi.org/10.1007/978-3-642-15561-1_11",
+    # 8, 12, 16 px SIFT every 2 px, 64 Gaussians (2 x 64 x 64 x 4 cells = 32,768-D): 64.0% top-1
+    # on 2,000 CIFAR-10 images (61.2% every 4 px, 50.8% with the scene settings)
+    datasets={"cifar10": {"sizes": (8, 12, 16), "step": 2, "max_size": None, "n_components": 64,
+                          "pca": 64, "levels": (1, (3, 1))}},
 )
 def fisher(*, n_components: int = 256, pca: int = 64, sizes=(16, 24, 32), step: int = 8,
            levels=(1, (3, 1)), C: float = 1.0, max_size: int | None = 300, rootsift: bool = True,
@@ -346,6 +445,10 @@ def fisher(*, n_components: int = 256, pca: int = 64, sizes=(16, 24, 32), step: 
     citation="Jegou, Douze, Schmid & Perez, Aggregating local descriptors into a compact image "
              "representation, CVPR 2010; Arandjelovic & Zisserman, All about VLAD, CVPR 2013",
     url="https://doi.org/10.1109/CVPR.2010.5540039",
+    # 8, 12, 16 px SIFT every 2 px, 128 words (128 x 64 x 4 cells = 32,768-D): 58.5% top-1 on
+    # 2,000 CIFAR-10 images (53.6% every 4 px, 39.9% with the scene settings)
+    datasets={"cifar10": {"sizes": (8, 12, 16), "step": 2, "max_size": None, "n_words": 128,
+                          "pca": 64, "levels": (1, (3, 1))}},
 )
 def vlad(*, n_words: int = 256, pca: int = 64, sizes=(16, 24, 32), step: int = 8,
          levels=(1, (3, 1)), C: float = 1.0, max_size: int | None = 300, rootsift: bool = True,
@@ -379,31 +482,48 @@ def vlad(*, n_words: int = 256, pca: int = 64, sizes=(16, 24, 32), step: int = 8
              "AISTATS 2011",
     url="https://proceedings.mlr.press/v15/coates11a.html",
     published={"cifar10": 0.779},
+    # the JPEG copy of CIFAR-10: a stronger whitening regularizer (see the builder's notes)
+    datasets={"cifar10": {"whiten_eps": 1.0}},
     notes="CIFAR-10: 77.9% with 1600 features (79.6% with 4000).",
 )
-def coates_kmeans(*, n_words: int = 1600, patch: int = 6, step: int = 1, C: float = 0.01,
-                  max_descriptors: int = 400_000, n_jobs=None, random_state=None) -> Pipeline:
+def coates_kmeans(*, n_words: int = 1600, patch: int = 6, step: int = 1, whiten_eps: float = 0.1,
+                  C: float = 0.002, mirror: bool = False, max_descriptors: int = 400_000, n_jobs=None,
+                  random_state=None) -> Pipeline | MirrorAugmented:
     """Single-layer k-means features (Coates et al. 2011).
 
     Every ``patch`` x ``patch`` patch (stride ``step``) is brightness and contrast
-    normalized and ZCA-whitened; k-means with ``n_words`` centroids; the "triangle"
-    activation max(0, mean(z) - z_k); sum pooling over the four image quadrants;
-    standardization; linear L2-SVM.
+    normalized and ZCA-whitened (eigenvalue regularizer ``whiten_eps``); k-means
+    with ``n_words`` centroids on ``max_descriptors`` sampled patches; the
+    "triangle" activation max(0, mean(z) - z_k); sum pooling over the four image
+    quadrants; standardization; linear L2-SVM. With ``mirror=True`` the pipeline
+    is wrapped in :class:`~classicvision.augment.MirrorAugmented` (trained on
+    every image and its mirror, scores averaged over both at test time).
 
     Notes
     -----
-    The paper's best CIFAR-10 figure uses 4000 centroids; 1600 is its smaller
-    setting and keeps the features (6,400-D) and the training time manageable on
-    2 CPU cores.
+    * The paper's best CIFAR-10 figure uses 4000 centroids; 1600 is its smaller
+      setting and keeps the features (6,400-D) and the training time manageable on
+      2 CPU cores.
+    * ``C = 0.002``: the authors' code minimizes ``0.5 ||w||^2 + 100 * mean(hinge^2)``
+      over 50,000 images, i.e. ``C = 100 / 50000`` in the summed form used here
+      (and by LIBLINEAR). Its bias is regularized, ours is not.
+    * ``whiten_eps``: 0.1 in the paper (lossless images). The project's CIFAR-10
+      copy is JPEG (quality 75), whose block artifacts the whitening amplifies; its
+      ``"cifar10"`` setting is 1.0 (on 10,000 training images: 60.0% vs 58.0% top-1
+      on 5,000 test images).
+    * ``mirror`` is a departure from the paper (which trains on the 50,000 images
+      as they are); on 10,000 training images it raised top-1 from 58.0% to 62.9%.
     """
     pyramid = SpatialPyramid(levels=(2,), pooling="sum")
     features = ImageEncoder(
-        RawPatches(patch_size=patch, step=step, normalize=True, whiten=True, random_state=random_state),
+        RawPatches(patch_size=patch, step=step, normalize=True, whiten=True, whiten_eps=whiten_eps,
+                   random_state=random_state),
         KMeansTriangle(n_words=n_words, pooling="sum", pyramid=pyramid, random_state=random_state),
         max_descriptors=max_descriptors, n_jobs=n_jobs, random_state=random_state,
     )
-    return Pipeline([("features", features), ("scale", StandardScaler()),
+    pipe = Pipeline([("features", features), ("scale", StandardScaler()),
                      ("svm", _svm("linear", C))])
+    return MirrorAugmented(pipe) if mirror else pipe
 
 
 @_register(
@@ -414,15 +534,22 @@ def coates_kmeans(*, n_words: int = 1600, patch: int = 6, step: int = 1, C: floa
              "Extraction and SVM Training, CVPR 2011; Zhou, Yu, Zhang & Huang, Image Classification using "
              "Super-Vector Coding of Local Image Descriptors, ECCV 2010",
     url="https://doi.org/10.1109/CVPR.2011.5995477",
+    # 8, 12, 16 px SIFT every 2 px and LBP on 8 px patches every 4 px, 64 words, 1x1 + 3x1 cells
+    # (32,000-D): 49.9% top-1 on 2,000 CIFAR-10 images with C=0.1; the 1x1 + 2x2 pyramid
+    # (40,000-D) gave 51.1% with C=0.1 and 47.7% with C=1, within noise for 25% more memory
+    datasets={"cifar10": {"sizes": (8, 12, 16), "step": 2, "max_size": None, "n_words": 64,
+                          "lbp_cell": 8, "lbp_step": 4, "levels": (1, (3, 1)), "C": 0.1}},
     notes="ILSVRC 2010 (1000 classes): 71.8% top-5, 52.9% top-1; no figure on our datasets.",
 )
 def nec2010(*, n_words: int = 256, pca: int = 64, sizes=(16, 24, 32), step: int = 8,
-            lbp_cell: int = 16, levels=(1, 2, (3, 1)), C: float = 1.0, max_size: int | None = 300,
-            max_descriptors: int = 200_000, n_jobs=None, random_state=None) -> Pipeline:
+            lbp_cell: int = 16, lbp_step: int | None = None, levels=(1, 2, (3, 1)), C: float = 1.0,
+            max_size: int | None = 300, max_descriptors: int = 200_000, n_jobs=None,
+            random_state=None) -> Pipeline:
     """The NEC-UIUC ILSVRC-2010 winner's recipe, scaled down.
 
     Two channels whose features are concatenated: dense SIFT reduced by PCA to ``pca``
-    dimensions, and dense LBP histograms on ``lbp_cell`` pixel patches; each coded by
+    dimensions, and dense LBP histograms on ``lbp_cell`` pixel patches every ``lbp_step``
+    pixels (default ``lbp_cell``: no overlap; it must divide ``lbp_cell``); each coded by
     super-vector coding on ``n_words`` k-means words and pooled over a 1x1, 2x2, 3x1
     pyramid; one linear SVM on the concatenation.
 
@@ -442,7 +569,7 @@ def nec2010(*, n_words: int = 256, pca: int = 64, sizes=(16, 24, 32), step: int 
         max_descriptors=max_descriptors, n_jobs=n_jobs, random_state=random_state,
     )
     lbp = ImageEncoder(
-        LBP(output="descriptors", cell_size=lbp_cell, method="uniform"),
+        LBP(output="descriptors", cell_size=lbp_cell, step=lbp_step, method="uniform"),
         SuperVector(n_words=n_words, pyramid=pyramid, random_state=random_state),
         max_descriptors=max_descriptors, n_jobs=n_jobs, random_state=random_state,
     )

@@ -98,6 +98,11 @@ def test_report_json_contract(e2e):
         assert r["model_bytes"] > 0
         assert r["images_per_second"] == pytest.approx(n_test / r["predict_seconds"])
         assert r["fit_seconds"] > 0
+    for r in rep["runs"]:  # mean of the per-class recalls, as classicvision.metrics computes it
+        assert r["mean_class_accuracy"] == pytest.approx(np.mean(r["per_class_recall"]))
+    classic = rep["runs"][0]["params"]
+    assert classic["preset_dataset"] is None  # hog_svm has no digits settings: the defaults
+    assert classic["effective"]["cell"] == 4 and "n_jobs" not in classic["effective"]
     assert rep["runs"][1]["params"]["overrides"] == {"batch_size": 32}
     assert rep["runs"][1]["params"]["dataset_defaults"] == {"flip": False}  # digits: no mirror images
     # the classic run is strong even with 200 training images
@@ -109,7 +114,8 @@ def test_report_files(e2e):
     for heading in ("## Side by side", "## Reproduction", "## Per-class recall", "## Environment"):
         assert heading in md
     assert "| hog_svm | classic |" in md and f"| {CNN_E2E} | cnn |" in md
-    for col in ("model MB", "top-1 %", "top-5 %", "macro-F1 %", "fit s", "predict ms/image", "images/s"):
+    for col in ("model MB", "top-1 %", "top-5 %", "mean class acc %", "macro-F1 %", "fit s", "predict ms/image",
+                "images/s"):
         assert col in md
     for name in ("confusion_hog_svm.png", "confusion_small_convnet_batch_size=32.png", "accuracy_vs_time.png"):
         data = (e2e / name).read_bytes()
@@ -170,6 +176,27 @@ def test_benchmarks_render(e2e, tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- cache / resume
 @needs_presets
+@needs_presets
+def test_mirror_augmented_preset_matches_its_saved_model(tmp_path):
+    """``coates_kmeans:mirror=True``: bench trains on 2n images, averages the test scores over
+    each image and its mirror, and the saved MirrorAugmented model gives the same top-1."""
+    from bench.compare import load_splits
+    from classicvision.augment import MirrorAugmented
+
+    spec = "coates_kmeans:mirror=True:n_words=16:max_descriptors=2000:features__extractor__patch_size=4"
+    out = tmp_path / "m"
+    assert cli.main(["compare", "--pipelines", spec, "--cnn", "none", "--limit", "120", "--seed", "0",
+                     "--save-models", "--quiet", "--out", str(out)]) == 0
+    run = _read(out)["runs"][0]
+    assert run["status"] == "ok" and run["mirror"] == {"train": True, "test_time": True}
+    assert run["n_features"] == 4 * 16
+    model = load_skops(run["model_path"])
+    assert isinstance(model, MirrorAugmented) and model.test_time
+    args = cli.get_args_parser().parse_args(["compare", "--limit", "120", "--seed", "0"])
+    _, test, _ = load_splits(args)
+    assert float(np.mean(model.predict(test.images) == test.target)) == pytest.approx(run["top1"])
+
+
 def test_cache_hit_gives_identical_scores(tmp_path):
     base = ["compare", "--pipelines", "hog_svm", "--cnn", "none", "--limit", "120", "--quiet"]
     assert cli.main(base + ["--out", str(tmp_path / "a")]) == 0
@@ -331,6 +358,10 @@ def test_parse_specs_overrides():
     assert [s.name for s in specs] == ["hog_svm", "hog_svm:svm__C=10:name=x", "lbp_svm:flag=true:scale=0.5"]
     assert specs[1].base == "hog_svm" and specs[1].overrides == {"svm__C": 10, "name": "x"}
     assert specs[2].overrides == {"flag": True, "scale": 0.5}
+    # commas inside brackets belong to a tuple value, not to the list of runs
+    specs = parse_specs("llc:sizes=(8,12):levels=(1,(3,1)),lbp_svm:grid=[2,2]", "classic")
+    assert [s.base for s in specs] == ["llc", "lbp_svm"]
+    assert specs[0].overrides == {"sizes": (8, 12), "levels": (1, (3, 1))} and specs[1].overrides == {"grid": [2, 2]}
     assert parse_specs("none", "cnn") == [] and parse_specs("", "cnn") == []
     assert [s.name for s in parse_specs("all", "cnn", all_names=["a", "b"])] == ["a", "b"]
     with pytest.raises(UsageError, match="key=value"):
@@ -346,6 +377,127 @@ def test_stratified_subset():
     np.testing.assert_array_equal(idx, stratified_subset(y, 20, seed=1))
     assert not np.array_equal(idx, stratified_subset(y, 20, seed=2))
     np.testing.assert_array_equal(stratified_subset(y, 500, seed=0), np.arange(100))
+
+
+def _scene_run(name, top1, mean_class_accuracy=None, **extra):
+    run = {"name": name, "track": "classic", "params": {"preset": name.split(":")[0]}, "status": "ok",
+           "error": None, "top1": top1, "top5": 1.0, "macro_f1": top1, "per_class_recall": [top1, top1],
+           "confusion": [[1, 0], [0, 1]], "fit_seconds": 1.0, "predict_seconds": 1.0, "images_per_second": 2.0,
+           "model_bytes": 10, **extra}
+    if mean_class_accuracy is not None:
+        run["mean_class_accuracy"] = mean_class_accuracy
+    return run
+
+
+def _report(dataset, runs):
+    return {"dataset": {"name": dataset, "n_train": 2, "n_test": 2, "classes": ["a", "b"]},
+            "environment": {"cpu": {"model": "m", "count": 2}}, "runs": runs}
+
+
+def test_reproduction_rows_compare_the_published_metric():
+    """15-Scene figures are mean per-class accuracy: the row measures that, not top-1;
+    CIFAR-10 figures stay top-1."""
+    from bench.published import published_figure, reproduction_rows
+    from bench.report import render_markdown
+
+    fig = published_figure("lazebnik_spm", "classic", "scene15")
+    assert fig["metric"] == "mean_class_accuracy" and fig["value"] == pytest.approx(0.814)
+    assert "random splits" in fig["note"]
+    assert published_figure("scspm", "classic", "scene15")["metric"] == "mean_class_accuracy"
+    assert published_figure("coates_kmeans", "classic", "cifar10")["metric"] == "top1"
+    resnet = published_figure("resnet20", "cnn", "cifar10")
+    assert resnet["metric"] == "top1" and resnet["value"] == pytest.approx(0.9125) and "He" in resnet["citation"]
+    [row] = reproduction_rows(_report("scene15", [_scene_run("lazebnik_spm", 0.80, 0.78)]))
+    assert row["metric"] == row["measured_metric"] == "mean_class_accuracy"
+    assert row["measured"] == 0.78 and row["difference"] == pytest.approx(0.78 - 0.814)
+    [row] = reproduction_rows(_report("cifar10", [_scene_run("coates_kmeans", 0.70, 0.75)]))
+    assert row["metric"] == "top1" and row["measured"] == 0.70
+    md = render_markdown(_report("scene15", [_scene_run("lazebnik_spm", 0.80, 0.78)]))
+    assert "| lazebnik_spm | classic | 81.40 | 78.00 | -3.40 | mean class acc |" in md
+    assert "row-normalized confusion matrix" in md  # the metric note
+    assert "| 80.00 | 100.00 | 78.00 |" in md  # side by side: top-1, top-5, mean class acc
+
+
+def test_reproduction_rows_of_old_records_fall_back_to_top1():
+    """Reports written before runs recorded mean_class_accuracy (and with figures stored in
+    the old {"top1": ...} form) still render; the row says that top-1 stands in."""
+    from bench.published import reproduction_rows
+    from bench.report import render_benchmarks, render_html, render_markdown
+
+    old_fig = {"top1": 0.5, "citation": "Some paper", "note": ""}
+    rep = _report("scene15", [_scene_run("lazebnik_spm", 0.79, confusion=None),
+                              _scene_run("unknown_system", 0.4, published=old_fig)])
+    lazebnik, stored = reproduction_rows(rep)
+    assert lazebnik["metric"] == "mean_class_accuracy" and lazebnik["measured_metric"] == "top1"
+    assert lazebnik["measured"] == 0.79 and lazebnik["published"] == pytest.approx(0.814)
+    assert stored["metric"] == stored["measured_metric"] == "top1" and stored["published"] == 0.5
+    md = render_markdown(rep)
+    assert "| lazebnik_spm | classic | 81.40 | 79.00 | -2.40 | mean class acc (measured: top-1;" in md
+    assert "| unknown_system | classic | 50.00 | 40.00 | -10.00 | top-1 | Some paper |" in md
+    assert "| 79.00 | 100.00 | – |" in md  # no mean class accuracy in the side-by-side table
+    assert "measured: top-1" in render_html(rep, ".") and "measured: top-1" in render_benchmarks([("x", rep)])
+
+
+def test_reproduction_rows_of_old_records_use_their_confusion_matrix():
+    """An old record without mean_class_accuracy but with its confusion counts gets the
+    mean per-class accuracy computed from them."""
+    from bench.published import reproduction_rows
+
+    # recalls 18/20 and 5/10: mean per-class accuracy 0.7, overall top-1 23/30
+    run = _scene_run("lazebnik_spm", 23 / 30, confusion=[[18, 2], [5, 5]])
+    (row,) = reproduction_rows(_report("scene15", [run]))
+    assert row["measured_metric"] == "mean_class_accuracy" and row["measured"] == pytest.approx(0.7)
+
+
+def test_classic_runs_use_the_dataset_settings_of_the_preset():
+    """compare asks make_preset for the --dataset settings and records what they resolve to."""
+    from bench.compare import classic_run
+    from bench.runners import build_pipeline
+
+    [spec] = parse_specs("lazebnik_spm:n_words=64", "classic")
+    build, params = classic_run(spec, 0, "cifar10")
+    assert build.overrides == {"n_words": 64, "dataset": "cifar10"}
+    assert params["overrides"] == {"n_words": 64} and params["preset_dataset"] == "cifar10"
+    assert params["effective"]["patch"] == 8 and params["effective"]["n_words"] == 64
+    pipe = build_pipeline(build, seed=0, n_jobs=None)
+    assert pipe.get_params()["features__extractor__sizes"] == (8,)
+    # no settings for this dataset, or dataset=none given: the paper's defaults
+    for spec, dataset in (("lazebnik_spm", "scene15"), ("lazebnik_spm:dataset=none", "cifar10")):
+        build, params = classic_run(parse_specs(spec, "classic")[0], 0, dataset)
+        assert params["preset_dataset"] is None and params["effective"]["patch"] == 16
+        assert build_pipeline(build, seed=0, n_jobs=None).get_params()["features__extractor__sizes"] == (16,)
+    # an unknown override is left for the run to fail on (and be recorded)
+    assert classic_run(parse_specs("lazebnik_spm:n_wordz=3", "classic")[0], 0, "cifar10")[1]["effective"] is None
+
+
+@needs_presets
+def test_dataset_settings_reach_the_run_record_and_the_cache_key(tmp_path, monkeypatch):
+    """End to end on an image folder whose name has (patched-in) lbp_svm settings: the run
+    record holds the effective parameters, and the features cache is not shared with
+    the default settings."""
+    import cv2
+
+    from classicvision.presets import PRESETS, make_preset
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data"
+    for split in ("train", "test"):
+        for c in range(2):
+            (root / split / str(c)).mkdir(parents=True)
+            for i in range(6):
+                img = rng.integers(0, 256, (24, 24), dtype=np.uint8) // (1 + 3 * c)
+                cv2.imwrite(str(root / split / str(c) / f"{i}.png"), img)
+    monkeypatch.setitem(PRESETS["lbp_svm"]["datasets"], "folder", {"grid": (2, 2)})
+    assert features_step_signature(make_preset("lbp_svm", dataset="folder")[0]) != \
+        features_step_signature(make_preset("lbp_svm")[0])
+    base = ["compare", "--dataset", "folder", "--root", str(root), "--cnn", "none", "--quiet"]
+    assert cli.main(base + ["--pipelines", "lbp_svm", "--out", str(tmp_path / "a")]) == 0
+    assert cli.main(base + ["--pipelines", "lbp_svm:dataset=none", "--out", str(tmp_path / "b")]) == 0
+    a, b = (_read(tmp_path / d)["runs"][0] for d in "ab")
+    assert a["params"]["preset_dataset"] == "folder" and a["params"]["effective"]["grid"] == [2, 2]
+    assert b["params"]["preset_dataset"] is None and b["params"]["effective"]["grid"] == [4, 4]
+    assert a["n_features"] == 4 * 59 and b["n_features"] == 16 * 59
+    assert a["cache_hit"] is False and b["cache_hit"] is False
 
 
 def test_compute_scores_scatters_columns_of_seen_classes():
@@ -464,6 +616,7 @@ def test_list(capsys):
     assert "Presets:" in out
     if _has_presets():
         assert "hog_svm" in out
+        assert "settings for: cifar10" in out  # the presets sized for 32x32 images
 
 
 def test_speed_is_dispatched_lazily(monkeypatch):

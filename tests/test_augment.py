@@ -1,0 +1,93 @@
+"""MirrorAugmented: training on mirror images, test-time averaging, scikit-learn behaviour."""
+
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+from classicvision.augment import MirrorAugmented, mirror_images
+
+
+def _flatten(images):
+    return np.array([np.asarray(im, np.float64).ravel() for im in images])
+
+
+class _LeftRight(ClassifierMixin, BaseEstimator):
+    """Scores an image by its left-half minus right-half brightness; records what it saw."""
+
+    def fit(self, X, y):
+        self.seen_ = [np.asarray(im).copy() for im in X]
+        self.seen_y_ = np.asarray(y)
+        self.classes_ = np.unique(y)
+        return self
+
+    def decision_function(self, X):
+        return np.array([im[:, : im.shape[1] // 2].mean() - im[:, im.shape[1] // 2 :].mean() for im in X])
+
+    def predict(self, X):
+        return self.classes_[(self.decision_function(X) > 0).astype(int)]
+
+
+@pytest.fixture
+def images():
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, size=(40, 8, 10, 3), dtype=np.uint8)
+    y = np.repeat([0, 1], 20)
+    X[y == 1, :4] //= 4  # class 1: darker top half (a mirror-symmetric difference)
+    return X, y
+
+
+def test_fit_sees_every_image_and_its_mirror(images):
+    X, y = images
+    clf = MirrorAugmented(_LeftRight()).fit(X, y)
+    assert len(clf.estimator_.seen_) == 80
+    np.testing.assert_array_equal(clf.estimator_.seen_[40 + 3], X[3][:, ::-1])
+    np.testing.assert_array_equal(clf.estimator_.seen_y_, np.concatenate([y, y]))
+    np.testing.assert_array_equal(clf.classes_, [0, 1])
+    assert not hasattr(clf.estimator, "seen_")  # the given estimator is cloned, not fitted
+
+
+def test_test_time_averaging(images):
+    X, y = images
+    inner = _LeftRight().fit(X, y)
+    tta = MirrorAugmented(_LeftRight(), test_time=True).fit(X, y)
+    plain = MirrorAugmented(_LeftRight(), test_time=False).fit(X, y)
+    d = inner.decision_function(X)
+    d_mirror = inner.decision_function(mirror_images(X))
+    np.testing.assert_allclose(plain.decision_function(X), d)
+    np.testing.assert_allclose(tta.decision_function(X), 0.5 * (d + d_mirror))
+    # a left-right antisymmetric score averages to zero over an image and its mirror
+    np.testing.assert_allclose(tta.decision_function(X), 0, atol=1e-12)
+    np.testing.assert_array_equal(plain.predict(X), inner.predict(X))
+
+
+def test_multiclass_pipeline_clone_pickle_and_cross_validation(images):
+    X, y = images
+    y3 = np.arange(40) % 3
+    pipe = make_pipeline(FunctionTransformer(_flatten), LogisticRegression(max_iter=200))
+    clf = MirrorAugmented(pipe).fit(X, y3)
+    proba = clf.predict_proba(X)
+    assert proba.shape == (40, 3)
+    np.testing.assert_allclose(proba.sum(1), 1)
+    np.testing.assert_array_equal(clf.predict(X), clf.classes_[np.argmax(clf.decision_function(X), 1)])
+    again = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(again.predict(X), clf.predict(X))
+    params = clone(clf).get_params()
+    assert params["test_time"] is True and "estimator__logisticregression__C" in params
+    scores = cross_val_score(MirrorAugmented(pipe), X, y, cv=2)
+    assert scores.shape == (2,) and (scores > 0.9).all()  # the top half is darker for class 1
+
+
+def test_errors_name_the_problem(images):
+    X, y = images
+    with pytest.raises(ValueError, match="40 images but 39 labels"):
+        MirrorAugmented(_LeftRight()).fit(X, y[:-1])
+    with pytest.raises(ValueError, match="empty"):
+        MirrorAugmented(_LeftRight()).fit([], [])
+    with pytest.raises(AttributeError):
+        MirrorAugmented(_LeftRight()).fit(X, y).predict_proba(X)  # the inner model has none
