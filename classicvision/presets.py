@@ -34,7 +34,6 @@ import inspect
 from typing import Any, Callable, Mapping
 
 from sklearn.pipeline import FeatureUnion, Pipeline
-from sklearn.preprocessing import StandardScaler
 
 from .augment import MirrorAugmented
 from .encoding import (
@@ -51,6 +50,7 @@ from .encoding import (
 from .features import HOG, LBP, DenseSIFT, RawPatches
 from .kernels import HomogeneousKernelMap, KernelSVC, LinearSVM, NystroemMap
 from .pooling import SpatialPyramid
+from .preprocessing import ChunkedStandardScaler
 
 __all__ = ["PRESETS", "make_preset", "preset_names", "preset_params"]
 
@@ -521,7 +521,8 @@ def coates_kmeans(*, n_words: int = 1600, patch: int = 6, step: int = 1, whiten_
         KMeansTriangle(n_words=n_words, pooling="sum", pyramid=pyramid, random_state=random_state),
         max_descriptors=max_descriptors, n_jobs=n_jobs, random_state=random_state,
     )
-    pipe = Pipeline([("features", features), ("scale", StandardScaler()),
+    # chunked statistics: StandardScaler.fit makes a float64 copy of the 6,400-D features
+    pipe = Pipeline([("features", features), ("scale", ChunkedStandardScaler()),
                      ("svm", _svm("linear", C))])
     return MirrorAugmented(pipe) if mirror else pipe
 
