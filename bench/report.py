@@ -24,7 +24,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from bench.published import JPEG_NOTE, METRIC_NOTE, METRICS, reproduction_rows
+from bench.published import JPEG_NOTE, METRIC_NOTE, METRICS, mean_class_accuracy, reproduction_rows
 from bench.runners import safe_name
 
 __all__ = [
@@ -169,7 +169,10 @@ def summary_rows(report: Mapping[str, Any]) -> list[dict[str, str]]:
                 "model MB": _f(r["model_bytes"] / 1e6, ".3f") if r.get("model_bytes") else "–",
                 "top-1 %": _pct(r.get("top1")),
                 "top-5 %": _pct(r.get("top5")),
-                "mean class acc %": _pct(r.get("mean_class_accuracy")),
+                "mean class acc %": _pct(
+                    r["mean_class_accuracy"] if r.get("mean_class_accuracy") is not None
+                    else mean_class_accuracy(r.get("confusion")) if ok else None  # older records
+                ),
                 "macro-F1 %": _pct(r.get("macro_f1")),
                 "fit s": _f(r.get("fit_seconds"), ".2f"),
                 "predict ms/image": _f(ms, ".3f"),
