@@ -119,9 +119,12 @@ class Progress:
         if self.stream is not None:
             print(f"[bench] {text}", file=self.stream, flush=True)
 
-    def stage(self, run: str, stage: str) -> "_Stage":
-        """Context manager printing the stage start and its elapsed time at the end."""
-        return _Stage(self, run, stage)
+    def stage(self, run: str, stage: str, *, eta_note: str = "no ETA: this step reports no progress") -> "_Stage":
+        """Context manager printing the stage start and its elapsed time at the end.
+
+        ``eta_note`` ends each heartbeat line (where the estimate of the time left is, if anywhere).
+        """
+        return _Stage(self, run, stage, eta_note)
 
     def chunks(self, run: str, stage: str, total: int) -> Callable[[int], None]:
         """Return ``update(done)``; each call prints ``done/total``, elapsed and ETA."""
@@ -149,8 +152,8 @@ class _Stage:
     elapsed time every ``progress.heartbeat`` seconds (from a daemon thread), and the
     end line with the total time."""
 
-    def __init__(self, progress: Progress, run: str, stage: str) -> None:
-        self.progress, self.run, self.stage = progress, run, stage
+    def __init__(self, progress: Progress, run: str, stage: str, eta_note: str) -> None:
+        self.progress, self.run, self.stage, self.eta_note = progress, run, stage, eta_note
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -158,7 +161,7 @@ class _Stage:
         while not self._stop.wait(self.progress.heartbeat):
             el = time.perf_counter() - self.t0
             self.progress.line(f"{self.run}: {self.stage} still running, elapsed {_fmt_seconds(el)} "
-                               "(no ETA: this step reports no progress)")
+                               f"({self.eta_note})")
 
     def __enter__(self) -> "_Stage":
         self.t0 = time.perf_counter()
@@ -627,7 +630,8 @@ def run_cnn(
     ntr, nte = len(train), len(test)
     redirect = (contextlib.redirect_stdout(progress.stream) if progress.stream is not None
                 else contextlib.nullcontext())
-    with progress.stage(spec.name, f"train {spec.base} on {ntr} images") as st, redirect:
+    with progress.stage(spec.name, f"train {spec.base} on {ntr} images",
+                        eta_note="ETA in the epoch lines") as st, redirect:
         clf.fit(train.images, train.target)
     fit_seconds = st.seconds
     t0 = time.perf_counter()
