@@ -316,9 +316,8 @@ def build_pipeline(spec: RunSpec, *, seed: int | None, n_jobs: int | None) -> An
     """``make_preset(spec.base, **overrides)`` with every ``random_state`` set to ``seed``
     and every ``n_jobs`` set to ``n_jobs`` (when given). Override keys containing
     ``__`` are step parameters and go through ``set_params`` instead."""
-    from classicvision.presets import make_preset
-
     from classicvision.augment import MirrorAugmented
+    from classicvision.presets import make_preset
 
     kw = {k: v for k, v in spec.overrides.items() if "__" not in k}
     deep = {k: v for k, v in spec.overrides.items() if "__" in k}
