@@ -427,7 +427,6 @@ def run_compare(args: Any, *, command: str | None = None, progress: Progress | N
                           f"(fit {rec['fit_seconds']:.1f}s, predict {rec['predict_seconds']:.1f}s)")
         except Exception as exc:
             rec = empty_record(spec, params)
-            rec["mean_class_accuracy"] = None
             rec["status"] = "failed"
             rec["error"] = f"{type(exc).__name__}: {exc}"
             logs.mkdir(parents=True, exist_ok=True)

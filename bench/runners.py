@@ -296,6 +296,7 @@ def empty_record(spec: RunSpec, params: Mapping[str, Any]) -> dict:
         "top1": None,
         "top5": None,
         "macro_f1": None,
+        "mean_class_accuracy": None,
         "per_class_recall": None,
         "confusion": None,
         "fit_seconds": None,
@@ -563,7 +564,7 @@ def run_classic(
     scores, kind = compute_scores(
         rest, Xte, n_classes, chunk=chunk_te, update=progress.chunks(spec.name, f"predict ({last})", nte)
     )
-    if nte != len(test):  # test-time mirroring: average the scores of each image and its mirror
+    if mirror is not None and mirror.test_time:  # average the scores of each image and its mirror
         scores = 0.5 * (scores[: len(test)] + scores[len(test) :])
         nte = len(test)
     timings["classifier_predict_seconds"] = time.perf_counter() - t0
