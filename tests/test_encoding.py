@@ -23,6 +23,7 @@ from classicvision.encoding import (
     ImageEncoder,
     KMeansTriangle,
     SoftAssignment,
+    SoftThreshold,
     SparseCoding,
     SuperVector,
     fista_lasso,
@@ -73,6 +74,8 @@ ENCODERS = [
     VLAD(n_words=4, random_state=0),
     SuperVector(n_words=4, random_state=0),
     KMeansTriangle(n_words=6, whiten=True, random_state=0),
+    SoftThreshold(n_words=5, alpha=0.1, random_state=0),
+    SoftThreshold(n_words=5, dictionary="patches", split_sign=False, pooling="max", random_state=0),
 ]
 IDS = [type(e).__name__ for e in ENCODERS]
 
@@ -82,6 +85,7 @@ def code_dim(enc, d):
         "FisherVector": 2 * getattr(enc, "n_components", 0) * d,
         "VLAD": getattr(enc, "n_words", 0) * d,
         "SuperVector": getattr(enc, "n_words", 0) * (d + 1),
+        "SoftThreshold": getattr(enc, "n_words", 0) * (2 if getattr(enc, "split_sign", False) else 1),
     }.get(type(enc).__name__, getattr(enc, "n_words", 0))
 
 
@@ -507,6 +511,42 @@ def test_kmeans_triangle_whitening():
     W = (X - enc.whitening_mean_) @ enc.whitening_matrix_
     assert_allclose(np.cov(W, rowvar=False), np.eye(5), atol=1e-3)
     assert_allclose(enc.whitening_matrix_, enc.whitening_matrix_.T, atol=1e-5)  # ZCA is symmetric
+
+
+# ------------------------------------------------------------------ SoftThreshold
+
+
+@pytest.mark.parametrize("split_sign", [True, False])
+def test_soft_threshold_codes(split_sign):
+    sets = make_sets(sizes=(40, 30))
+    pyr = SpatialPyramid(levels=(2,))
+    enc = SoftThreshold(n_words=6, alpha=0.3, split_sign=split_sign, random_state=0, pyramid=pyr).fit(sets)
+    D = enc.dictionary_.astype(np.float64)
+    assert_allclose(np.linalg.norm(D, axis=1), 1, rtol=1e-5)
+    k = 12 if split_sign else 6
+    Z = enc.transform(sets).reshape(2, 4, k)
+    for i, s in enumerate(sets):
+        r = s.descriptors.astype(np.float64) @ D.T
+        f = np.maximum(0, r - 0.3)
+        if split_sign:
+            f = np.concatenate([f, np.maximum(0, -r - 0.3)], axis=1)
+        masks = brute_cell_masks(s.positions, pyr)
+        assert_allclose(Z[i], np.stack([f[m].sum(0) for m in masks]), rtol=1e-4, atol=1e-4)
+
+
+def test_soft_threshold_patch_dictionary():
+    sets = make_sets(sizes=(40, 30))
+    X = np.concatenate([s.descriptors for s in sets])
+    X[::2] = 0  # zero rows are never drawn as atoms
+    rows = np.cumsum([0] + [len(s) for s in sets])
+    sets = [DescriptorSet(X[a:b], s.positions, s.scales) for a, b, s in zip(rows, rows[1:], sets)]
+    enc = SoftThreshold(n_words=8, dictionary="patches", random_state=0).fit(sets)
+    unit = X[np.einsum("ij,ij->i", X, X) > 0]
+    unit = unit / np.linalg.norm(unit, axis=1, keepdims=True)
+    # every atom is one of the normalized non-zero descriptors
+    assert np.all(np.abs(enc.dictionary_ @ unit.T).max(axis=1) > 1 - 1e-5)
+    with pytest.raises(ValueError, match="cannot draw 40 atoms from 35"):
+        SoftThreshold(n_words=40, dictionary="patches").fit(sets)
 
 
 # ------------------------------------------------------------------ DescriptorPCA

@@ -15,6 +15,7 @@ in ``fit`` on a random descriptor sample (``max_descriptors``, ``random_state``)
 ``VLAD``            VLAD with intra-normalization (Jegou 2010, Arandjelovic 2013)
 ``SuperVector``     super-vector coding (Zhou 2010)
 ``KMeansTriangle``  k-means triangle activation (Coates 2011)
+``SoftThreshold``   soft-threshold encoding, sign split (Coates & Ng 2011)
 ``DescriptorPCA``   PCA of descriptors (DescriptorSet in and out)
 ``ImageEncoder``    images -> features: extractor, reducer, encoder, streamed
 ==================  ==========================================================
@@ -25,6 +26,7 @@ from ._fisher import FisherVector, fisher_from_stats, gmm_posteriors
 from ._image_encoder import ImageEncoder
 from ._llc import LLC, llc_codes
 from ._pca import DescriptorPCA
+from ._soft_threshold import SoftThreshold
 from ._sparse import SparseCoding, fista_lasso, learn_dictionary, working_set_lasso
 from ._supervector import SuperVector
 from ._triangle import KMeansTriangle, zca_whitening
@@ -40,6 +42,7 @@ __all__ = [
     "VLAD",
     "SuperVector",
     "KMeansTriangle",
+    "SoftThreshold",
     "DescriptorPCA",
     "ImageEncoder",
     "BaseEncoder",
