@@ -10,7 +10,7 @@ from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from classicvision.augment import MirrorAugmented, mirror_images
+from classicvision.augment import MirrorAugmented, MirrorSymmetric, mirror_images
 
 
 def _flatten(images):
@@ -91,3 +91,48 @@ def test_errors_name_the_problem(images):
         MirrorAugmented(_LeftRight()).fit([], [])
     with pytest.raises(AttributeError):
         MirrorAugmented(_LeftRight()).fit(X, y).predict_proba(X)  # the inner model has none
+
+
+class _Columns(BaseEstimator):
+    """Features: the column means of an image (not mirror-invariant); records what it was fitted on."""
+
+    def fit(self, X, y=None):
+        self.n_fit_ = len(X)
+        self.fit_y_ = None if y is None else np.asarray(y)
+        self.n_features_out_ = np.asarray(X[0]).shape[1]
+        return self
+
+    def transform(self, X):
+        return np.array([np.asarray(im, np.float32).mean(axis=(0, 2)) for im in X])
+
+
+def test_mirror_symmetric_sums_image_and_mirror(images):
+    X, y = images
+    sym = MirrorSymmetric(_Columns()).fit(X, y)
+    F = sym.transform(X)
+    cols = _Columns().transform(X)
+    np.testing.assert_allclose(F, cols + cols[:, ::-1], rtol=1e-6)
+    np.testing.assert_array_equal(sym.transform(mirror_images(X)), F)  # exactly invariant
+    assert sym.n_features_out_ == 10
+    assert sym.transformer_.n_fit_ == 80  # fitted on the images and their mirrors
+    np.testing.assert_array_equal(sym.transformer_.fit_y_, np.concatenate([y, y]))
+    assert not hasattr(sym.transformer, "n_fit_")
+    assert MirrorSymmetric(_Columns(), fit_mirrors=False).fit(X).transformer_.n_fit_ == 40
+    with pytest.raises(ValueError, match="40 images but 39 labels"):
+        MirrorSymmetric(_Columns()).fit(X, y[:-1])
+
+
+def test_mirror_symmetric_contract(images):
+    from classicvision.encoding import BagOfWords, ImageEncoder
+    from classicvision.features import RawPatches
+
+    X, y = images
+    enc = ImageEncoder(RawPatches(patch_size=4, step=2, normalize=False), BagOfWords(n_words=6, random_state=0))
+    sym = MirrorSymmetric(enc)
+    assert clone(sym).get_params()["transformer__encoder__n_words"] == 6
+    F = sym.fit(X).transform(X)
+    np.testing.assert_array_equal(clone(sym).fit(X).transform(X), F)  # reproducible with random_state
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(sym)).transform(X), F)
+    assert len(sym.get_feature_names_out()) == F.shape[1]
+    pipe = make_pipeline(MirrorSymmetric(enc), LogisticRegression(max_iter=500))
+    assert cross_val_score(pipe, X, y, cv=2).mean() > 0.8
