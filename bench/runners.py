@@ -333,6 +333,24 @@ def build_pipeline(spec: RunSpec, *, seed: int | None, n_jobs: int | None) -> An
     return pipe
 
 
+def _release_idle_workers() -> None:
+    """Stop joblib's worker processes once the features are computed.
+
+    joblib keeps its loky workers alive for 5 minutes after a parallel call, each
+    holding the heap it grew while extracting (about 0.6 GB each on CIFAR-10), which
+    would stay resident while the classifier trains. The next parallel call starts
+    fresh workers.
+    """
+    try:
+        from joblib.externals.loky import reusable_executor
+
+        executor = getattr(reusable_executor, "_executor", None)
+        if executor is not None:
+            executor.shutdown(wait=True)
+    except Exception:  # a joblib without this layout: keep the workers, lose nothing else
+        pass
+
+
 def _with_mirrors(images: Any) -> Any:
     """The images followed by their left-right mirrors (an array stays an array)."""
     from classicvision.augment import mirror_images
@@ -552,6 +570,7 @@ def run_classic(
                 meta={**timings, "step": type(features).__name__, "preset": spec.base,
                       "n_train": ntr, "n_test": nte, "n_features": int(Xtr.shape[1])},
             )
+    _release_idle_workers()
     Xtr = np.asarray(Xtr, dtype=np.float32)
     Xte = np.asarray(Xte, dtype=np.float32)
     rec["n_features"] = int(Xtr.shape[1])

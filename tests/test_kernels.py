@@ -395,6 +395,25 @@ def test_linear_svm_gram_preconditioner_reaches_the_same_solution(fit_intercept)
     assert gram.n_cg_iter_ < jac.n_cg_iter_
 
 
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_gram_factor_is_the_cholesky_factor_of_the_all_active_hessian(fit_intercept):
+    import torch
+
+    from classicvision.kernels._linear import _gram_factor
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 25)).astype(np.float32)
+    s = rng.uniform(0.5, 2.0, (300, 1)).astype(np.float32)
+    L = _gram_factor(torch.from_numpy(X), torch.from_numpy(s), 0.01, fit_intercept).numpy()
+    A = np.hstack([X, np.ones((300, 1), np.float32)]) if fit_intercept else X
+    H = np.eye(A.shape[1]) + 0.02 * (A * s).T.astype(np.float64) @ A
+    if fit_intercept:
+        H[-1, -1] = 0.02 * s.sum()  # the bias is not regularized
+    assert L.dtype == np.float32 and L.shape == H.shape
+    np.testing.assert_array_equal(np.triu(L, 1), 0)
+    np.testing.assert_allclose(L.astype(np.float64) @ L.T, H, rtol=1e-5, atol=1e-4)
+
+
 def test_linear_svm_errors():
     X = np.random.default_rng(0).random((10, 3))
     with pytest.raises(ValueError, match="at least 2 classes; got 1 class"):

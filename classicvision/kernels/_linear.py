@@ -350,7 +350,17 @@ def _gram_factor(X, s, C, fit_intercept):
         M[:d, d] = twoC * v.to(torch.float64)
         M[d, :d] = M[:d, d]
         M[d, d] = max(twoC * float(s.sum()), 1.0)
-    return torch.linalg.cholesky(M).to(torch.float32)
+    if M.device.type != "cpu":
+        return torch.linalg.cholesky(M).to(torch.float32)
+    # in place on the CPU (LAPACK potrf on the Fortran-ordered view of the symmetric M):
+    # torch's cholesky would hold a second (d+1)^2 float64 matrix, 1.3 GB at d = 12,800
+    from scipy.linalg import lapack
+
+    L, info = lapack.dpotrf(M.numpy().T, lower=1, clean=1, overwrite_a=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"Gram preconditioner is not positive definite (potrf info={info})")
+    del M
+    return torch.from_numpy(np.ascontiguousarray(L, dtype=np.float32))
 
 
 def _newton_cg(X, Y, s, C, fit_intercept, max_iter, tol, max_cg_iter, factor=None):
