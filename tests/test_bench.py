@@ -176,7 +176,6 @@ def test_benchmarks_render(e2e, tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- cache / resume
 @needs_presets
-@needs_presets
 def test_mirror_augmented_preset_matches_its_saved_model(tmp_path):
     """``coates_kmeans:mirror=True``: bench trains on 2n images, averages the test scores over
     each image and its mirror, and the saved MirrorAugmented model gives the same top-1."""
@@ -195,6 +194,46 @@ def test_mirror_augmented_preset_matches_its_saved_model(tmp_path):
     args = cli.get_args_parser().parse_args(["compare", "--limit", "120", "--seed", "0"])
     _, test, _ = load_splits(args)
     assert float(np.mean(model.predict(test.images) == test.target)) == pytest.approx(run["top1"])
+
+
+@needs_presets
+def test_mirror_symmetric_preset_saves_and_reloads(tmp_path):
+    """``coates_soft_threshold:mirror=symmetric``: an ordinary features step for bench (n rows,
+    no score averaging); the saved model reloads and is mirror-invariant."""
+    from bench.compare import load_splits
+    from classicvision.augment import MirrorSymmetric, mirror_images
+
+    spec = ("coates_soft_threshold:mirror=symmetric:n_words=16:max_descriptors=2000:"
+            "features__transformer__extractor__patch_size=4")
+    out = tmp_path / "s"
+    assert cli.main(["compare", "--pipelines", spec, "--cnn", "none", "--limit", "120", "--seed", "0",
+                     "--save-models", "--quiet", "--out", str(out)]) == 0
+    run = _read(out)["runs"][0]
+    assert run["status"] == "ok" and "mirror" not in run
+    assert run["n_features"] == 4 * 2 * 16
+    model = load_skops(run["model_path"])
+    assert isinstance(model.named_steps["features"], MirrorSymmetric)
+    args = cli.get_args_parser().parse_args(["compare", "--limit", "120", "--seed", "0"])
+    _, test, _ = load_splits(args)
+    assert float(np.mean(model.predict(test.images) == test.target)) == pytest.approx(run["top1"])
+    np.testing.assert_allclose(model.decision_function(mirror_images(test.images[:10])),
+                               model.decision_function(test.images[:10]), rtol=1e-4, atol=1e-4)
+
+
+def test_idle_workers_are_released_and_respawned():
+    import os
+
+    from joblib import Parallel, delayed
+    from joblib.externals.loky import reusable_executor
+
+    from bench.runners import _release_idle_workers
+
+    first = set(Parallel(n_jobs=2)(delayed(os.getpid)() for _ in range(4)))
+    _release_idle_workers()
+    executor = reusable_executor._executor
+    assert executor is None or executor._flags.shutdown  # no live workers left behind
+    again = set(Parallel(n_jobs=2)(delayed(os.getpid)() for _ in range(4)))
+    assert again and not (again & first)  # fresh workers for the next parallel call
 
 
 def test_cache_hit_gives_identical_scores(tmp_path):

@@ -13,7 +13,7 @@ from classicvision.datasets import load_digits_images
 from classicvision.presets import PRESETS, make_preset, preset_names, preset_params
 
 EXPECTED = {"hog_svm", "lbp_svm", "lazebnik_spm", "scspm", "llc", "fisher", "vlad",
-            "coates_kmeans", "nec2010"}
+            "coates_kmeans", "coates_soft_threshold", "nec2010"}
 
 # Small settings so that every preset fits in seconds on 48x48 digits; the structure
 # (extractor, encoder, pyramid, classifier) stays the preset's own.
@@ -26,6 +26,7 @@ SMALL = {
     "fisher": dict(n_components=4, pca=16, sizes=(16, 24)),
     "vlad": dict(n_words=8, pca=16, sizes=(16, 24)),
     "coates_kmeans": dict(n_words=32, step=3, C=0.1),
+    "coates_soft_threshold": dict(n_words=32, step=3, C=0.1),
     "nec2010": dict(n_words=8, pca=16, sizes=(16, 24)),
 }
 
@@ -192,6 +193,25 @@ def test_preset_is_reproducible_and_grid_searchable(digits48):
     search = GridSearchCV(make_preset("lbp_svm"), {"svm__C": [0.1, 1.0]}, cv=2)
     search.fit(Xtr[:120], ytr[:120])
     assert search.best_params_["svm__C"] in (0.1, 1.0)
+
+
+@pytest.mark.parametrize("mirror", ["symmetric", "augment"])
+def test_coates_soft_threshold_mirror_modes(mirror, stripes32):
+    Xtr, ytr, Xte, yte = stripes32
+    pipe = make_preset("coates_soft_threshold", n_words=16, step=2, mirror=mirror, random_state=0)
+    if mirror == "symmetric":
+        assert type(pipe.named_steps["features"]).__name__ == "MirrorSymmetric"
+        assert pipe.named_steps["scale"].copy is False  # standardized in place, no copy of the features
+    else:
+        assert type(pipe).__name__ == "MirrorAugmented"
+    pipe.fit(Xtr, ytr)
+    scores = pipe.decision_function(Xte)
+    # both are mirror-invariant classifiers: a mirrored test image gets the same score
+    np.testing.assert_allclose(pipe.decision_function(Xte[:, :, ::-1]), scores, rtol=1e-4, atol=1e-4)
+    assert np.mean(pipe.predict(Xte) == yte) > 0.7
+    assert preset_params("coates_soft_threshold", dataset="cifar10")["mirror"] == "symmetric"
+    with pytest.raises(ValueError, match="mirror must be"):
+        make_preset("coates_soft_threshold", mirror="both")
 
 
 def test_too_small_images_are_named_in_the_error():
