@@ -190,8 +190,10 @@ class MirrorSymmetric(MetaEstimatorMixin, TransformerMixin, BaseEstimator):
 
     For pooled codes the equivalence is exact when mirroring a patch permutes its
     descriptor (raw pixels, or whitened ones with a whitening that commutes with the
-    mirror, which ``fit_mirrors`` makes nearly so), the pooling cells are symmetric
-    about the vertical axis (1x1, 2x2, 4x4 grids...) and the code of each word
+    mirror, which ``fit_mirrors`` makes nearly so), the patch grid and the pooling
+    cells are symmetric about the vertical axis (patches every pixel, or every
+    ``step`` pixels when ``step`` divides ``width - patch``; 1x1, 2x2, 4x4 cells...)
+    and the code of each word
     depends only on the descriptor and that word (the soft threshold of
     :class:`~classicvision.encoding.SoftThreshold`; not the triangle activation,
     whose mean distance runs over the whole dictionary). Then
@@ -287,7 +289,7 @@ class MirrorSymmetric(MetaEstimatorMixin, TransformerMixin, BaseEstimator):
         check_is_fitted(self, "transformer_")
         images = check_images(X)
         out = np.asarray(self.transformer_.transform(images))
-        if not out.flags.writeable or out is images:
+        if not out.flags.writeable:
             out = out.copy()
         out += np.asarray(self.transformer_.transform(mirror_images(images)), dtype=out.dtype)
         return out

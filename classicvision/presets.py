@@ -559,7 +559,7 @@ def _linear_on_features(features, C: float, mirror: bool | str) -> Pipeline | Mi
                 "+ quadrant sum pooling + linear SVM",
     citation="Coates & Ng, The Importance of Encoding Versus Training with Sparse Coding and Vector "
              "Quantization, ICML 2011",
-    url="https://icml.cc/2011/papers/485_icmlpaper.pdf",
+    url="https://www.stanford.edu/~acoates/papers/coatesng_icml_2011.pdf",
     published={"cifar10": {"value": 0.791, "metric": "top1",
                            "note": "random patches as dictionary, soft threshold, 1600 atoms"}},
     # the JPEG copy: whitening regularizer 1.0 as coates_kmeans; mirror-symmetric features (a

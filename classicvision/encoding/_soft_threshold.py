@@ -69,7 +69,7 @@ class SoftThreshold(BaseEncoder):
     ----------
     .. [1] A. Coates and A. Y. Ng, "The Importance of Encoding Versus Training with
        Sparse Coding and Vector Quantization", ICML 2011.
-       https://icml.cc/2011/papers/485_icmlpaper.pdf
+       https://www.stanford.edu/~acoates/papers/coatesng_icml_2011.pdf
 
     Notes
     -----
