@@ -186,6 +186,16 @@ def test_homkermap_shape_dtype_sign_and_zeros():
     assert names.shape == (28,) and names[0] == "x0_hkm0" and names[-1] == "x3_hkm6"
 
 
+def test_homkermap_row_blocks_do_not_change_the_map(monkeypatch):
+    from classicvision.kernels import _maps
+
+    X = _histograms(50, 9, seed=13).astype(np.float32)
+    hkm = HomogeneousKernelMap(kernel="intersection", order=2).fit(X)
+    whole = hkm.transform(X)
+    monkeypatch.setattr(_maps, "_MAP_BLOCK_ELEMENTS", 20)  # blocks of 2 rows, the last one short
+    np.testing.assert_array_equal(hkm.transform(X), whole)
+
+
 def test_homkermap_vlfeat_default_period_and_spectra():
     hkm = HomogeneousKernelMap(kernel="chi2", order=1).fit(np.ones((1, 2)))
     assert hkm.period_ == pytest.approx(8.80 * np.sqrt(1 + 4.44) - 12.6)
