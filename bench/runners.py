@@ -15,6 +15,7 @@ the chunked stages (feature extraction of train and test images, CNN prediction)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sys
@@ -95,6 +96,9 @@ def _fmt_seconds(s: float | None) -> str:
     return f"{h}h{m:02d}m"
 
 
+_NO_ETA = "no ETA: this step reports no progress"
+
+
 class Progress:
     """Stage progress lines on a stream (stderr by default).
 
@@ -119,7 +123,7 @@ class Progress:
         if self.stream is not None:
             print(f"[bench] {text}", file=self.stream, flush=True)
 
-    def stage(self, run: str, stage: str, *, eta_note: str = "no ETA: this step reports no progress") -> "_Stage":
+    def stage(self, run: str, stage: str, *, eta_note: str = _NO_ETA) -> "_Stage":
         """Context manager printing the stage start and its elapsed time at the end.
 
         ``eta_note`` ends each heartbeat line (where the estimate of the time left is, if anywhere).
@@ -178,6 +182,27 @@ class _Stage:
             self._thread.join()
         status = "done" if exc_type is None else f"failed ({exc_type.__name__})"
         self.progress.line(f"{self.run}: {self.stage} {status} in {_fmt_seconds(self.seconds)}")
+
+
+@contextlib.contextmanager
+def _solver_progress(final: Any, n_samples: int, progress: Progress):
+    """While fitting ``final``, have it print its own progress lines (with an ETA) to
+    the progress stream when it can: a :class:`~classicvision.kernels.LinearSVM`
+    with its Newton solver. Yields the note the heartbeat lines should end with;
+    the estimator's ``verbose`` is restored afterwards, so saved models stay quiet."""
+    from classicvision.kernels import LinearSVM
+
+    if (progress.stream is None or not isinstance(final, LinearSVM)
+            or final._solver_for(n_samples) != "newton"):
+        yield _NO_ETA
+        return
+    previous = final.verbose
+    final.set_params(verbose=1)
+    try:
+        with contextlib.redirect_stdout(progress.stream):
+            yield "ETA in the LinearSVM lines"
+    finally:
+        final.set_params(verbose=previous)
 
 
 def _chunk_bounds(n: int, chunk: int) -> list[tuple[int, int]]:
@@ -575,8 +600,10 @@ def run_classic(
     Xte = np.asarray(Xte, dtype=np.float32)
     rec["n_features"] = int(Xtr.shape[1])
 
-    last = rest.steps[-1][0]
-    with progress.stage(spec.name, f"fit {last} on {Xtr.shape[0]}x{Xtr.shape[1]} features") as st:
+    last, final = rest.steps[-1]
+    with _solver_progress(final, Xtr.shape[0], progress) as eta_note, \
+            progress.stage(spec.name, f"fit {last} on {Xtr.shape[0]}x{Xtr.shape[1]} features",
+                           eta_note=eta_note) as st:
         rest.fit(Xtr, y_train)
     timings["classifier_fit_seconds"] = st.seconds
     t0 = time.perf_counter()
@@ -638,8 +665,6 @@ def run_cnn(
     ``defaults`` are classifier parameters applied unless overridden (the dataset's
     defaults, e.g. ``flip=False`` for digits).
     """
-    import contextlib
-
     progress = progress or Progress(None)
     rec = empty_record(spec, cnn_params(spec, seed, epochs, defaults))
     n_classes = len(train.target_names)

@@ -735,6 +735,33 @@ def test_progress_lines():
         pass
 
 
+def test_linear_svm_progress_goes_to_the_progress_stream_and_verbose_is_restored():
+    import io
+
+    from sklearn.datasets import load_digits
+
+    from bench.runners import Progress, _solver_progress
+    from classicvision.kernels import LinearSVM
+
+    X, y = load_digits(return_X_y=True)
+    buf = io.StringIO()
+    p = Progress(buf, heartbeat=0)
+    svm = LinearSVM(C=0.1, solver="newton")
+    with _solver_progress(svm, len(X), p) as note:
+        assert note == "ETA in the LinearSVM lines"
+        svm.fit(X / 16, y)
+    assert svm.verbose == 0
+    lines = buf.getvalue().splitlines()
+    assert lines[0] == "LinearSVM: Newton-CG on 1797x64 features, 10 one-vs-rest problem(s)"
+    assert lines[1].startswith("LinearSVM: gram preconditioner built in ")
+    assert lines[-1].startswith(f"LinearSVM: iteration {svm.n_iter_ + 1}: gradient ")
+    assert lines[-1].endswith("converged") and "ETA " in lines[3]
+    # liblinear (auto on few samples), other classifiers and a silent Progress: the heartbeat note
+    for est, stream in ((LinearSVM(), buf), (LinearSVM(solver="newton"), None), ("passthrough", buf)):
+        with _solver_progress(est, len(X), Progress(stream)) as note:
+            assert note.startswith("no ETA")
+
+
 @needs_presets
 def test_compare_on_image_folder(tmp_path):
     """--dataset folder reads an ImageFolder tree (<root>/<split>/<class>/<file>)."""

@@ -398,11 +398,77 @@ def test_linear_svm_gram_preconditioner_reaches_the_same_solution(fit_intercept)
     gram = LinearSVM(preconditioner="gram", **kw).fit(X, y)
     assert (jac.preconditioner_, gram.preconditioner_) == ("jacobi", "gram")
     assert LinearSVM(solver="newton", C=0.05).fit(X, y).preconditioner_ == "gram"  # auto: n >= d
-    assert LinearSVM(solver="newton", C=0.05).fit(X[:50], y[:50]).preconditioner_ == "jacobi"
+    assert LinearSVM(solver="newton", C=0.05).fit(X[:50], y[:50]).preconditioner_ == "nystrom"
     np.testing.assert_allclose(gram.coef_, jac.coef_, rtol=0, atol=2e-3 * np.abs(jac.coef_).max())
     np.testing.assert_allclose(gram.intercept_, jac.intercept_, atol=2e-3)
     # the exact Hessian at w = 0 makes the Gram-preconditioned CG converge in far fewer steps
     assert gram.n_cg_iter_ < jac.n_cg_iter_
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_linear_svm_nystrom_preconditioner_reaches_the_same_solution(fit_intercept):
+    # correlated features (20 informative directions mixed into 150): a low-rank
+    # preconditioner of rank 30 captures the spectrum that slows Jacobi down
+    X, y = make_classification(n_samples=1500, n_features=150, n_informative=20, n_redundant=130,
+                               n_classes=3, class_sep=0.7, random_state=2)
+    X = X + 0.05 * np.random.default_rng(0).standard_normal(X.shape)
+    kw = dict(C=0.05, solver="newton", fit_intercept=fit_intercept, tol=1e-5)
+    jac = LinearSVM(preconditioner="jacobi", **kw).fit(X, y)
+    nys = LinearSVM(preconditioner="nystrom", nystrom_rank=30, **kw).fit(X, y)
+    assert nys.preconditioner_ == "nystrom"
+    np.testing.assert_allclose(nys.coef_, jac.coef_, rtol=0, atol=2e-3 * np.abs(jac.coef_).max())
+    np.testing.assert_allclose(nys.intercept_, jac.intercept_, atol=2e-3 * max(1, np.abs(jac.intercept_).max()))
+    assert nys.n_cg_iter_ < jac.n_cg_iter_ / 2
+    # the sketch has a fixed seed: refitting gives the same model
+    again = LinearSVM(preconditioner="nystrom", nystrom_rank=30, **kw).fit(X, y)
+    np.testing.assert_array_equal(again.coef_, nys.coef_)
+
+
+def test_linear_svm_verbose_prints_newton_progress(capsys):
+    X, y = make_classification(n_samples=400, n_features=30, n_informative=10, n_classes=3,
+                               random_state=0)
+    clf = LinearSVM(C=0.1, solver="newton", preconditioner="nystrom", nystrom_rank=8, verbose=1).fit(X, y)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "LinearSVM: Newton-CG on 400x30 features, 3 one-vs-rest problem(s)"
+    assert out[1].startswith("LinearSVM: nystrom preconditioner of rank 8 built in ")
+    iters = [ln for ln in out if ln.startswith("LinearSVM: iteration ")]
+    assert len(iters) == clf.n_iter_ + 1 and iters[-1].endswith("converged")
+    assert "ETA unknown" in iters[0] and all("ETA " in ln for ln in iters[1:-1])
+    LinearSVM(C=0.1, solver="newton").fit(X, y)
+    assert capsys.readouterr().out == ""  # quiet by default
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_nystrom_factor_is_exact_at_full_rank_and_on_a_low_rank_gram(fit_intercept):
+    import torch
+
+    from classicvision.kernels._linear import _nystrom_factor
+
+    rng = np.random.default_rng(0)
+    s = rng.uniform(0.5, 2.0, (300, 1)).astype(np.float32)
+    C = 0.01
+
+    def apply(factor, R):
+        U, scale, floor = (np.asarray(f, dtype=np.float64) if not isinstance(f, float) else f for f in factor)
+        return floor * R + U @ (scale[:, None] * (U.T @ R))
+
+    def hessian(X):
+        A = np.hstack([X, np.ones((len(X), 1), np.float32)]) if fit_intercept else X
+        return np.eye(A.shape[1]) + 2 * C * (A * s).T.astype(np.float64) @ A
+
+    # rank >= d + 1: the preconditioner is the inverse of the all-active Hessian
+    X = rng.standard_normal((300, 25)).astype(np.float32)
+    f = _nystrom_factor(torch.from_numpy(X), torch.from_numpy(s), C, fit_intercept, rank=100)
+    size = 26 if fit_intercept else 25
+    assert f[0].shape == (size, size) and f[1].shape == (size,)
+    np.testing.assert_allclose(apply(f, np.eye(size)) @ hessian(X), np.eye(size), atol=2e-4)
+    # a Gram matrix of rank 5 (plus the bias): rank 8 recovers it exactly on its range;
+    # the complement (eigenvalue 1 of the Hessian) gets the weight 1
+    X = (rng.standard_normal((300, 5)) @ rng.standard_normal((5, 40))).astype(np.float32)
+    f = _nystrom_factor(torch.from_numpy(X), torch.from_numpy(s), C, fit_intercept, rank=8)
+    assert f[2] == pytest.approx(1.0, abs=1e-4)
+    size = 41 if fit_intercept else 40
+    np.testing.assert_allclose(apply(f, np.eye(size)) @ hessian(X), np.eye(size), atol=2e-3)
 
 
 @pytest.mark.parametrize("fit_intercept", [True, False])
@@ -432,6 +498,8 @@ def test_linear_svm_errors():
         LinearSVM().fit(X, np.linspace(0, 1, 10))
     with pytest.raises(ValueError, match="invalid device 'warp-drive'"):
         LinearSVM(device="warp-drive", solver="newton").fit(X, np.arange(10) % 2)
+    with pytest.raises(ValueError, match="nystrom_rank"):
+        LinearSVM(nystrom_rank=0, solver="newton").fit(X, np.arange(10) % 2)
 
 
 # --------------------------------------------------------------------------- sklearn contract

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 from contextlib import contextmanager
 from numbers import Integral, Real
@@ -21,6 +22,7 @@ _PREDICT_CHUNK = 4096
 _SMALL_PROBLEM = 20_000_000
 _LIBLINEAR_MAX_SAMPLES = 10_000  # "auto" solver: liblinear up to here, Newton-CG above
 # "auto" preconditioner: the Gram matrix (d x d, float64 Cholesky) up to this many features
+# (a 2 GB float64 matrix and n d^2 multiply-adds), a randomized Nystrom approximation above
 _GRAM_MAX_FEATURES = 16_384
 _GRAM_CHUNK = 8192
 
@@ -61,11 +63,13 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
     generalized Hessian (one matrix product with ``X`` and one with ``X.T``
     per CG step, each over all classes at once) and a backtracking line
     search that reuses the CG products, so it costs no extra pass over the
-    data. The conjugate gradients are preconditioned either by the diagonal of
-    the Hessian (Jacobi, as in LIBLINEAR's preconditioned TRON) or by the
-    Cholesky factor of the Hessian with every sample active,
-    ``I + 2C [X 1]^T S [X 1]``, computed once: one pass of ``n d^2``
-    multiply-adds that makes each later Newton system nearly well-conditioned.
+    data. The conjugate gradients are preconditioned by the Hessian with every
+    sample active, ``I + 2C [X 1]^T S [X 1]``, computed once: either its
+    Cholesky factor (one pass of ``n d^2`` multiply-adds that makes each later
+    Newton system nearly well-conditioned) or, for many features, a randomized
+    Nystrom approximation of rank ``nystrom_rank`` (two passes of ``n d r``);
+    or by the diagonal of the current Hessian (Jacobi, as in LIBLINEAR's
+    preconditioned TRON).
 
     Parameters
     ----------
@@ -91,13 +95,27 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         ``"liblinear"``: scikit-learn's :class:`~sklearn.svm.LinearSVC` (dual
         coordinate descent, float64), which is faster on small problems.
         ``"auto"`` uses liblinear when ``n_samples <= 10000`` and Newton above.
-    preconditioner : {"auto", "jacobi", "gram"}, default="auto"
+    preconditioner : {"auto", "gram", "nystrom", "jacobi"}, default="auto"
         Preconditioner of the conjugate gradients (Newton solver only).
         ``"gram"``: Cholesky factor of ``I + 2C [X 1]^T S [X 1]`` (costs a
         ``(d+1) x (d+1)`` float64 matrix and one ``n d^2`` pass; far fewer CG
-        steps on correlated, standardized features). ``"jacobi"``: the
-        Hessian's diagonal. ``"auto"``: ``"gram"`` when
-        ``n_features <= 16384`` and ``n_samples >= n_features``, else Jacobi.
+        steps on correlated, standardized features). ``"nystrom"``: the same
+        matrix with ``[X 1]^T S [X 1]`` replaced by its randomized rank-``r``
+        Nystrom approximation (``r = nystrom_rank``; a ``(d+1) x r`` matrix and
+        two ``n d r`` passes), exact on the top ``r`` eigendirections and a
+        scaled identity on the rest [5]_. ``"jacobi"``: the current Hessian's
+        diagonal (no set-up, but many CG steps on correlated features).
+        ``"auto"``: ``"gram"`` when ``n_features <= 16384`` and
+        ``n_samples >= n_features``, else ``"nystrom"``.
+    nystrom_rank : int >= 1, default=1024
+        Rank of the Nystrom preconditioner (capped at ``n_features + 1``). The
+        sketch is drawn from a fixed seed, so fitting stays deterministic.
+    verbose : int >= 0, default=0
+        ``> 0``: print the preconditioner's set-up time and, at each Newton
+        iteration, the largest relative gradient norm (per class, against
+        ``tol``), the CG steps so far, the elapsed time and an estimate of the
+        time left (extrapolating the gradient's decrease, in log scale, linearly
+        in time: pessimistic, as Newton's method speeds up near the solution).
     n_threads : int >= 1 or None, default=None
         torch CPU threads during ``fit``; ``None`` keeps torch's setting, except
         for small problems (``n_samples * n_features * n_classes < 2e7``), which
@@ -114,7 +132,8 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
     n_cg_iter_ : int
         Conjugate-gradient steps in total (two passes over ``X`` each).
     preconditioner_ : str
-        The preconditioner used (``"jacobi"`` or ``"gram"``; ``"none"`` for liblinear).
+        The preconditioner used (``"gram"``, ``"nystrom"`` or ``"jacobi"``;
+        ``"none"`` for liblinear).
     n_features_in_ : int
 
     See Also
@@ -144,6 +163,9 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
     .. [4] F. Perronnin, J. Sanchez and T. Mensink, "Improving the Fisher kernel for
        large-scale image classification", ECCV 2010 (linear SVMs on high-dimensional
        encodings). https://doi.org/10.1007/978-3-642-15561-1_11
+    .. [5] Z. Frangella, J. A. Tropp and M. Udell, "Randomized Nystrom
+       preconditioning", SIAM J. Matrix Anal. Appl. 44(2), 2023.
+       https://doi.org/10.1137/21M1466244
 
     Examples
     --------
@@ -165,7 +187,9 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         "max_cg_iter": [Interval(Integral, 1, None, closed="left")],
         "device": [str],
         "solver": [StrOptions({"auto", "newton", "liblinear"})],
-        "preconditioner": [StrOptions({"auto", "jacobi", "gram"})],
+        "preconditioner": [StrOptions({"auto", "gram", "nystrom", "jacobi"})],
+        "nystrom_rank": [Interval(Integral, 1, None, closed="left")],
+        "verbose": ["verbose"],
         "n_threads": [Interval(Integral, 1, None, closed="left"), None],
     }
 
@@ -182,6 +206,8 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         device="cpu",
         solver="auto",
         preconditioner="auto",
+        nystrom_rank=1024,
+        verbose=0,
         n_threads=None,
     ):
         self.C = C
@@ -194,6 +220,8 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         self.device = device
         self.solver = solver
         self.preconditioner = preconditioner
+        self.nystrom_rank = nystrom_rank
+        self.verbose = verbose
         self.n_threads = n_threads
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -223,9 +251,7 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         n, d = X.shape
         k = 1 if len(classes) == 2 else len(classes)
 
-        solver = self.solver
-        if solver == "auto":
-            solver = "liblinear" if n <= _LIBLINEAR_MAX_SAMPLES else "newton"
+        solver = self._solver_for(n)
         if solver == "liblinear":
             return self._fit_liblinear(X, y)
 
@@ -239,7 +265,7 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
             n_threads = 1
         precond = self.preconditioner
         if precond == "auto":
-            precond = "gram" if d <= _GRAM_MAX_FEATURES and n >= d else "jacobi"
+            precond = "gram" if d <= _GRAM_MAX_FEATURES and n >= d else "nystrom"
         with torch.no_grad(), _torch_threads(n_threads):
             Xt = _as_tensor(X, device)
             yi = torch.from_numpy(y_idx.astype(np.int64)).to(device)
@@ -249,10 +275,21 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
                 Y = torch.full((n, k), -1.0, device=device)
                 Y[torch.arange(n, device=device), yi] = 1.0
             s = torch.from_numpy(cw.astype(np.float32)).to(device)[yi][:, None]
-            factor = _gram_factor(Xt, s, float(self.C), self.fit_intercept) if precond == "gram" else None
+            C = float(self.C)
+            t0 = time.perf_counter()
+            log = _solver_log(self.verbose, n, d, k)
+            if precond == "gram":
+                factor = _gram_factor(Xt, s, C, self.fit_intercept)
+            elif precond == "nystrom":
+                factor = _nystrom_factor(Xt, s, C, self.fit_intercept, self.nystrom_rank)
+            else:
+                factor = None
+            if log is not None and factor is not None:
+                rank = f" of rank {factor[0].shape[1]}" if precond == "nystrom" else ""
+                log(f"{precond} preconditioner{rank} built in {time.perf_counter() - t0:.1f}s")
             W, b, n_iter, n_cg = _newton_cg(
-                Xt, Y, s, float(self.C), self.fit_intercept, self.max_iter,
-                float(self.tol), self.max_cg_iter, factor,
+                Xt, Y, s, C, self.fit_intercept, self.max_iter,
+                float(self.tol), self.max_cg_iter, factor, log,
             )
         self.coef_ = np.ascontiguousarray(W.T.cpu().numpy())
         self.intercept_ = b.cpu().numpy()
@@ -266,6 +303,12 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
                 ConvergenceWarning,
             )
         return self
+
+    def _solver_for(self, n_samples: int) -> str:
+        """The solver ``fit`` uses on ``n_samples`` samples ("newton" or "liblinear")."""
+        if self.solver == "auto":
+            return "liblinear" if n_samples <= _LIBLINEAR_MAX_SAMPLES else "newton"
+        return self.solver
 
     def _fit_liblinear(self, X, y):
         """Solve the same problem with liblinear (small data); sets the fitted attributes."""
@@ -363,12 +406,83 @@ def _gram_factor(X, s, C, fit_intercept):
     return torch.from_numpy(np.ascontiguousarray(L, dtype=np.float32))
 
 
-def _newton_cg(X, Y, s, C, fit_intercept, max_iter, tol, max_cg_iter, factor=None):
+def _nystrom_factor(X, s, C, fit_intercept, rank, seed=0):
+    """Randomized Nystrom preconditioner of ``I + 2C [X 1]^T S [X 1]``.
+
+    A rank-``rank`` approximation ``U diag(lam) U^T`` of the Gram matrix
+    ``G = [X 1]^T S [X 1]`` from one sketch ``G @ Omega`` (two passes over ``X``,
+    ``2 n d r`` multiply-adds), made numerically stable by a small shift as in
+    Tropp et al. (2017). The preconditioner (Frangella, Tropp & Udell 2023) is
+
+    ``P^-1 = U diag(1 / (2C lam + 1)) U^T + (I - U U^T) / (2C lam_r + 1)``,
+
+    exact on the sketched eigenspace and a scaled identity on its complement, so
+    the conditioning of the all-active Hessian falls from ``2C lam_1 + 1`` to
+    about ``2C lam_{r+1} + 1``.
+
+    Returns
+    -------
+    U : (d + 1, r) or (d, r) float32 tensor
+        Orthonormal approximate eigenvectors (last row: the bias, with an intercept).
+    scale : (r,) float32 tensor
+        ``1 / (2C lam + 1) - 1 / (2C lam_r + 1)``, the extra weight of each direction.
+    floor : float
+        ``1 / (2C lam_r + 1)``, the weight of the complement.
+    """
+    import torch
+
+    n, d = X.shape
+    size = d + 1 if fit_intercept else d
+    r = min(int(rank), size)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    omega = torch.randn((size, r), generator=gen, dtype=torch.float32).to(X.device)
+    omega = torch.linalg.qr(omega).Q
+    # Y = G @ omega, accumulated over row chunks: [X 1]^T (S ([X 1] @ omega))
+    Y = torch.zeros((size, r), dtype=torch.float32, device=X.device)
+    om_x = omega[:d]
+    om_b = omega[d] if fit_intercept else None
+    for i in range(0, n, _GRAM_CHUNK):
+        Xc = X[i : i + _GRAM_CHUNK]
+        T = Xc @ om_x
+        if fit_intercept:
+            T += om_b
+        T *= s[i : i + _GRAM_CHUNK]
+        Y[:d].addmm_(Xc.T, T)
+        if fit_intercept:
+            Y[d] += T.sum(0)
+    Y = Y.to(torch.float64)
+    omega = omega.to(torch.float64)
+    shift = float(np.finfo(np.float32).eps) * size**0.5 * float(torch.linalg.matrix_norm(Y, ord=2))
+    Y += shift * omega
+    L = torch.linalg.cholesky(omega.T @ Y)
+    B = torch.linalg.solve_triangular(L, Y.T, upper=False).T  # Y L^-T
+    U, sigma, _ = torch.linalg.svd(B, full_matrices=False)
+    lam = torch.clamp(sigma * sigma - shift, min=0.0)
+    inv = 1.0 / (2.0 * C * lam + 1.0)
+    floor = float(inv[-1])
+    return U.to(torch.float32), (inv - floor).to(torch.float32), floor
+
+
+def _solver_log(verbose, n, d, k):
+    """A ``print`` for the solver's progress lines, or None when not verbose."""
+    if not verbose:
+        return None
+    print(f"LinearSVM: Newton-CG on {n}x{d} features, {k} one-vs-rest problem(s)", flush=True)
+
+    def log(text):
+        print(f"LinearSVM: {text}", flush=True)
+
+    return log
+
+
+def _newton_cg(X, Y, s, C, fit_intercept, max_iter, tol, max_cg_iter, factor=None, log=None):
     """Truncated Newton for all one-vs-rest squared-hinge problems at once.
 
     Shapes: X (n, d), Y (n, k) in {-1, +1}, s (n, 1) sample weights; ``factor``
-    is the lower Cholesky factor from :func:`_gram_factor`, or None for the
-    Jacobi preconditioner.
+    is the lower Cholesky factor from :func:`_gram_factor`, the ``(U, scale,
+    floor)`` triple from :func:`_nystrom_factor`, or None for the Jacobi
+    preconditioner. ``log``, when given, receives one progress line per Newton
+    iteration.
     Returns W (d, k), b (k,), number of Newton iterations, number of CG steps.
     """
     import torch
@@ -396,6 +510,7 @@ def _newton_cg(X, Y, s, C, fit_intercept, max_iter, tol, max_cg_iter, factor=Non
     g0 = None
     n_iter = 0
     n_cg = 0
+    t0 = time.perf_counter()
     for n_iter in range(1, max_iter + 1):
         Z = X @ W + b
         gW, gb, A = gradient(W, Z)
@@ -403,6 +518,8 @@ def _newton_cg(X, Y, s, C, fit_intercept, max_iter, tol, max_cg_iter, factor=Non
         if g0 is None:
             g0 = torch.clamp(gnorm, min=torch.finfo(X.dtype).tiny)
         done = gnorm <= tol * g0
+        if log is not None:
+            _log_newton(log, n_iter, float((gnorm / g0).max()), tol, n_cg, time.perf_counter() - t0)
         if bool(done.all()):
             n_iter -= 1
             break
@@ -414,6 +531,13 @@ def _newton_cg(X, Y, s, C, fit_intercept, max_iter, tol, max_cg_iter, factor=Non
 
             def precondition(rW, rb):
                 return rW / MW, rb / Mb
+        elif isinstance(factor, tuple):  # Nystrom: floor * r + U diag(scale) U^T r
+            U, scale, floor = factor
+
+            def precondition(rW, rb):
+                r = torch.cat([rW, rb[None]]) if fit_intercept else rW
+                z = torch.addmm(r, U, scale[:, None] * (U.T @ r), beta=floor)
+                return (z[:d], z[d]) if fit_intercept else (z, rb)
         else:
             def precondition(rW, rb):
                 if not fit_intercept:
@@ -472,6 +596,20 @@ def _newton_cg(X, Y, s, C, fit_intercept, max_iter, tol, max_cg_iter, factor=Non
         W += t * DW
         b += t * Db
     return W, b, n_iter, n_cg
+
+
+def _log_newton(log, it, ratio, tol, n_cg, elapsed):
+    """One progress line: the worst relative gradient norm and the time left, by
+    linear extrapolation of ``log(ratio)`` towards ``log(tol)``."""
+    done = np.log(max(ratio, 1e-300)) / np.log(tol)  # 0 at the start, 1 at convergence
+    if done >= 1:
+        eta = "converged"
+    elif done > 0 and elapsed > 0:
+        eta = f"ETA {elapsed * (1 - done) / done:.0f}s"
+    else:
+        eta = "ETA unknown"
+    log(f"iteration {it}: gradient {ratio:.2e} of its start (tol {tol:.0e}), {n_cg} CG steps, "
+        f"elapsed {elapsed:.0f}s, {eta}")
 
 
 def _squared_t_matmul(X, A, chunk=4096):
