@@ -10,6 +10,10 @@ features step) should not pay for it again. This module stores, per key,
   back through :func:`bench.models_io.load_skops`, never unpickled),
 * ``meta.json``: the timings measured when the entry was built and the key inputs.
 
+Entries are never evicted on their own; ``python -m bench cache`` lists them (size,
+preset, shape, age) and ``python -m bench cache clear`` removes them
+(:meth:`FeatureCache.entries` / :meth:`FeatureCache.remove`).
+
 The key hashes the dataset identity (a content digest of the train and test images and
 labels), the split options (limit / seed / per-class counts), the class and parameters
 of the features step (``get_params(deep=True)`` with the parameters that do not change
@@ -23,8 +27,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -37,6 +43,7 @@ __all__ = [
     "FeatureCache",
 ]
 
+_KEY = re.compile(r"[0-9a-f]{40}")
 # Parameters that change how fast a step runs or what it prints, not what it returns.
 _NEUTRAL_PARAMS = ("n_jobs", "verbose", "callback", "progress", "progress_callback", "memory")
 
@@ -215,3 +222,73 @@ class FeatureCache:
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
             return False
+
+    def entries(self) -> list[dict]:
+        """The entries in the cache folder, newest first.
+
+        Returns
+        -------
+        entries : list of dict
+            One per entry folder: ``key`` (40 hex digits), ``path``, ``bytes`` (on
+            disk), ``modified`` (POSIX time of its newest file), ``meta`` (the parsed
+            ``meta.json``, or None) and ``partial`` (True for what an interrupted
+            write left behind: a temporary ``.KEY.*`` folder or an entry without a
+            readable ``meta.json``). Other files and folders are not entries
+            (``$CLASSICVISION_CACHE`` may also hold the decoded datasets).
+        """
+        if not self.root.is_dir():
+            return []
+        out = []
+        for d in self.root.iterdir():
+            name = d.name
+            temp = name.startswith(".") and _KEY.fullmatch(name[1:41] or "") is not None
+            if not d.is_dir() or not (temp or _KEY.fullmatch(name)):
+                continue
+            files = [f for f in d.iterdir() if f.is_file()]
+            stats = [f.stat() for f in files]
+            meta = None
+            if not temp:
+                try:
+                    meta = json.loads((d / "meta.json").read_text())
+                except (OSError, ValueError):
+                    meta = None
+            out.append({
+                "key": name[1:41] if temp else name,
+                "path": d,
+                "bytes": sum(st.st_size for st in stats),
+                "modified": max((st.st_mtime for st in stats), default=d.stat().st_mtime),
+                "meta": meta,
+                "partial": temp or meta is None,
+            })
+        return sorted(out, key=lambda e: e["modified"], reverse=True)
+
+    def remove(self, *, keys: Sequence[str] = (), older_than_days: float | None = None,
+               everything: bool = False) -> list[dict]:
+        """Delete entries; returns the ones removed (as :meth:`entries` describes them).
+
+        Parameters
+        ----------
+        keys : sequence of str
+            Key prefixes (at least 6 hex digits each, as ``cache list`` prints 12);
+            a prefix that matches several entries removes them all.
+        older_than_days : float or None
+            Also remove entries not modified for this many days.
+        everything : bool
+            Remove every entry.
+
+        Raises
+        ------
+        ValueError
+            For a prefix shorter than 6 characters or not hexadecimal.
+        """
+        for k in keys:
+            if len(k) < 6 or not re.fullmatch(r"[0-9a-f]+", k):
+                raise ValueError(f"cache key prefix {k!r}: expected at least 6 hex digits (see 'cache list')")
+        cutoff = time.time() - 86400.0 * older_than_days if older_than_days is not None else None
+        removed = []
+        for e in self.entries():
+            if (everything or any(e["key"].startswith(k) for k in keys)
+                    or (cutoff is not None and e["modified"] < cutoff)):
+                shutil.rmtree(e["path"], ignore_errors=True)
+                removed.append(e)
+        return removed

@@ -1,4 +1,5 @@
-"""Command line of ``python -m bench``: ``compare``, ``list``, ``predict``, ``speed``, ``benchmarks``.
+"""Command line of ``python -m bench``: ``compare``, ``list``, ``predict``, ``speed``, ``benchmarks``,
+``cache``.
 
 ``get_args_parser()`` returns the reusable parser (as torchvision's reference scripts
 do); ``main(argv)`` runs a subcommand and returns its exit code. ``compare --config
@@ -105,7 +106,70 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     bm.add_argument("--epochs", type=_positive_int, default=None, metavar="E", help="CNN epochs")
     bm.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     bm.add_argument("--n-jobs", type=int, default=None)
+    ca = sub.add_parser(
+        "cache", help="list or clear the features cache",
+        description="The features cache (extracted and encoded features of the classic pipelines, "
+                    "$CLASSICVISION_CACHE or ~/.cache/classicvision/bench) is never evicted on its own: "
+                    "'cache list' shows its entries, 'cache clear' removes some or all of them.",
+    )
+    ca.add_argument("action", nargs="?", default="list", choices=("list", "clear"))
+    ca.add_argument("keys", nargs="*", metavar="KEY", help="clear: entries whose key starts with KEY")
+    ca.add_argument("--older-than", type=float, default=None, metavar="DAYS",
+                    help="clear: entries not modified for DAYS days")
+    ca.add_argument("--all", action="store_true", help="clear: every entry")
+    ca.add_argument("--datasets", action="store_true",
+                    help="clear: also the decoded datasets (classicvision.datasets.clear_cache)")
     return parser
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def _cmd_cache(args: argparse.Namespace, out=None) -> int:
+    import time
+
+    from bench.cache import FeatureCache
+
+    out = out or sys.stdout
+    cache = FeatureCache()
+    if args.action == "list":
+        if args.keys or args.all or args.older_than is not None or args.datasets:
+            print("error: cache list takes no KEY, --all, --older-than or --datasets", file=sys.stderr)
+            return 2
+        entries = cache.entries()
+        print(f"features cache: {cache.root} ({len(entries)} entries, {_size(sum(e['bytes'] for e in entries))})",
+              file=out)
+        if entries:
+            print(f"  {'key':<12}  {'size':>9}  {'age':>6}  {'preset':<22} {'train x features':<18} {'test':>6}",
+                  file=out)
+        for e in entries:
+            meta = e["meta"] or {}
+            age = f"{(time.time() - e['modified']) / 86400:.1f}d"
+            shape = f"{meta.get('n_train', '?')}x{meta.get('n_features', '?')}"
+            preset = "(incomplete)" if e["partial"] else str(meta.get("preset", "?"))
+            print(f"  {e['key'][:12]:<12}  {_size(e['bytes']):>9}  {age:>6}  {preset:<22} {shape:<18} "
+                  f"{meta.get('n_test', '?'):>6}", file=out)
+        return 0
+    if not (args.keys or args.all or args.older_than is not None or args.datasets):
+        print("error: cache clear needs KEY..., --older-than DAYS, --all or --datasets", file=sys.stderr)
+        return 2
+    try:
+        removed = cache.remove(keys=args.keys, older_than_days=args.older_than, everything=args.all)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"removed {len(removed)} features cache entries ({_size(sum(e['bytes'] for e in removed))}) "
+          f"from {cache.root}", file=out)
+    if args.datasets:
+        from classicvision.datasets import clear_cache
+
+        print(f"removed {clear_cache()} decoded datasets", file=out)
+    return 0
 
 
 def _apply_config(argv: list[str], parser: argparse.ArgumentParser) -> argparse.Namespace:
@@ -248,6 +312,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return predict_main(args.model, args.images, top_k=args.top_k)
     if args.command == "benchmarks":
         return _cmd_benchmarks(args)
+    if args.command == "cache":
+        return _cmd_cache(args)
     if args.command == "compare":
         from bench.compare import DatasetError, UsageError, run_compare
         from bench.runners import Progress

@@ -555,6 +555,50 @@ def test_compute_scores_scatters_columns_of_seen_classes():
     assert kind == "decision_function"
 
 
+def test_cache_command_lists_and_clears_entries(tmp_path, monkeypatch, capsys):
+    import os
+    import time
+
+    root = tmp_path / "cache"
+    monkeypatch.setenv("CLASSICVISION_CACHE", str(root))
+    cache = FeatureCache()
+    assert cache.root == root and cache.entries() == []
+    tr, te = np.zeros((4, 3), np.float32), np.zeros((2, 3), np.float32)
+    keys = []
+    for i, preset in enumerate(("hog_svm", "lbp_svm", "fisher")):
+        key = cache.make_key(dataset={"i": i}, step_signature=preset, version="1")
+        assert cache.put(key, train=tr, test=te, meta={"preset": preset, "n_train": 4, "n_test": 2,
+                                                       "n_features": 3})
+        keys.append(key)
+    old = time.time() - 10 * 86400  # the first entry was last touched 10 days ago
+    for f in (root / keys[0]).iterdir():
+        os.utime(f, (old, old))
+    (root / f".{keys[2]}.tmp1").mkdir()  # left behind by an interrupted write
+    (root / "datasets").mkdir()  # the decoded-datasets cache shares $CLASSICVISION_CACHE: not an entry
+    entries = cache.entries()
+    assert [e["key"] for e in entries if not e["partial"]] == [keys[2], keys[1], keys[0]]
+    assert [e["partial"] for e in entries].count(True) == 1
+
+    assert cli.main(["cache"]) == 0
+    out = capsys.readouterr().out
+    assert f"({len(entries)} entries, " in out and str(root) in out
+    assert f"{keys[1][:12]}" in out and "lbp_svm" in out and "4x3" in out and "(incomplete)" in out
+    assert "10.0d" in out
+
+    assert cli.main(["cache", "clear"]) == 2  # nothing selected
+    assert "needs KEY" in capsys.readouterr().err
+    assert cli.main(["cache", "clear", "abc"]) == 2  # prefix too short
+    assert "at least 6 hex digits" in capsys.readouterr().err
+    assert cli.main(["cache", "clear", "--older-than", "7"]) == 0
+    assert "removed 1 features cache entries" in capsys.readouterr().out
+    assert {e["key"] for e in cache.entries()} == {keys[1], keys[2]}
+    assert cache.get(keys[1]) is not None and cache.get(keys[0]) is None
+    assert cli.main(["cache", "clear", keys[1][:8]]) == 0
+    assert {e["key"] for e in cache.entries()} == {keys[2]}
+    assert cli.main(["cache", "clear", "--all"]) == 0
+    assert cache.entries() == [] and (root / "datasets").is_dir()
+
+
 def test_feature_cache_roundtrip_and_signature(tmp_path):
     from classicvision.features import HOG
 
