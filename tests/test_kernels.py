@@ -469,6 +469,9 @@ def test_nystrom_factor_is_exact_at_full_rank_and_on_a_low_rank_gram(fit_interce
     assert f[2] == pytest.approx(1.0, abs=1e-4)
     size = 41 if fit_intercept else 40
     np.testing.assert_allclose(apply(f, np.eye(size)) @ hessian(X), np.eye(size), atol=2e-3)
+    # the Gram matrix of 10 samples has rank <= 10: the sketch is capped there
+    f = _nystrom_factor(torch.from_numpy(X[:10]), torch.from_numpy(s[:10]), C, fit_intercept, rank=100)
+    assert f[0].shape == (size, 10)
 
 
 @pytest.mark.parametrize("fit_intercept", [True, False])

@@ -108,8 +108,9 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         ``"auto"``: ``"gram"`` when ``n_features <= 16384`` and
         ``n_samples >= n_features``, else ``"nystrom"``.
     nystrom_rank : int >= 1, default=1024
-        Rank of the Nystrom preconditioner (capped at ``n_features + 1``). The
-        sketch is drawn from a fixed seed, so fitting stays deterministic.
+        Rank of the Nystrom preconditioner (capped at ``n_features + 1`` and
+        ``n_samples``). The sketch is drawn from a fixed seed, so fitting stays
+        deterministic.
     verbose : int >= 0, default=0
         ``> 0``: print the preconditioner's set-up time and, at each Newton
         iteration, the largest relative gradient norm (per class, against
@@ -433,7 +434,7 @@ def _nystrom_factor(X, s, C, fit_intercept, rank, seed=0):
 
     n, d = X.shape
     size = d + 1 if fit_intercept else d
-    r = min(int(rank), size)
+    r = min(int(rank), size, n)  # G has rank <= n: a larger sketch only adds zero eigenvalues
     gen = torch.Generator(device="cpu").manual_seed(seed)
     omega = torch.randn((size, r), generator=gen, dtype=torch.float32).to(X.device)
     omega = torch.linalg.qr(omega).Q
