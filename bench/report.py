@@ -497,6 +497,28 @@ def write_reports(report: Mapping[str, Any], out_dir: str | os.PathLike, *, figu
 
 
 # ----------------------------------------------------------------------------- BENCHMARKS.md
+def unfinished_runs(rep: Mapping[str, Any]) -> list[str]:
+    """Names of the runs the report's ``options`` asked for that have no record in it.
+
+    A ``compare`` stopped midway leaves a valid ``report.json`` with the runs finished so
+    far; this names the others (``"all"`` is expanded with today's preset and model
+    lists). Returns an empty list when the options cannot be parsed.
+    """
+    from bench.compare import UsageError, _model_names, _preset_names, parse_specs
+
+    opts = rep.get("options") or {}
+    done = {r.get("name") for r in rep.get("runs", [])}
+    asked: list[str] = []
+    try:
+        for key, track, names in (("pipelines", "classic", _preset_names), ("cnn", "cnn", _model_names)):
+            text = opts.get(key)
+            everything = isinstance(text, str) and text.strip().lower() == "all"
+            asked += [s.name for s in parse_specs(text, track, all_names=names() if everything else ())]
+    except (UsageError, ValueError, ImportError):
+        return []
+    return [name for name in asked if name not in done]
+
+
 def render_benchmarks(reports: Sequence[tuple[str, Mapping[str, Any]]], *, title: str = "Benchmarks") -> str:
     """BENCHMARKS.md from existing reports: one section per report (machine noted).
 
@@ -533,6 +555,10 @@ def render_benchmarks(reports: Sequence[tuple[str, Mapping[str, Any]]], *, title
         failed = _failed_runs(rep)
         if failed:
             parts += ["\n### Failed runs\n", _md_table(failed)]
+        missing = unfinished_runs(rep)
+        if missing:
+            parts.append(f"\nAsked for but not in this report (the comparison was stopped before they "
+                         f"finished): {', '.join(missing)}.\n")
         repro = _reproduction_table(rep)
         parts += ["\n### Reproduction\n",
                   _md_table(repro) + f"\n{_metric_note(repro)}\n" if repro else "No published figure for these runs.\n"]

@@ -477,6 +477,24 @@ def test_reproduction_rows_of_old_records_fall_back_to_top1():
     assert "measured: top-1" in render_html(rep, ".") and "measured: top-1" in render_benchmarks([("x", rep)])
 
 
+def test_benchmarks_name_the_runs_an_interrupted_compare_did_not_finish():
+    from bench.report import render_benchmarks, unfinished_runs
+
+    rep = _report("cifar10", [_scene_run("llc", 0.7)])
+    assert unfinished_runs(rep) == []  # no options recorded: nothing to compare with
+    rep["options"] = {"pipelines": "llc,vlad,hog_svm:svm__C=1", "cnn": "resnet20"}
+    assert unfinished_runs(rep) == ["vlad", "hog_svm:svm__C=1", "resnet20"]
+    assert ("Asked for but not in this report (the comparison was stopped before they finished): "
+            "vlad, hog_svm:svm__C=1, resnet20.") in render_benchmarks([("x", rep)])
+    rep["options"] = {"pipelines": "all", "cnn": "none"}
+    missing = unfinished_runs(rep)
+    assert "llc" not in missing and {"vlad", "fisher", "lazebnik_spm"} <= set(missing)
+    rep["options"] = {"pipelines": "llc", "cnn": "none"}
+    assert "Asked for but not" not in render_benchmarks([("x", rep)])
+    rep["options"] = {"pipelines": "llc:oops", "cnn": "none"}  # unparsable: no claim
+    assert unfinished_runs(rep) == []
+
+
 def test_reproduction_rows_of_old_records_use_their_confusion_matrix():
     """An old record without mean_class_accuracy but with its confusion counts gets the
     mean per-class accuracy computed from them."""
