@@ -209,7 +209,8 @@ def test_coates_soft_threshold_mirror_modes(mirror, stripes32):
     # both are mirror-invariant classifiers: a mirrored test image gets the same score
     np.testing.assert_allclose(pipe.decision_function(Xte[:, :, ::-1]), scores, rtol=1e-4, atol=1e-4)
     assert np.mean(pipe.predict(Xte) == yte) > 0.7
-    assert preset_params("coates_soft_threshold", dataset="cifar10")["mirror"] == "symmetric"
+    for name in ("coates_soft_threshold", "coates_kmeans"):
+        assert preset_params(name, dataset="cifar10")["mirror"] == "symmetric"
     with pytest.raises(ValueError, match="mirror must be"):
         make_preset("coates_soft_threshold", mirror="both")
 
