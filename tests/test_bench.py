@@ -815,9 +815,10 @@ def test_linear_svm_progress_goes_to_the_progress_stream_and_verbose_is_restored
     assert svm.verbose == 0
     lines = buf.getvalue().splitlines()
     assert lines[0] == "LinearSVM: Newton-CG on 1797x64 features, 10 one-vs-rest problem(s)"
-    assert lines[1].startswith("LinearSVM: gram preconditioner built in ")
+    assert lines[1] == "LinearSVM: building the gram preconditioner ..."
+    assert lines[2].startswith("LinearSVM: gram preconditioner built in ")
     assert lines[-1].startswith(f"LinearSVM: iteration {svm.n_iter_ + 1}: gradient ")
-    assert lines[-1].endswith("converged") and "ETA " in lines[3]
+    assert lines[-1].endswith("converged") and "ETA unknown" in lines[3] and "ETA " in lines[4]
     # liblinear (auto on few samples), other classifiers and a silent Progress: the heartbeat note
     for est, stream in ((LinearSVM(), buf), (LinearSVM(solver="newton"), None), ("passthrough", buf)):
         with _solver_progress(est, len(X), Progress(stream)) as note:

@@ -430,7 +430,8 @@ def test_linear_svm_verbose_prints_newton_progress(capsys):
     clf = LinearSVM(C=0.1, solver="newton", preconditioner="nystrom", nystrom_rank=8, verbose=1).fit(X, y)
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "LinearSVM: Newton-CG on 400x30 features, 3 one-vs-rest problem(s)"
-    assert out[1].startswith("LinearSVM: nystrom preconditioner of rank 8 built in ")
+    assert out[1] == "LinearSVM: building the nystrom preconditioner ..."
+    assert out[2].startswith("LinearSVM: nystrom preconditioner of rank 8 built in ")
     iters = [ln for ln in out if ln.startswith("LinearSVM: iteration ")]
     assert len(iters) == clf.n_iter_ + 1 and iters[-1].endswith("converged")
     assert "ETA unknown" in iters[0] and all("ETA " in ln for ln in iters[1:-1])

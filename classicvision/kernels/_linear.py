@@ -279,6 +279,8 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
             C = float(self.C)
             t0 = time.perf_counter()
             log = _solver_log(self.verbose, n, d, k)
+            if log is not None and precond != "jacobi":
+                log(f"building the {precond} preconditioner ...")
             if precond == "gram":
                 factor = _gram_factor(Xt, s, C, self.fit_intercept)
             elif precond == "nystrom":
