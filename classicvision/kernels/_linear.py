@@ -414,8 +414,10 @@ def _nystrom_factor(X, s, C, fit_intercept, rank, seed=0):
 
     A rank-``rank`` approximation ``U diag(lam) U^T`` of the Gram matrix
     ``G = [X 1]^T S [X 1]`` from one sketch ``G @ Omega`` (two passes over ``X``,
-    ``2 n d r`` multiply-adds), made numerically stable by a small shift as in
-    Tropp et al. (2017). The preconditioner (Frangella, Tropp & Udell 2023) is
+    ``2 n d r`` multiply-adds), made numerically stable by a small shift (Tropp,
+    Yurtsever, Udell & Cevher, "Fixed-rank approximation of a positive-semidefinite
+    matrix from streaming data", NeurIPS 2017, Algorithm 3). The preconditioner
+    (Frangella, Tropp & Udell 2023, reference [5] of :class:`LinearSVM`) is
 
     ``P^-1 = U diag(1 / (2C lam + 1)) U^T + (I - U U^T) / (2C lam_r + 1)``,
 
