@@ -25,8 +25,9 @@ class ClassificationReport:
         Accuracy of the highest-scoring class.
     top5 : float or None
         Fraction of samples whose true class is among the 5 highest scores
-        (among all classes when there are 5 or fewer). ``None`` when only hard
-        predictions were given.
+        (1.0 when there are 5 classes or fewer), ties broken as in
+        :func:`sklearn.metrics.top_k_accuracy_score` (see :func:`top_k_accuracy`).
+        ``None`` when only hard predictions were given.
     macro_f1 : float
         Unweighted mean of the per-class F1 scores.
     per_class_recall : list of float, length n_classes
@@ -77,25 +78,50 @@ class ClassificationReport:
 def top_k_accuracy(y_true: np.ndarray, scores: np.ndarray, k: int = 5) -> float:
     """Fraction of rows whose true column index is among the ``k`` largest scores.
 
+    The same number as :func:`sklearn.metrics.top_k_accuracy_score` with
+    ``labels=range(n_classes)``, which computes it whenever ``k < n_classes``
+    and there are more than two classes.
+
     Parameters
     ----------
-    y_true : (n,) ndarray of int
+    y_true : (n,) array-like of int
         Column index of each sample's true class.
-    scores : (n, n_classes) ndarray
-    k : int
-        Clipped to ``n_classes``.
+    scores : (n, n_classes) array-like
+    k : int >= 1
+        With ``k >= n_classes`` every sample is a hit (the score is 1.0).
+
+    Returns
+    -------
+    accuracy : float
 
     Notes
     -----
-    Ties are broken pessimistically: a true class tied with the k-th score
-    counts only if fewer than ``k`` classes score strictly higher.
+    Ties are broken as scikit-learn breaks them: classes are ranked by a
+    stable sort of their scores, so among classes with equal scores the one
+    with the larger column index ranks first. With constant scores over 10
+    classes, top-5 is therefore the fraction of samples whose class is one
+    of columns 5..9 (0.5 for balanced classes), not 1.0.
     """
     scores = np.asarray(scores, dtype=np.float64)
     y_true = np.asarray(y_true)
-    k = min(int(k), scores.shape[1])
-    true_scores = scores[np.arange(len(y_true)), y_true]
-    n_higher = (scores > true_scores[:, None]).sum(axis=1)
-    return float(np.mean(n_higher < k))
+    if scores.ndim != 2 or y_true.shape != (scores.shape[0],):
+        raise ValueError(
+            f"scores must be (n, n_classes) and y_true (n,); got {scores.shape} and {y_true.shape}"
+        )
+    if int(k) < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    n_classes = scores.shape[1]
+    k = int(k)
+    if k >= n_classes:
+        return 1.0
+    if n_classes > 2:
+        from sklearn.metrics import top_k_accuracy_score
+
+        return float(top_k_accuracy_score(y_true, scores, k=k, labels=np.arange(n_classes)))
+    # two columns and k = 1: scikit-learn's binary rule needs 1-D scores, so rank the
+    # columns exactly as its multiclass rule does (stable sort, reversed)
+    ranked = np.argsort(scores, axis=1, kind="mergesort")[:, ::-1][:, :k]
+    return float(np.mean((ranked == y_true[:, None]).any(axis=1)))
 
 
 def classification_report(

@@ -57,3 +57,34 @@ def test_bad_input_errors():
         classification_report([0, 1], [[np.nan, 1], [0, 1]])
     with pytest.raises(ValueError, match="empty"):
         classification_report([], [])
+
+
+def test_top5_breaks_ties_like_sklearn():
+    # constant scores: every class ties; sklearn ranks the larger column index first
+    y = np.arange(200) % 10
+    const = np.zeros((200, 10))
+    assert top_k_accuracy(y, const, k=5) == pytest.approx(0.5)
+    assert top_k_accuracy(y, const, k=5) == top_k_accuracy_score(y, const, k=5, labels=np.arange(10))
+    assert classification_report(y, const).top5 == pytest.approx(0.5)
+    # random scores with many ties (few distinct values), several k
+    rng = np.random.default_rng(1)
+    yr = rng.integers(0, 8, size=500)
+    scores = rng.integers(0, 3, size=(500, 8)).astype(float)
+    for k in (1, 2, 3, 5, 7):
+        assert top_k_accuracy(yr, scores, k=k) == pytest.approx(
+            top_k_accuracy_score(yr, scores, k=k, labels=np.arange(8))
+        ), k
+
+
+def test_top5_with_five_classes_or_fewer_is_perfect_and_k_is_checked():
+    rng = np.random.default_rng(2)
+    for n_classes in (2, 3, 5):
+        y = rng.integers(0, n_classes, size=50)
+        scores = rng.normal(size=(50, n_classes))
+        assert top_k_accuracy(y, scores, k=5) == 1.0
+        assert classification_report(y, scores, labels=np.arange(n_classes)).top5 == 1.0
+    # two classes, k = 1: a tie ranks column 1 first, as sklearn's ranking does
+    assert top_k_accuracy([0, 1], [[0.5, 0.5], [0.5, 0.5]], k=1) == 0.5
+    assert top_k_accuracy([0, 1], [[0.9, 0.1], [0.2, 0.8]], k=1) == 1.0
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        top_k_accuracy([0], [[0.1, 0.9]], k=0)
