@@ -494,6 +494,61 @@ def test_gram_factor_is_the_cholesky_factor_of_the_all_active_hessian(fit_interc
     np.testing.assert_allclose(L.astype(np.float64) @ L.T, H, rtol=1e-5, atol=1e-4)
 
 
+def test_linear_svm_random_state_makes_liblinear_reproducible():
+    # more features than samples: LinearSVC solves the dual, whose coordinate order is random
+    X, y = make_classification(n_samples=150, n_features=300, n_informative=20, n_classes=3, random_state=0)
+    fits = [LinearSVM(C=1.0, random_state=0).fit(X, y) for _ in range(3)]
+    assert all(f.solver_ == "liblinear" for f in fits)
+    for f in fits[1:]:
+        np.testing.assert_array_equal(f.coef_, fits[0].coef_)
+        np.testing.assert_array_equal(f.intercept_, fits[0].intercept_)
+    rs = np.random.RandomState(0)
+    again = [LinearSVM(C=1.0, random_state=np.random.RandomState(0)).fit(X, y) for _ in range(2)]
+    np.testing.assert_array_equal(again[0].coef_, again[1].coef_)
+    LinearSVM(random_state=rs).fit(X, y)  # a RandomState instance is accepted
+    with pytest.raises(ValueError, match="random_state"):
+        LinearSVM(random_state="seed").fit(X, y)
+
+
+def test_linear_svm_random_state_drives_the_nystrom_sketch(monkeypatch):
+    from classicvision.kernels import _linear
+
+    X, y = make_classification(n_samples=400, n_features=30, n_informative=10, n_classes=3, random_state=0)
+    kw = dict(C=0.1, solver="newton", preconditioner="nystrom", nystrom_rank=8)
+    default = LinearSVM(**kw).fit(X, y)
+    # None keeps the historical seed 0 of the sketch: the default Newton fit is unchanged
+    np.testing.assert_array_equal(LinearSVM(random_state=0, **kw).fit(X, y).coef_, default.coef_)
+    seeded = [LinearSVM(random_state=3, **kw).fit(X, y) for _ in range(2)]
+    np.testing.assert_array_equal(seeded[0].coef_, seeded[1].coef_)
+    np.testing.assert_allclose(seeded[0].coef_, default.coef_, atol=5e-3 * np.abs(default.coef_).max())
+    assert default.solver_ == "newton"
+    seeds = []
+    original = _linear._nystrom_factor
+
+    def spy(*args, seed=0, **kw):
+        seeds.append(seed)
+        return original(*args, seed=seed, **kw)
+
+    monkeypatch.setattr(_linear, "_nystrom_factor", spy)
+    for rs in (None, 0, 3):
+        LinearSVM(random_state=rs, **kw).fit(X, y)
+    LinearSVM(random_state=np.random.RandomState(5), **kw).fit(X, y)
+    assert seeds[:3] == [0, 0, 3]
+    assert seeds[3] == np.random.RandomState(5).randint(np.iinfo(np.int32).max)
+
+
+def test_linear_svm_publishes_its_solver():
+    clf = LinearSVM()
+    assert clf.solver_for(10_000) == "liblinear" and clf.solver_for(10_001) == "newton"
+    assert clf._solver_for(10_001) == "newton"  # the former private name still works
+    assert LinearSVM(solver="newton").solver_for(5) == "newton"
+    assert LinearSVM(solver="liblinear").solver_for(10**6) == "liblinear"
+    X = np.random.default_rng(0).random((40, 3))
+    y = np.arange(40) % 2
+    assert LinearSVM().fit(X, y).solver_ == "liblinear"
+    assert LinearSVM(solver="newton").fit(X, y).solver_ == "newton"
+
+
 def test_linear_svm_errors():
     X = np.random.default_rng(0).random((10, 3))
     with pytest.raises(ValueError, match="at least 2 classes; got 1 class"):

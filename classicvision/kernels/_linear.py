@@ -11,6 +11,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils import check_random_state
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -109,8 +110,7 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         ``n_samples >= n_features``, else ``"nystrom"``.
     nystrom_rank : int >= 1, default=1024
         Rank of the Nystrom preconditioner (capped at ``n_features + 1`` and
-        ``n_samples``). The sketch is drawn from a fixed seed, so fitting stays
-        deterministic.
+        ``n_samples``). The sketch is drawn from ``random_state``.
     verbose : int >= 0, default=0
         ``> 0``: print the preconditioner's set-up time and, at each Newton
         iteration, the largest relative gradient norm (per class, against
@@ -121,6 +121,14 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         torch CPU threads during ``fit``; ``None`` keeps torch's setting, except
         for small problems (``n_samples * n_features * n_classes < 2e7``), which
         run on one thread because thread start-up dominates there.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the randomness of both solvers: liblinear's order of the dual
+        coordinates (passed to :class:`~sklearn.svm.LinearSVC`) and the Gaussian
+        sketch of the Nystrom preconditioner. Pass an int for reproducible fits.
+        ``None``: liblinear draws from numpy's global random state (so its
+        ``coef_`` varies slightly from fit to fit), while the Nystrom sketch
+        keeps its historical fixed seed 0 (the Newton solver with
+        ``random_state=None`` or ``0`` is deterministic and gives the same model).
 
     Attributes
     ----------
@@ -135,6 +143,9 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
     preconditioner_ : str
         The preconditioner used (``"gram"``, ``"nystrom"`` or ``"jacobi"``;
         ``"none"`` for liblinear).
+    solver_ : {"liblinear", "newton"}
+        The solver ``fit`` actually used (``solver="auto"`` resolved, see
+        :meth:`solver_for`).
     n_features_in_ : int
 
     See Also
@@ -148,7 +159,9 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
       scikit-learn's ``LinearSVC`` converts to float64 and solves the dual one
       class at a time, which is what makes it slow on ``50000 x 6400`` data.
     * Unlike liblinear, the intercept is not regularized (no ``intercept_scaling``).
-    * The solver is deterministic; there is no ``random_state``.
+    * The Newton solver is deterministic given ``random_state`` (only the
+      Nystrom sketch is random); liblinear is reproducible with an int
+      ``random_state``.
     * Decision values are computed in float64 over row chunks.
 
     References
@@ -192,6 +205,7 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         "nystrom_rank": [Interval(Integral, 1, None, closed="left")],
         "verbose": ["verbose"],
         "n_threads": [Interval(Integral, 1, None, closed="left"), None],
+        "random_state": ["random_state"],
     }
 
     def __init__(
@@ -210,6 +224,7 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         nystrom_rank=1024,
         verbose=0,
         n_threads=None,
+        random_state=None,
     ):
         self.C = C
         self.loss = loss
@@ -224,6 +239,7 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         self.nystrom_rank = nystrom_rank
         self.verbose = verbose
         self.n_threads = n_threads
+        self.random_state = random_state
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
@@ -252,7 +268,7 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         n, d = X.shape
         k = 1 if len(classes) == 2 else len(classes)
 
-        solver = self._solver_for(n)
+        solver = self.solver_for(n)
         if solver == "liblinear":
             return self._fit_liblinear(X, y)
 
@@ -284,7 +300,8 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
             if precond == "gram":
                 factor = _gram_factor(Xt, s, C, self.fit_intercept)
             elif precond == "nystrom":
-                factor = _nystrom_factor(Xt, s, C, self.fit_intercept, self.nystrom_rank)
+                factor = _nystrom_factor(Xt, s, C, self.fit_intercept, self.nystrom_rank,
+                                         seed=_sketch_seed(self.random_state))
             else:
                 factor = None
             if log is not None and factor is not None:
@@ -299,6 +316,7 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         self.n_iter_ = n_iter
         self.n_cg_iter_ = n_cg
         self.preconditioner_ = precond
+        self.solver_ = "newton"
         if n_iter >= self.max_iter:
             warnings.warn(
                 f"LinearSVM did not reach tol={self.tol} in max_iter={self.max_iter} "
@@ -307,11 +325,29 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
             )
         return self
 
-    def _solver_for(self, n_samples: int) -> str:
-        """The solver ``fit`` uses on ``n_samples`` samples ("newton" or "liblinear")."""
+    def solver_for(self, n_samples: int) -> str:
+        """The solver ``fit`` would use on ``n_samples`` samples.
+
+        Needs no fitting: it resolves ``solver="auto"`` (liblinear up to 10,000
+        samples, Newton above) from the parameters alone. After ``fit``, the
+        solver actually used is in ``solver_``.
+
+        Parameters
+        ----------
+        n_samples : int
+            Number of training samples.
+
+        Returns
+        -------
+        solver : {"liblinear", "newton"}
+        """
         if self.solver == "auto":
-            return "liblinear" if n_samples <= _LIBLINEAR_MAX_SAMPLES else "newton"
+            return "liblinear" if int(n_samples) <= _LIBLINEAR_MAX_SAMPLES else "newton"
         return self.solver
+
+    def _solver_for(self, n_samples: int) -> str:
+        """Former private name of :meth:`solver_for`, kept for existing callers."""
+        return self.solver_for(n_samples)
 
     def _fit_liblinear(self, X, y):
         """Solve the same problem with liblinear (small data); sets the fitted attributes."""
@@ -320,6 +356,7 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         svc = LinearSVC(
             C=self.C, loss="squared_hinge", fit_intercept=self.fit_intercept,
             class_weight=self.class_weight, tol=min(self.tol, 1e-4), max_iter=5000,
+            random_state=self.random_state,
         )
         svc.fit(X, y)  # liblinear's own ConvergenceWarning reaches the caller, as Newton's does
         self.coef_ = np.ascontiguousarray(svc.coef_, dtype=np.float32)
@@ -327,6 +364,7 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         self.n_iter_ = int(np.max(svc.n_iter_))
         self.n_cg_iter_ = 0
         self.preconditioner_ = "none"
+        self.solver_ = "liblinear"
         return self
 
     def decision_function(self, X):
@@ -364,6 +402,20 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         if scores.ndim == 1:
             return self.classes_[(scores > 0).astype(int)]
         return self.classes_[np.argmax(scores, axis=1)]
+
+
+def _sketch_seed(random_state) -> int:
+    """Seed of the Nystrom sketch's torch generator from ``random_state``.
+
+    ``None`` keeps the historical fixed seed 0 (so the default Newton fit is
+    unchanged and deterministic); an int is used as is; a ``RandomState``
+    instance gives one draw.
+    """
+    if random_state is None:
+        return 0
+    if isinstance(random_state, Integral):
+        return int(random_state)
+    return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
 
 
 def _gram_factor(X, s, C, fit_intercept):
