@@ -554,3 +554,93 @@ def test_color_sift_stacked_small_images_equal_one_by_one():
             assert s.descriptors.shape == ref.descriptors.shape
             assert_allclose(s.descriptors, ref.descriptors, atol=1e-6)
             assert_array_equal(s.positions, ref.positions)
+
+
+# ------------------------------------------------------------------ size bound (max_size)
+@pytest.mark.parametrize("make", [
+    lambda: HOG(output="vector", max_size=100),
+    lambda: HOG(output="descriptors", max_size=100),
+    lambda: LBP(grid=(3, 3), max_size=100),
+    lambda: LBP(output="descriptors", cell_size=16, step=8, max_size=100),
+    lambda: RawPatches(patch_size=6, step=4, max_size=100, random_state=0),
+])
+def test_max_size_extracts_from_the_downscaled_image(make, camera):
+    from classicvision.features._common import bounded_shape, resize_max_side
+
+    big = np.ascontiguousarray(camera[:300, :200])  # 300 x 200 -> 100 x 67
+    small = resize_max_side(big, 100)
+    assert small.shape == bounded_shape(big.shape, 100) == (100, 67)
+    bounded = make().fit([big])
+    reference = clone(bounded).set_params(max_size=None).fit([small])
+    within = make().fit([small])  # an image within the bound is untouched
+
+    def rows(extractor, image):
+        out = extractor.transform([image])
+        if isinstance(out, np.ndarray):
+            return out
+        assert tuple(out[0].image_shape) == (100, 67)  # positions refer to the downscaled image
+        return np.hstack([out[0].descriptors, out[0].positions])
+
+    ref = rows(reference, small)
+    assert_array_equal(rows(bounded, big), ref)
+    assert_array_equal(rows(within, small), ref)
+
+
+def test_max_size_smaller_than_the_support_is_an_error(camera_small):
+    with pytest.raises(ValueError, match="HOG max_size=8 is smaller than one HOG block"):
+        HOG(max_size=8).fit([camera_small])
+    with pytest.raises(ValueError, match="LBP max_size=8 is smaller than cell_size=16"):
+        LBP(output="descriptors", cell_size=16, max_size=8).fit([camera_small])
+    with pytest.raises(ValueError, match="RawPatches max_size=4 is smaller than patch_size=6"):
+        RawPatches(max_size=4).fit([camera_small])
+
+
+def test_hog_vector_shapes_are_compared_after_max_size():
+    a, b = np.zeros((200, 100), np.uint8), np.zeros((100, 50), np.uint8)
+    assert HOG(output="vector", max_size=100).fit([a, b]).image_shape_ == (100, 50)
+    with pytest.raises(ValueError, match=r"one size \(after max_size=100\).*image 1 is 50x100"):
+        HOG(output="vector", max_size=100).fit([a, b.T])
+
+
+# ------------------------------------------------------------------------ feature names
+def test_hog_and_lbp_vector_feature_names(camera_small):
+    from sklearn.pipeline import Pipeline
+
+    images = [camera_small, camera_small[::-1]]
+    h = HOG(output="vector", pixels_per_cell=(16, 16), cells_per_block=(2, 2), orientations=4).fit(images)
+    names = h.get_feature_names_out()
+    assert len(names) == h.n_features_out_ == h.transform(images).shape[1]
+    nbr, nbc = h.blocks_shape_
+    assert names[0] == "hog_block0_0_cell0_0_ori0" and names[3] == "hog_block0_0_cell0_0_ori3"
+    assert names[4] == "hog_block0_0_cell0_1_ori0" and names[-1] == f"hog_block{nbr - 1}_{nbc - 1}_cell1_1_ori3"
+    assert len(set(names)) == len(names)
+    # agrees with skimage's flattened order: the block of names[16 * k] is block k
+    assert names[16 * (nbc + 1)] == "hog_block1_1_cell0_0_ori0"
+    lb = LBP(grid=(2, 3)).fit(images)
+    lnames = lb.get_feature_names_out()
+    assert len(lnames) == lb.transform(images).shape[1] == 6 * 59
+    assert lnames[0] == "lbp_cell0_0_bin0" and lnames[59] == "lbp_cell0_1_bin0" and lnames[-1] == "lbp_cell1_2_bin58"
+    # the sklearn machinery: set_output and a pipeline's names
+    pipe = Pipeline([("hog", HOG(output="vector", pixels_per_cell=(16, 16))), ("id", "passthrough")])
+    pipe.set_output(transform="default")
+    pipe.fit(images)
+    assert list(pipe.get_feature_names_out()) == list(pipe.named_steps["hog"].get_feature_names_out())
+    with pytest.raises(ValueError, match="no input feature names"):
+        h.get_feature_names_out(["a"])
+    # descriptor output is no 2-D array: no names, no set_output
+    assert not hasattr(HOG(output="descriptors"), "get_feature_names_out")
+    assert not hasattr(LBP(output="descriptors", cell_size=8), "set_output")
+
+
+def test_hog_transform_keeps_the_fitted_geometry(camera_small):
+    images = [camera_small, camera_small[::-1]]
+    h = HOG(output="vector", pixels_per_cell=(8, 8)).fit(images)
+    assert h.cell_size_ == (8, 8) and h.block_size_ == (2, 2) and h.orientations_ == 9
+    before = h.transform(images)
+    h.set_params(pixels_per_cell=(16, 16), cells_per_block=3, orientations=6)
+    after = h.transform(images)
+    assert after.shape == before.shape == (2, h.n_features_out_)
+    assert_array_equal(after, before)
+    refit = h.fit(images)  # a new fit takes the new parameters
+    assert refit.cell_size_ == (16, 16) and refit.transform(images).shape[1] < before.shape[1]
+    assert HOG(output="vector", pixels_per_cell=(16, 16)).transform(images).shape[1] > 0  # unfitted works

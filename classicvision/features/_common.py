@@ -18,23 +18,56 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from .._base import DescriptorSet, check_images
 
-__all__ = ["BaseExtractor", "resize_max_side", "normalized_positions", "empty_set"]
+__all__ = [
+    "BaseExtractor",
+    "bounded_shape",
+    "empty_set",
+    "normalized_positions",
+    "resize_max_side",
+]
+
+
+def bounded_shape(shape, max_size: int | None) -> tuple:
+    """``(height, width)`` of an image of ``shape`` after :func:`resize_max_side`.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(H, W[, C])`` of the image.
+    max_size : int or None
+        Bound on the longer side in pixels; None means no bound.
+
+    Returns
+    -------
+    (int, int)
+    """
+    h, w = int(shape[0]), int(shape[1])
+    if max_size is None or max(h, w) <= max_size:
+        return h, w
+    factor = max_size / max(h, w)
+    return max(1, int(round(h * factor))), max(1, int(round(w * factor)))
 
 
 def resize_max_side(image: np.ndarray, max_size: int | None) -> np.ndarray:
     """Downscale ``image`` (area interpolation) so that its longer side is ``max_size``.
 
-    Images already small enough are returned unchanged.
+    Images already small enough (and every image when ``max_size`` is None) are
+    returned unchanged, not copied.
+
+    Parameters
+    ----------
+    image : (H, W) or (H, W, C) ndarray
+    max_size : int or None
+        Bound on the longer side in pixels.
+
+    Returns
+    -------
+    (h, w) or (h, w, C) ndarray
+        ``(h, w) = bounded_shape(image.shape, max_size)``.
     """
-    if max_size is None:
+    new_h, new_w = bounded_shape(image.shape, max_size)
+    if (new_h, new_w) == image.shape[:2]:
         return image
-    h, w = image.shape[:2]
-    longest = max(h, w)
-    if longest <= max_size:
-        return image
-    factor = max_size / longest
-    new_w = max(1, int(round(w * factor)))
-    new_h = max(1, int(round(h * factor)))
     return cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
 
 
@@ -67,6 +100,11 @@ def _run_chunk(func, images) -> list:
     return [func(im) for im in images]
 
 
+def _bounded_chunk(images, func, max_size) -> list:
+    """``func`` on a chunk of images, each first downscaled to ``max_size`` (in the worker)."""
+    return func([resize_max_side(im, max_size) for im in images])
+
+
 class BaseExtractor(TransformerMixin, BaseEstimator):
     """Base class of the image -> descriptor-set transformers.
 
@@ -74,6 +112,11 @@ class BaseExtractor(TransformerMixin, BaseEstimator):
     validated image to a :class:`DescriptorSet`), ``_min_size()`` and
     ``_n_features()``.  The base class validates parameters and images, and runs
     the extraction over chunks of images with joblib when ``n_jobs`` is set.
+
+    An extractor with a ``max_size`` parameter (int or None) has every image whose
+    longer side exceeds it downscaled first (:func:`resize_max_side`, area
+    interpolation), inside the worker, before its extraction function sees it; so
+    positions and ``DescriptorSet.shape`` refer to the downscaled image.
     """
 
     _parameter_constraints: dict = {"n_jobs": [Integral, None]}
@@ -152,6 +195,9 @@ class BaseExtractor(TransformerMixin, BaseEstimator):
 
     def _map(self, imgs: list) -> list:
         func = self._extract_chunk_function()
+        max_size = getattr(self, "max_size", None)
+        if max_size is not None:
+            func = partial(_bounded_chunk, func=func, max_size=int(max_size))
         n_jobs = effective_n_jobs(self.n_jobs) if self.n_jobs is not None else 1
         if n_jobs == 1 or len(imgs) < 2:
             return func(imgs)

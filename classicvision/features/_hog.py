@@ -13,10 +13,12 @@ from numbers import Integral
 
 import cv2
 import numpy as np
+from sklearn.utils._available_if import available_if
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
 
 from .._base import DescriptorSet, check_image, image_name
-from ._common import BaseExtractor, normalized_positions
+from ._common import BaseExtractor, bounded_shape, normalized_positions
 
 __all__ = ["HOG", "hog"]
 
@@ -262,6 +264,9 @@ class HOG(BaseExtractor):
         ``(height, width)`` every image is resized to first (area interpolation when
         shrinking, bilinear when enlarging). Needed by ``output="vector"`` when the
         images differ in size.
+    max_size : int or None, default=None
+        Images whose longer side exceeds this many pixels are downscaled to it first
+        (area interpolation, aspect ratio kept; before ``resize``). None: no bound.
     output : {'descriptors', 'vector'}, default='descriptors'
         ``'descriptors'``: a list of :class:`~classicvision._base.DescriptorSet`, one
         row per block (positions = block centres). ``'vector'``: a 2-D
@@ -275,7 +280,22 @@ class HOG(BaseExtractor):
     n_features_out_ : int
         Descriptor length (``'descriptors'``) or vector length (``'vector'``).
     image_shape_ : tuple of int
-        ``(height, width)`` the vector length refers to (after ``resize``).
+        ``(height, width)`` the vector length refers to (after ``max_size`` and
+        ``resize``).
+    orientations_ : int
+        Orientation bins.
+    cell_size_ : (int, int)
+        Cell ``(rows, cols)`` in pixels, from ``pixels_per_cell``.
+    block_size_ : (int, int)
+        Block ``(rows, cols)`` in cells, from ``cells_per_block``.
+    resize_ : (int, int) or None
+        From ``resize``.
+    blocks_shape_ : (int, int) or None
+        Blocks ``(rows, cols)`` per image (``output='vector'``; else None).
+
+    :meth:`transform` uses these fitted values (as they were at :meth:`fit`),
+    so ``set_params`` after ``fit`` cannot silently change the output width; a
+    ``HOG`` that was never fitted uses its parameters directly.
 
     Notes
     -----
@@ -306,6 +326,7 @@ class HOG(BaseExtractor):
         "transform_sqrt": ["boolean"],
         "resize": [tuple, list, None],
         "output": [StrOptions({"descriptors", "vector"})],
+        "max_size": [Interval(Integral, 1, None, closed="left"), None],
     }
 
     def __init__(
@@ -318,6 +339,7 @@ class HOG(BaseExtractor):
         transform_sqrt=False,
         resize=None,
         output="descriptors",
+        max_size=None,
         n_jobs=None,
     ):
         self.orientations = orientations
@@ -327,12 +349,25 @@ class HOG(BaseExtractor):
         self.transform_sqrt = transform_sqrt
         self.resize = resize
         self.output = output
+        self.max_size = max_size
         self.n_jobs = n_jobs
 
     def _check_params(self) -> None:
+        if hasattr(self, "cell_size_"):  # fitted: keep the geometry of fit
+            self._orientations = self.orientations_
+            self._cell, self._block, self._resize = self.cell_size_, self.block_size_, self.resize_
+            return
+        self._orientations = int(self.orientations)
         self._cell = _pair(self.pixels_per_cell, "pixels_per_cell")
         self._block = _pair(self.cells_per_block, "cells_per_block")
         self._resize = None if self.resize is None else _pair(self.resize, "resize")
+        if self._resize is None and self.max_size is not None:
+            need = max(self._block[0] * self._cell[0], self._block[1] * self._cell[1])
+            if self.max_size < need:
+                raise ValueError(
+                    f"HOG max_size={self.max_size} is smaller than one HOG block "
+                    f"({self._block[0] * self._cell[0]}x{self._block[1] * self._cell[1]} pixels)"
+                )
 
     def _min_size(self) -> int:
         return 1 if self.resize is not None else min(
@@ -342,7 +377,7 @@ class HOG(BaseExtractor):
     def _extract_chunk_function(self):
         return partial(
             _hog_chunk,
-            orientations=int(self.orientations),
+            orientations=self._orientations,
             cell=self._cell,
             block=self._block,
             block_norm=self.block_norm,
@@ -353,7 +388,7 @@ class HOG(BaseExtractor):
     def _extract_function(self):
         return partial(
             _hog_set,
-            orientations=int(self.orientations),
+            orientations=self._orientations,
             cell=self._cell,
             block=self._block,
             block_norm=self.block_norm,
@@ -362,17 +397,19 @@ class HOG(BaseExtractor):
         )
 
     def _vector_shape(self, imgs, filenames=None) -> tuple:
-        """Common (h, w) after resizing, or a clear error."""
+        """Common (h, w) after ``max_size`` and resizing, or a clear error."""
         if self._resize is not None:
             return self._resize
-        shape = imgs[0].shape[:2]
+        shape = bounded_shape(imgs[0].shape, self.max_size)
         for i, im in enumerate(imgs):
-            if im.shape[:2] != shape:
+            other = bounded_shape(im.shape, self.max_size)
+            if other != shape:
+                bound = "" if self.max_size is None else f" (after max_size={self.max_size})"
                 raise ValueError(
-                    f"HOG(output='vector') needs images of one size: {image_name(0, filenames)} "
-                    f"is {shape[0]}x{shape[1]} but {image_name(i, filenames)} is "
-                    f"{im.shape[0]}x{im.shape[1]}; pass resize=(height, width) or use "
-                    "output='descriptors'"
+                    f"HOG(output='vector') needs images of one size{bound}: "
+                    f"{image_name(0, filenames)} is {shape[0]}x{shape[1]} but "
+                    f"{image_name(i, filenames)} is {other[0]}x{other[1]}; pass "
+                    "resize=(height, width) or use output='descriptors'"
                 )
         return shape
 
@@ -381,7 +418,7 @@ class HOG(BaseExtractor):
             shapes = [self._resize]
             names = ["resize"]
         else:
-            shapes = [im.shape[:2] for im in imgs]
+            shapes = [bounded_shape(im.shape, self.max_size) for im in imgs]
             names = [image_name(i, filenames) for i in range(len(imgs))]
         need = (self._block[0] * self._cell[0], self._block[1] * self._cell[1])
         for name, (h, w) in zip(names, shapes):
@@ -411,18 +448,54 @@ class HOG(BaseExtractor):
         -------
         self
         """
+        for attr in ("orientations_", "cell_size_", "block_size_", "resize_"):
+            self.__dict__.pop(attr, None)  # a new fit derives the geometry afresh
         imgs = self._validate(images, filenames)
         self._check_sizes(imgs, filenames)
-        d = self._block[0] * self._block[1] * int(self.orientations)
+        d = self._block[0] * self._block[1] * self._orientations
         if self.output == "vector":
             shape = self._vector_shape(imgs, filenames)
             nb = self._n_blocks(shape)
             self.image_shape_ = tuple(int(v) for v in shape)
+            self.blocks_shape_ = (int(nb[0]), int(nb[1]))
             self.n_features_out_ = int(nb[0] * nb[1] * d)
         else:
             self.image_shape_ = None if self._resize is None else self._resize
+            self.blocks_shape_ = None
             self.n_features_out_ = int(d)
+        self.orientations_ = self._orientations
+        self.cell_size_ = self._cell
+        self.block_size_ = self._block
+        self.resize_ = self._resize
         return self
+
+    @available_if(lambda self: self.output == "vector")
+    def get_feature_names_out(self, input_features=None):
+        """Names of the ``output='vector'`` features, in the order of the vector.
+
+        ``hog_block{i}_{j}_cell{r}_{c}_ori{k}``: orientation bin ``k`` of cell
+        ``(r, c)`` (within its block) of the block in row ``i``, column ``j``;
+        blocks in row-major order, as scikit-image flattens them.
+
+        Parameters
+        ----------
+        input_features : None
+            Images have no input feature names; must be None.
+
+        Returns
+        -------
+        (n_features_out_,) ndarray of str (object dtype)
+        """
+        check_is_fitted(self, "blocks_shape_")
+        _no_input_features(self, input_features)
+        nbr, nbc = self.blocks_shape_
+        br, bc = self.block_size_
+        names = [
+            f"hog_block{i}_{j}_cell{r}_{c}_ori{k}"
+            for i in range(nbr) for j in range(nbc)
+            for r in range(br) for c in range(bc) for k in range(self.orientations_)
+        ]
+        return np.asarray(names, dtype=object)
 
     def transform(self, images, *, filenames=None):
         """HOG descriptors (``output='descriptors'``) or vectors (``output='vector'``).
@@ -451,3 +524,11 @@ class HOG(BaseExtractor):
         if self.output == "vector":
             return np.stack([s.descriptors.ravel() for s in sets]).astype(np.float32, copy=False)
         return sets
+
+
+def _no_input_features(estimator, input_features) -> None:
+    if input_features is not None:
+        raise ValueError(
+            f"{type(estimator).__name__} takes images, which have no input feature names; "
+            f"call get_feature_names_out() without input_features (got {len(input_features)})"
+        )

@@ -14,7 +14,9 @@ from numbers import Integral, Real
 
 import cv2
 import numpy as np
+from sklearn.utils._available_if import available_if
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
 
 from .._base import DescriptorSet, check_image
 from ._common import BaseExtractor, normalized_positions
@@ -328,6 +330,9 @@ class LBP(BaseExtractor):
         ``cell_size`` must be a multiple of it.
     normalize : bool, default=True
         L1-normalize every histogram (else raw counts).
+    max_size : int or None, default=None
+        Images whose longer side exceeds this many pixels are downscaled to it first
+        (area interpolation, aspect ratio kept). None: no bound.
     n_jobs : int or None, default=None
         Parallel jobs (joblib) over chunks of images; ``None`` means 1.
 
@@ -337,6 +342,8 @@ class LBP(BaseExtractor):
         Vector length (``'vector'``) or histogram length (``'descriptors'``).
     n_bins_ : int
         Histogram length per cell.
+    grid_ : (int, int) or None
+        Cells ``(rows, cols)`` of the ``'vector'`` output (None with ``cell_size``).
 
     Notes
     -----
@@ -370,6 +377,7 @@ class LBP(BaseExtractor):
         "cell_size": [Interval(Integral, 1, None, closed="left"), None],
         "step": [Interval(Integral, 1, None, closed="left"), None],
         "normalize": ["boolean"],
+        "max_size": [Interval(Integral, 1, None, closed="left"), None],
     }
 
     def __init__(
@@ -383,6 +391,7 @@ class LBP(BaseExtractor):
         cell_size=None,
         step=None,
         normalize=True,
+        max_size=None,
         n_jobs=None,
     ):
         self.P = P
@@ -393,6 +402,7 @@ class LBP(BaseExtractor):
         self.cell_size = cell_size
         self.step = step
         self.normalize = normalize
+        self.max_size = max_size
         self.n_jobs = n_jobs
 
     def _check_params(self) -> None:
@@ -404,6 +414,11 @@ class LBP(BaseExtractor):
                 "cell_size gives a variable number of patches per image; use "
                 "output='descriptors' with cell_size (or grid= for output='vector')"
             )
+        if self.max_size is not None and self.max_size < self._min_size():
+            raise ValueError(
+                f"LBP max_size={self.max_size} is smaller than "
+                + (f"cell_size={self._cell_size}" if self._cell_size else f"the grid {self._grid}")
+            )
 
     def _min_size(self) -> int:
         return self._cell_size or max(self._grid)
@@ -411,6 +426,7 @@ class LBP(BaseExtractor):
     def _n_features(self, images) -> int:
         n_bins = lbp_n_bins(int(self.P), self.method)
         self.n_bins_ = n_bins
+        self.grid_ = self._grid if self._cell_size is None else None
         if self.output == "vector":
             return self._grid[0] * self._grid[1] * n_bins
         return n_bins
@@ -445,3 +461,29 @@ class LBP(BaseExtractor):
         if self.output == "vector":
             return np.stack([s.descriptors.ravel() for s in sets])
         return sets
+
+    @available_if(lambda self: self.output == "vector")
+    def get_feature_names_out(self, input_features=None):
+        """Names of the ``output='vector'`` features, in the order of the vector.
+
+        ``lbp_cell{r}_{c}_bin{k}``: bin ``k`` of the histogram of the grid cell in
+        row ``r``, column ``c``; cells in row-major order.
+
+        Parameters
+        ----------
+        input_features : None
+            Images have no input feature names; must be None.
+
+        Returns
+        -------
+        (n_features_out_,) ndarray of str (object dtype)
+        """
+        check_is_fitted(self, "grid_")
+        if input_features is not None:
+            raise ValueError(
+                "LBP takes images, which have no input feature names; call "
+                f"get_feature_names_out() without input_features (got {len(input_features)})"
+            )
+        gy, gx = self.grid_
+        names = [f"lbp_cell{r}_{c}_bin{k}" for r in range(gy) for c in range(gx) for k in range(self.n_bins_)]
+        return np.asarray(names, dtype=object)

@@ -11,7 +11,7 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
 from .._base import DescriptorSet, check_image, check_images
-from ._common import BaseExtractor, normalized_positions
+from ._common import BaseExtractor, normalized_positions, resize_max_side
 
 __all__ = ["RawPatches", "raw_patches"]
 
@@ -109,6 +109,10 @@ class RawPatches(BaseExtractor):
         Added to the covariance eigenvalues (the paper's code uses 0.1).
     max_fit_patches : int, default=100_000
         Patches sampled (uniformly over images and positions) to fit the whitening.
+    max_size : int or None, default=None
+        Images whose longer side exceeds this many pixels are downscaled to it first
+        (area interpolation, aspect ratio kept), in :meth:`fit` and
+        :meth:`transform`. None: no bound.
     random_state : int, RandomState instance or None, default=None
         Seeds the patch sample.
     n_jobs : int or None, default=None
@@ -146,6 +150,7 @@ class RawPatches(BaseExtractor):
         "whiten": ["boolean"],
         "whiten_eps": [Interval(Real, 0, None, closed="left")],
         "max_fit_patches": [Interval(Integral, 2, None, closed="left")],
+        "max_size": [Interval(Integral, 1, None, closed="left"), None],
         "random_state": ["random_state"],
     }
 
@@ -158,6 +163,7 @@ class RawPatches(BaseExtractor):
         whiten=True,
         whiten_eps=0.1,
         max_fit_patches=100_000,
+        max_size=None,
         random_state=None,
         n_jobs=None,
     ):
@@ -167,6 +173,7 @@ class RawPatches(BaseExtractor):
         self.whiten = whiten
         self.whiten_eps = whiten_eps
         self.max_fit_patches = max_fit_patches
+        self.max_size = max_size
         self.random_state = random_state
         self.n_jobs = n_jobs
 
@@ -177,6 +184,12 @@ class RawPatches(BaseExtractor):
 
     def _min_size(self) -> int:
         return int(self.patch_size)
+
+    def _check_params(self) -> None:
+        if self.max_size is not None and self.max_size < self.patch_size:
+            raise ValueError(
+                f"RawPatches max_size={self.max_size} is smaller than patch_size={self.patch_size}"
+            )
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, images, y=None, *, filenames=None):
@@ -193,7 +206,9 @@ class RawPatches(BaseExtractor):
         -------
         self
         """
+        self._check_params()
         imgs = check_images(images, min_size=int(self.patch_size), filenames=filenames)
+        imgs = [resize_max_side(im, self.max_size) for im in imgs]
         n_color = sum(im.ndim == 3 for im in imgs)
         self.n_channels_ = 3 if n_color * 2 >= len(imgs) and n_color else 1
         p, s = int(self.patch_size), int(self.step)
@@ -248,6 +263,7 @@ class RawPatches(BaseExtractor):
             ``(n_patches, patch_size**2 * n_channels_)`` float32 each.
         """
         check_is_fitted(self, "whitening_")
+        self._check_params()
         imgs = check_images(images, min_size=int(self.patch_size), filenames=filenames)
         return self._map(imgs)
 
