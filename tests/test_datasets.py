@@ -9,8 +9,11 @@ import io
 import json
 import os
 import pickle
+import re
+import struct
 import tarfile
 import threading
+import zlib
 from collections import Counter, OrderedDict
 from pathlib import Path
 
@@ -74,9 +77,9 @@ def _make_tree(root: Path, classes=("dog", "cat", "bird"), per_class=4, splits=N
     return truth
 
 
-def _tar(src: Path, dest: Path, mode: str) -> Path:
+def _tar(src: Path, dest: Path, mode: str, fmt: int = tarfile.DEFAULT_FORMAT) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(dest, mode) as tf:
+    with tarfile.open(dest, mode, format=fmt) as tf:
         for child in sorted(src.iterdir()):
             tf.add(child, arcname=child.name)
     return dest
@@ -182,7 +185,7 @@ def test_fast_tar_reader_and_tarfile_fallback_agree(tmp_path, fmt, mode, fast):
         tf.add(tmp_path / "src" / "wrapper_folder", arcname="wrapper_folder")
     assert max(len(n) for n in tarfile.open(archive).getnames()) > 100
     if fast:
-        paths, _ = _folder._scan_tar_fast(archive, lambda parts: True)
+        paths, _, _ = _folder._scan_tar_fast(archive, lambda parts: True)
         assert len(paths) == 4
     else:
         with pytest.raises(_folder._NeedTarfile):
@@ -386,8 +389,10 @@ def test_folder_per_class_split(tmp_path):
     np.testing.assert_array_equal(both.filenames[both.test_index], te.filenames)
     np.testing.assert_array_equal(both.images[both.test_index], te.images)
     (tmp_path / "b" / "00.png").unlink()
-    with pytest.raises(ValueError, match=r"class 'b' \(label 1\) has only 5 samples"):
-        load_image_folder(tmp_path, "train", train_per_class=4, test_per_class=2)
+    with pytest.raises(ValueError, match=r"class 'b' \(label 1\) has only 5 samples.*none for testing"):
+        load_image_folder(tmp_path, "train", train_per_class=5, test_per_class=2)
+    with pytest.raises(ValueError, match=r"class 'b' \(label 1\) has only 5 samples.*needs at least 6"):
+        load_image_folder(tmp_path, "train", train_per_class=6)
     with pytest.raises(ValueError, match="only 'train' and 'test'"):
         load_image_folder(tmp_path, "val", train_per_class=2)
 
@@ -659,3 +664,224 @@ def test_real_scene15(shared_datasets):
     train = load_dataset("scene15", shared_datasets, "train", cache=False)
     assert len(train.images) == 1500 and np.all(np.bincount(train.target) == 100)
     assert train.target_names == test.target_names
+
+
+# --------------------------------------------------------------------------- decompression bombs
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _bomb_png(width: int = 20000, height: int = 20000) -> bytes:
+    """A valid 1-bit grayscale PNG of one colour: a few KB that decode to width*height bytes."""
+    row = bytes(1 + (width + 7) // 8)  # filter byte 0, all-black pixels
+    comp = zlib.compressobj(9)
+    block = row * 256
+    idat = b"".join(comp.compress(block) for _ in range(height // 256))
+    idat += comp.compress(row * (height % 256)) + comp.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+
+
+@pytest.fixture
+def no_full_decode(monkeypatch):
+    """cv2.imdecode refuses anything over 1,000 pixels: a bomb must be stopped before it."""
+    real = cv2.imdecode
+
+    def guarded(buf, flags):
+        out = real(buf, flags)
+        assert out is None or out.shape[0] * out.shape[1] <= 1000, "a large image was decoded"
+        return out
+
+    monkeypatch.setattr(cv2, "imdecode", guarded)
+
+
+def test_png_bomb_is_refused_from_its_header(tmp_path, no_full_decode):
+    bomb = _bomb_png()
+    assert len(bomb) < 100_000  # 400 million pixels in under 100 KB
+    _make_tree(tmp_path / "src", classes=("a", "b"), per_class=2)
+    (tmp_path / "src" / "a" / "bomb.png").write_bytes(bomb)
+    archive = _tar(tmp_path / "src", tmp_path / "d.tar.gz", "w:gz")
+    message = r"bomb\.png.*20000x20000 = 400,000,000 pixels exceeds the limit of 89,478,485.*max_pixels="
+    with pytest.raises(ValueError, match=message):
+        decode_image(bomb, "bomb.png")
+    with pytest.raises(ValueError, match=message):
+        read_image(tmp_path / "src" / "a" / "bomb.png")
+    for path in (tmp_path / "src", archive):
+        with pytest.raises(ValueError, match=message):
+            load_image_folder(path, cache=False)
+        with pytest.warns(UserWarning, match=r"skipped 1 unreadable file\(s\).*a/bomb\.png"):
+            d = load_image_folder(path, on_error="skip")
+        assert d.images.shape == (4, 6, 5, 3) and "a/bomb.png" not in d.filenames
+    with pytest.raises(ValueError, match=message):
+        load_dataset("folder", tmp_path / "src", None, cache=False)
+
+
+def test_jpeg_bomb_header_and_other_formats(no_full_decode):
+    from classicvision.datasets._decode import header_size
+
+    img = _rgb(3, (7, 9, 3))
+    for ext in (".png", ".jpg", ".bmp", ".tif", ".webp", ".ppm"):
+        ok, buf = cv2.imencode(ext, img)
+        assert ok
+        assert header_size(buf.tobytes()) == (9, 7), ext
+        with pytest.raises(ValueError, match=rf"x{ext}: image of 9x7 = 63 pixels exceeds the limit of 62 "):
+            decode_image(buf.tobytes(), f"x{ext}", max_pixels=62)
+        assert decode_image(buf.tobytes(), f"x{ext}", max_pixels=63).shape == (7, 9, 3)
+    ok, buf = cv2.imencode(".jpg", img)
+    data = bytearray(buf.tobytes())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", 60000, 50000)  # height, width
+    assert header_size(bytes(data)) == (50000, 60000)
+    with pytest.raises(ValueError, match=r"big\.jpg: image of 50000x60000"):
+        decode_image(bytes(data), "big.jpg")
+
+
+def test_max_pixels_argument_and_module_default(tmp_path, monkeypatch):
+    import classicvision.datasets as cvd
+
+    assert cvd.MAX_IMAGE_PIXELS == 89_478_485
+    _make_tree(tmp_path, classes=("a",), per_class=2)  # 6x5 = 30 pixels each
+    png = (tmp_path / "a" / "00.png").read_bytes()
+    for bad in (0, -5, 2.5, True, "10"):
+        with pytest.raises(ValueError, match="max_pixels must be a positive integer"):
+            decode_image(png, max_pixels=bad)
+        with pytest.raises(ValueError, match="max_pixels must be a positive integer"):
+            load_image_folder(tmp_path, max_pixels=bad)
+        with pytest.raises(ValueError, match="max_pixels must be a positive integer"):
+            load_dataset("digits", max_pixels=bad)
+    assert read_image(tmp_path / "a" / "00.png", max_pixels=30).shape == (6, 5, 3)
+    with pytest.raises(ValueError, match=r"00\.png: image of 5x6"):
+        read_image(tmp_path / "a" / "00.png", max_pixels=29)
+    first = load_image_folder(tmp_path)  # cached under the default limit ...
+    with pytest.raises(ValueError, match=r"a/00\.png: image of 5x6"):
+        load_image_folder(tmp_path, max_pixels=29)  # ... which must not serve a smaller one
+    with pytest.raises(ValueError, match=r"a/00\.png: image of 5x6"):
+        load_dataset("folder", tmp_path, None, max_pixels=29)
+    monkeypatch.setattr(cvd, "MAX_IMAGE_PIXELS", 29)
+    with pytest.raises(ValueError, match="image of 5x6 = 30 pixels exceeds the limit of 29"):
+        decode_image(png)
+    with pytest.raises(ValueError, match="image of 5x6"):
+        load_image_folder(tmp_path, cache=False)
+    _assert_same(load_image_folder(tmp_path, max_pixels=30), first)
+
+
+@pytest.mark.parametrize("mode", ["w:gz", "w:bz2"])  # fast reader, tarfile fallback
+def test_archive_member_over_max_member_bytes_is_refused(tmp_path, mode):
+    _make_tree(tmp_path / "src", classes=("a", "b"), per_class=2)
+    big = _rgb(7, (40, 40, 3))
+    _write(tmp_path / "src" / "b" / "big.png", big)
+    size = (tmp_path / "src" / "b" / "big.png").stat().st_size
+    assert size > 1000
+    archive = _tar(tmp_path / "src", tmp_path / f"d.{mode[2:]}", mode)
+    with pytest.raises(ValueError, match=rf"b/big\.png \(in {re.escape(str(archive))}\): archive member "
+                                         rf"of {size:,} bytes exceeds max_member_bytes=1,000"):
+        load_image_folder(archive, max_member_bytes=1000, cache=False)
+    with pytest.warns(UserWarning, match=r"skipped 1 .*b/big\.png"):
+        d = load_image_folder(archive, max_member_bytes=1000, on_error="skip", cache=False)
+    assert len(d.images) == 4
+    d = load_image_folder(archive, cache=False)  # the default (512 MiB) reads it
+    np.testing.assert_array_equal(d.images[list(d.filenames).index("b/big.png")], big)
+    with pytest.raises(ValueError, match="max_member_bytes must be a positive integer"):
+        load_image_folder(archive, max_member_bytes=0)
+
+
+# --------------------------------------------------------------------------- links
+def test_symlinks_outside_the_root_and_loops_are_not_followed(tmp_path):
+    _make_tree(tmp_path / "src", classes=("a", "b"), per_class=2)
+    outside = tmp_path / "outside"
+    _make_tree(outside, classes=("x",), per_class=3)
+    src = tmp_path / "src"
+    os.symlink(outside / "x", src / "a" / "etc")  # a folder outside the root
+    os.symlink(outside / "x" / "00.png", src / "b" / "stolen.png")  # a file outside it
+    os.symlink(src / "a", src / "a" / "loop")  # a folder that contains itself
+    os.symlink(src / "b" / "ping", src / "b" / "pong")  # two links pointing at each other
+    os.symlink(src / "b" / "pong", src / "b" / "ping")
+    os.symlink(src / "b" / "01.png", src / "a" / "inside.png")  # stays inside: kept
+    os.symlink(src / "b", src / "c")  # a class folder linked inside the root: kept
+    with pytest.warns(UserWarning) as record:
+        d = load_image_folder(src, cache=False)
+    message = " ".join(str(w.message) for w in record)
+    assert "ignored 8 symbolic link(s)" in message  # c/ repeats b/'s three bad links
+    for link, target in [
+        ("a/etc", outside / "x"),
+        ("b/stolen.png", outside / "x" / "00.png"),
+        ("a/loop", src / "a"),
+        ("b/ping", src / "b" / "pong"),
+        ("b/pong", src / "b" / "ping"),
+    ]:
+        assert f"{link} -> {target}" in message
+    assert not any("outside" in f or "/etc/" in f for f in d.filenames)
+    assert sorted(d.filenames) == [
+        "a/00.png", "a/01.png", "a/inside.png", "b/00.png", "b/01.png", "c/00.png", "c/01.png",
+    ]
+    np.testing.assert_array_equal(
+        d.images[list(d.filenames).index("a/inside.png")], d.images[list(d.filenames).index("b/01.png")]
+    )
+
+
+@pytest.mark.parametrize("mode", ["w:gz", "w:bz2"])  # fast reader, tarfile fallback
+def test_hard_linked_tar_members_are_read(tmp_path, mode):
+    from classicvision.datasets import _folder
+
+    src = tmp_path / "src"
+    _make_tree(src / "top", classes=("a", "b"), splits=["train", "test"], per_class=3)
+    os.link(src / "top" / "train" / "a" / "00.png", src / "top" / "train" / "b" / "linked.png")
+    os.link(src / "top" / "test" / "b" / "02.png", src / "top" / "train" / "a" / "from_test.png")
+    archive = _tar(src, tmp_path / f"d.{mode[2:]}", mode, tarfile.USTAR_FORMAT)
+    with tarfile.open(archive) as tf:
+        assert sum(m.islnk() for m in tf.getmembers()) == 2
+    folder = load_image_folder(src, None, cache=False)
+    assert len(folder.images) == 14
+    for split in (None, "train"):  # "train": a link's target lies in the split not kept
+        _assert_same(load_image_folder(archive, split, cache=False), load_image_folder(src, split, cache=False))
+    if mode == "w:gz":
+        paths, blobs, pending = _folder._scan_tar_fast(archive, lambda parts: parts[1] == "train")
+        assert ("top", "train", "b", "linked.png") in blobs
+        assert pending == {("top", "train", "a", "from_test.png"): ("top", "test", "b", "02.png")}
+
+
+def test_hard_link_to_a_missing_member_names_it(tmp_path):
+    _make_tree(tmp_path / "src", classes=("a",), per_class=2)
+    archive = tmp_path / "d.tar"
+    with tarfile.open(archive, "w") as tf:
+        tf.add(tmp_path / "src" / "a", arcname="a")
+        info = tarfile.TarInfo("a/dangling.png")
+        info.type, info.linkname = tarfile.LNKTYPE, "a/nowhere.png"
+        tf.addfile(info)
+    with pytest.raises(ValueError, match=r"a/dangling\.png \(in .*d\.tar\): hard link to 'a/nowhere\.png'"):
+        load_image_folder(archive, cache=False)
+
+
+# --------------------------------------------------------------------------- damaged archives, odd names
+def test_tar_gz_cut_inside_its_first_header(tmp_path):
+    _make_tree(tmp_path / "src", per_class=2)
+    data = _tar(tmp_path / "src", tmp_path / "d.tar.gz", "w:gz").read_bytes()
+    for cut in (12, 30, 100):
+        path = tmp_path / "cut.tar.gz"
+        path.write_bytes(data[:cut])
+        with pytest.raises(ValueError, match=r"truncated or corrupt archive .*cut\.tar\.gz"):
+            load_image_folder(path, cache=False)
+        with pytest.raises(ValueError, match=r"truncated or corrupt archive .*cut\.tar\.gz"):
+            load_cifar10(path)
+
+
+def test_non_utf8_file_names_load_and_cache(tmp_path, _private_cache):
+    root = tmp_path / "src"
+    _make_tree(root, classes=("a",), per_class=1)
+    img, other = _rgb(11), _rgb(12)
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    ok2, buf2 = cv2.imencode(".png", cv2.cvtColor(other, cv2.COLOR_RGB2BGR))
+    broot = os.fsencode(root)
+    with open(os.path.join(broot, b"a", b"caf\xe9.png"), "wb") as fh:
+        fh.write(buf.tobytes())
+    os.mkdir(os.path.join(broot, b"\xff\xfe"))  # a class folder whose name is not UTF-8 either
+    with open(os.path.join(broot, b"\xff\xfe", b"0.png"), "wb") as fh:
+        fh.write(buf2.tobytes())
+    first = load_image_folder(root)
+    assert list(first.filenames) == ["a/00.png", "a/caf\udce9.png", "\udcff\udcfe/0.png"]
+    assert first.target_names == ["a", "\udcff\udcfe"]
+    np.testing.assert_array_equal(first.images[1], img)
+    np.testing.assert_array_equal(first.images[2], other)
+    assert len(list((_private_cache / "datasets").iterdir())) == 1
+    _assert_same(load_image_folder(root), first)  # from the cache
+    np.testing.assert_array_equal(read_image(os.path.join(root, "a", "caf\udce9.png")), img)

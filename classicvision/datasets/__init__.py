@@ -4,6 +4,10 @@
 Images are one ``(N, H, W[, 3])`` ``uint8`` array when they all share a shape,
 else a list of ``(H, W)`` / ``(H, W, 3)`` ``uint8`` arrays.
 
+Decoders refuse images larger than :data:`MAX_IMAGE_PIXELS` (read from the
+file header before decoding; ``max_pixels=`` overrides it per call, and
+assigning ``classicvision.datasets.MAX_IMAGE_PIXELS`` for the process).
+
 =========================  ====================================================
 :func:`load_digits_images`  scikit-learn's 8x8 digits with a fixed split
 :func:`load_image_folder`   ImageFolder directories and tar archives
@@ -14,9 +18,9 @@ else a list of ``(H, W)`` / ``(H, W, 3)`` ``uint8`` arrays.
 =========================  ====================================================
 """
 
-from ._cache import clear_cache, get_cache_dir
+from ._cache import clear_cache, get_cache_dir, is_cache_entry
 from ._cifar import CIFAR10_MD5, CIFAR10_URL, download_file, load_cifar10
-from ._decode import decode_image, read_image
+from ._decode import MAX_IMAGE_PIXELS, decode_image, read_image
 from ._digits import load_digits_images
 from ._folder import load_image_folder
 from ._registry import DATASETS, load_dataset, load_scene15
@@ -24,12 +28,14 @@ from ._split import split_per_class
 
 __all__ = [
     "DATASETS",
+    "MAX_IMAGE_PIXELS",
     "CIFAR10_MD5",
     "CIFAR10_URL",
     "clear_cache",
     "decode_image",
     "download_file",
     "get_cache_dir",
+    "is_cache_entry",
     "load_cifar10",
     "load_dataset",
     "load_digits_images",

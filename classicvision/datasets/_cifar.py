@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 from sklearn.utils import Bunch
 
-from ._folder import load_image_folder
+from ._folder import check_tar_archive, load_image_folder
 from ._split import select_indices
 
 __all__ = ["load_cifar10", "CIFAR10_URL", "CIFAR10_MD5"]
@@ -275,8 +275,9 @@ def load_cifar10(
     train_per_class, test_per_class, random_state
         Per-class subsampling, as in :func:`load_image_folder`.
     **folder_kwargs
-        ``cache``, ``n_jobs``, ``on_error``: passed to :func:`load_image_folder`
-        for an ImageFolder copy (the official format needs no decoding or cache).
+        ``cache``, ``n_jobs``, ``on_error``, ``max_pixels``, ``max_member_bytes``:
+        passed to :func:`load_image_folder` for an ImageFolder copy (the
+        official format needs no decoding or cache).
 
     Returns
     -------
@@ -315,7 +316,7 @@ def load_cifar10(
     for name, value in (("train_per_class", train_per_class), ("test_per_class", test_per_class)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, Integral) or value < 0):
             raise ValueError(f"{name} must be a non-negative integer or None, got {value!r}")
-    unknown = set(folder_kwargs) - {"cache", "n_jobs", "on_error"}
+    unknown = set(folder_kwargs) - {"cache", "n_jobs", "on_error", "max_pixels", "max_member_bytes"}
     if unknown:
         raise TypeError(f"load_cifar10() got unexpected keyword arguments {sorted(unknown)}")
     root = Path(os.path.expanduser(os.fspath(root)))
@@ -379,7 +380,7 @@ def _locate(root: Path, archive_name: str, download: bool) -> tuple[str | None, 
     ``download`` is False (with ``download=True`` the archive is fetched into it).
     """
     if root.is_file():
-        if not tarfile.is_tarfile(root):
+        if not check_tar_archive(root):
             raise ValueError(f"{root} is not a tar archive")
         return ("official_tar" if _tar_is_official(root) else "folder"), root
     if not root.is_dir():

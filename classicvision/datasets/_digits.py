@@ -34,7 +34,7 @@ def load_digits_images(
     train_per_class, test_per_class : int or None, default=None
         Optional per-class subsampling (see :func:`split_per_class`): on a fixed
         split, ``train_per_class`` subsamples "train" and ``test_per_class``
-        subsamples "test"; with ``split=None`` they draw a per-class split of all
+        subsamples "test" (up to that many per class); with ``split=None`` they draw a per-class split of all
         1,797 images, returned with ``train_index`` / ``test_index``.
     random_state : int, RandomState instance or None, default=0
         Seed of the per-class draws (the fixed split does not depend on it).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import math
 import os
@@ -18,7 +19,7 @@ from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.utils import Bunch
 
 from . import _cache
-from ._decode import IMAGE_EXTENSIONS, decode_image, decode_many
+from ._decode import IMAGE_EXTENSIONS, decode_image, decode_many, resolve_max_pixels
 from ._split import select_indices
 
 __all__ = ["load_image_folder"]
@@ -38,29 +39,77 @@ def _skip_name(parts: Sequence[str]) -> bool:
     return any(p.startswith(".") or p == "__MACOSX" for p in parts)
 
 
-def _scan_folder(root: Path) -> list[tuple[str, int, int]]:
-    """Every regular file under ``root``: (relative posix path, size, mtime_ns), sorted."""
+def _inside(path: str, root: str) -> bool:
+    """Whether the real path ``path`` is ``root`` or below it."""
+    try:
+        return os.path.commonpath([path, root]) == root
+    except ValueError:  # different drives (Windows)
+        return False
+
+
+def _scan_folder(root: Path) -> tuple[list[tuple[str, int, int]], list[str]]:
+    """Every regular file under ``root`` and the symbolic links left out.
+
+    Returns the (relative posix path, size, mtime_ns) of every file, sorted,
+    and one ``"<link> -> <target> (<why>)"`` line per link that was not
+    followed. A symbolic link (to a file or a folder) is followed only when it
+    resolves inside ``root``'s real path; links that point outside it, broken
+    links, and links that lead back to one of their own parent folders (a loop)
+    are left out, so that a link to ``/etc`` or a cycle never makes the walk
+    leave the dataset or run forever.
+    """
+    real_root = os.path.realpath(root)
+    top = os.stat(root)
     out: list[tuple[str, int, int]] = []
-    stack = [(root, "")]
+    refused: list[str] = []
+    stack = [(os.fspath(root), "", frozenset({(top.st_dev, top.st_ino)}))]
     while stack:
-        folder, rel = stack.pop()
+        folder, rel, ancestors = stack.pop()
         with os.scandir(folder) as it:
             for entry in it:
                 if entry.name.startswith(".") or entry.name == "__MACOSX":
                     continue
                 sub = f"{rel}{entry.name}"
-                if entry.is_dir():
-                    stack.append((Path(entry.path), sub + "/"))
-                elif entry.is_file():
-                    st = entry.stat()
+                link = entry.is_symlink()
+                if link:
+                    try:
+                        target = os.readlink(entry.path)
+                    except OSError:  # pragma: no cover - replaced between scandir and readlink
+                        target = "?"
+                    try:
+                        real = str(Path(entry.path).resolve(strict=True))
+                    except (OSError, RuntimeError):  # RuntimeError: a loop (Python < 3.13)
+                        refused.append(f"{sub} -> {target} (broken link or a loop of links)")
+                        continue
+                    if not _inside(real, real_root):
+                        refused.append(f"{sub} -> {target} (resolves to {real}, outside {real_root})")
+                        continue
+                try:
+                    is_dir = entry.is_dir()
+                    st = entry.stat() if (is_dir or entry.is_file()) else None
+                except OSError as exc:
+                    if not link:
+                        raise
+                    refused.append(f"{sub} -> {target} ({exc.strerror or exc})")
+                    continue
+                if st is None:
+                    continue  # FIFO, socket, device
+                if is_dir:
+                    ident = (st.st_dev, st.st_ino)
+                    if ident in ancestors:
+                        refused.append(f"{sub} -> {target} (a loop: leads back to a parent folder)")
+                        continue
+                    stack.append((entry.path, sub + "/", ancestors | {ident}))
+                else:
                     out.append((sub, st.st_size, st.st_mtime_ns))
     out.sort()
-    return out
+    return out, refused
 
 
-def _member_parts(name: str) -> _Parts | None:
+def _norm_parts(name: str) -> _Parts | None:
+    """A member name as path components; None for an empty name or one with ``..``."""
     parts = tuple(p for p in name.replace("\\", "/").split("/") if p not in ("", "."))
-    if not parts or ".." in parts or _skip_name(parts):
+    if not parts or ".." in parts:
         return None
     return parts
 
@@ -69,9 +118,20 @@ class _NeedTarfile(Exception):
     """The archive uses a tar feature the fast reader leaves to :mod:`tarfile`."""
 
 
+class _Unreadable(str):
+    """An error message that stands in for a member's bytes (decoding reports it)."""
+
+
 _GZIP_MAGIC = b"\x1f\x8b"
 _REGULAR = (b"0", b"\0", b"7")
-_SKIPPED = (b"1", b"2", b"3", b"4", b"5", b"6")  # links, devices, folders, FIFOs
+_HARDLINK = b"1"
+_SKIPPED = (b"2", b"3", b"4", b"5", b"6")  # symbolic links, devices, folders, FIFOs
+
+#: Default ``max_member_bytes``: larger archive members are refused rather than
+#: read into memory whole.
+MAX_MEMBER_BYTES = 512 * 1024**2
+
+_Scan = tuple  # (paths, blobs, pending hard links {link: target})
 
 
 def _octal(field: bytes) -> int:
@@ -81,21 +141,69 @@ def _octal(field: bytes) -> int:
     return int(text, 8) if text else 0
 
 
-def _scan_tar_fast(path: Path, keep: Callable[[_Parts], bool]) -> tuple[list[_Parts], dict[_Parts, bytes]]:
+def _too_big(path: Path, parts: _Parts, size: int, limit: int) -> _Unreadable:
+    return _Unreadable(
+        f"{'/'.join(parts)} (in {path}): archive member of {size:,} bytes exceeds "
+        f"max_member_bytes={limit:,} and was not read; pass a larger max_member_bytes= to load it"
+    )
+
+
+def _discard(read, n: int) -> None:
+    """Read and drop ``n`` bytes in bounded chunks (never one ``n``-byte buffer)."""
+    while n > 0:
+        got = len(read(min(n, 1 << 20)))
+        if got == 0:
+            raise _NeedTarfile("truncated member")
+        n -= got
+
+
+def _add_member(
+    blobs: dict, pending: dict, parts: _Parts, data: bytes | None, link: _Parts | None | bool,
+    path: Path | None = None,
+) -> None:
+    """Record a kept member: its bytes, or (``link`` not False) the hard link's target."""
+    pending.pop(parts, None)  # a later copy of a repeated name wins, as when unpacking
+    if link is False:
+        blobs[parts] = data
+    elif link is None:
+        blobs[parts] = _Unreadable(
+            f"{'/'.join(parts)} (in {path}): hard link to a name outside the archive (empty or with '..')"
+        )
+    elif link in pending:  # a link to a link whose target is still to be read
+        pending[parts] = pending[link]
+        blobs.pop(parts, None)
+    elif link in blobs:  # the target's bytes (its latest copy before the link) are at hand
+        blobs[parts] = blobs[link]
+    else:
+        pending[parts] = link
+        blobs.pop(parts, None)
+
+
+def _scan_tar_fast(
+    path: Path, keep: Callable[[_Parts], bool], max_member_bytes: int = MAX_MEMBER_BYTES,
+    hidden: bool = False,
+) -> _Scan:
     """Read a plain ustar archive (raw or gzip) with a minimal header parser.
 
     :mod:`tarfile` spends about 50 us of Python per member parsing headers,
     which dominates for 60,000 small JPEGs (CIFAR-10); this reader parses only
-    what an ImageFolder archive needs (name, ustar prefix, size, type,
-    checksum) and raises :class:`_NeedTarfile` on anything else (pax or GNU
-    long-name headers, base-256 sizes, bad checksums, truncation, other
-    compressions), so :mod:`tarfile` then reads the archive instead.
+    what an ImageFolder archive needs (name, ustar prefix, size, type, hard
+    link target, checksum) and raises :class:`_NeedTarfile` on anything else
+    (pax or GNU long-name headers, base-256 sizes, bad checksums, truncation,
+    other compressions), so :mod:`tarfile` then reads the archive instead.
+
+    Returns the visible file names (hidden ones are never dataset files), the
+    bytes of the members ``keep`` wants (an :class:`_Unreadable` message for a
+    member over ``max_member_bytes``, which is skipped unread), and the hard
+    links among them whose target's bytes were not kept (``{link: target}``).
+    ``hidden=True`` lets ``keep`` also select hidden members (hard link targets).
     """
     with open(path, "rb") as raw:
         magic = raw.read(2)
     opener = gzip.open if magic == _GZIP_MAGIC else open
     seen: dict[_Parts, None] = {}
     blobs: dict[_Parts, bytes] = {}
+    pending: dict[_Parts, _Parts] = {}
     with opener(path, "rb") as fh:
         read = fh.read
         while True:
@@ -111,59 +219,125 @@ def _scan_tar_fast(path: Path, keep: Callable[[_Parts], bool]) -> tuple[list[_Pa
                 raise _NeedTarfile("checksum")
             size = _octal(header[124:136])
             kind = header[156:157]
-            data = read(size)
-            if len(data) < size:
-                raise _NeedTarfile("truncated member")
-            pad = -size % 512
-            if pad and len(read(pad)) < pad:
-                raise _NeedTarfile("truncated padding")
-            if kind in _SKIPPED:
-                continue
-            if kind not in _REGULAR:
+            if kind not in _REGULAR and kind != _HARDLINK and kind not in _SKIPPED:
                 raise _NeedTarfile(f"member type {kind!r}")
             name = header[:100].split(b"\0", 1)[0]
             if header[257:263] == b"ustar\x00":  # POSIX ustar: 155-byte name prefix
                 prefix = header[345:500].split(b"\0", 1)[0]
                 if prefix:
                     name = prefix + b"/" + name
-            parts = _member_parts(name.decode("utf-8", "surrogateescape"))
+            parts = None if kind in _SKIPPED else _norm_parts(name.decode("utf-8", "surrogateescape"))
+            visible = parts is not None and not _skip_name(parts)
+            wanted = parts is not None and (visible or hidden) and keep(parts)
+            pad = -size % 512
+            if wanted and kind in _REGULAR and size <= max_member_bytes:
+                data = read(size)
+                if len(data) < size:
+                    raise _NeedTarfile("truncated member")
+                if pad and len(read(pad)) < pad:
+                    raise _NeedTarfile("truncated padding")
+            else:
+                data = None
+                _discard(read, size + pad)
             if parts is None:
                 continue
-            seen[parts] = None
-            if keep(parts):
-                blobs[parts] = data
-    return list(seen), blobs
+            if visible:
+                seen[parts] = None
+            if not wanted:
+                continue
+            if kind == _HARDLINK:
+                target = header[157:257].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+                _add_member(blobs, pending, parts, None, _norm_parts(target), path)
+            elif data is None:
+                _add_member(blobs, pending, parts, _too_big(path, parts, size, max_member_bytes), False)
+            else:
+                _add_member(blobs, pending, parts, data, False)
+    return list(seen), blobs, pending
 
 
-def _scan_tar(path: Path, keep: Callable[[_Parts], bool]) -> tuple[list[_Parts], dict[_Parts, bytes]]:
+def _scan_tar_once(
+    path: Path, keep: Callable[[_Parts], bool], max_member_bytes: int, hidden: bool = False
+) -> _Scan:
+    """One pass over the archive: the fast reader, else :mod:`tarfile`'s stream mode."""
+    try:
+        return _scan_tar_fast(path, keep, max_member_bytes, hidden)
+    except (_NeedTarfile, ValueError, EOFError, OSError, zlib.error):
+        pass  # tarfile reads it (and reports real damage with its own message)
+    seen: dict[_Parts, None] = {}  # ordered set: a name repeated in the archive counts once
+    blobs: dict[_Parts, bytes] = {}
+    pending: dict[_Parts, _Parts] = {}
+    try:
+        with tarfile.open(path, mode="r|*") as tf:
+            for member in tf:
+                if not (member.isfile() or member.islnk()):
+                    continue
+                parts = _norm_parts(member.name)
+                if parts is None:
+                    continue
+                visible = not _skip_name(parts)
+                if visible:
+                    seen[parts] = None
+                if not ((visible or hidden) and keep(parts)):
+                    continue
+                if member.islnk():
+                    _add_member(blobs, pending, parts, None, _norm_parts(member.linkname), path)
+                elif member.size > max_member_bytes:
+                    too_big = _too_big(path, parts, member.size, max_member_bytes)
+                    _add_member(blobs, pending, parts, too_big, False)
+                else:
+                    fh = tf.extractfile(member)
+                    _add_member(blobs, pending, parts, fh.read() if fh is not None else b"", False)
+    except Exception as exc:  # noqa: BLE001 - tarfile, gzip, bz2, lzma and zlib all raise their own
+        raise ValueError(f"truncated or corrupt archive {path}: {type(exc).__name__}: {exc}") from exc
+    return list(seen), blobs, pending
+
+
+def _scan_tar(
+    path: Path, keep: Callable[[_Parts], bool], max_member_bytes: int = MAX_MEMBER_BYTES
+) -> tuple[list[_Parts], dict[_Parts, bytes]]:
     """Stream the archive once: every file's path, and the bytes of those ``keep`` wants.
 
     The archive is read sequentially, so compressed archives are decompressed
     once and nothing is written to disk. Plain ustar archives (raw or gzip)
     go through a fast header parser; anything else through ``tarfile``'s
-    stream mode.
+    stream mode. A hard link (tar type ``1``) reads as the member it links to;
+    when that member's bytes were not kept on the way (it lies outside the
+    selected split) a further pass reads them.
+    """
+    paths, blobs, pending = _scan_tar_once(path, keep, max_member_bytes)
+    for _ in range(8):  # each pass resolves one more level of links to links
+        if not pending:
+            break
+        wanted = set(pending.values())
+        _, got, more = _scan_tar_once(path, wanted.__contains__, max_member_bytes, hidden=True)
+        still: dict[_Parts, _Parts] = {}
+        for link, target in pending.items():
+            if target in got:
+                blobs[link] = got[target]
+            elif target in more:
+                still[link] = more[target]
+            else:
+                blobs[link] = _Unreadable(
+                    f"{'/'.join(link)} (in {path}): hard link to {'/'.join(target)!r}, "
+                    "which is not in the archive"
+                )
+        pending = still
+    for link, target in pending.items():
+        blobs[link] = _Unreadable(f"{'/'.join(link)} (in {path}): hard links nested too deep")
+    return paths, blobs
+
+
+def check_tar_archive(path: Path) -> bool:
+    """Whether ``path`` is a tar archive; a damaged one is a ValueError naming it.
+
+    :func:`tarfile.is_tarfile` lets a compressed file that ends early raise a
+    bare ``EOFError`` (or a decompressor's own error); those become
+    ``ValueError("truncated or corrupt archive <path>: ...")``.
     """
     try:
-        return _scan_tar_fast(path, keep)
-    except (_NeedTarfile, ValueError, EOFError, OSError, zlib.error):
-        pass  # tarfile reads it (and reports real damage with its own message)
-    seen: dict[_Parts, None] = {}  # ordered set: a name repeated in the archive counts once
-    blobs: dict[_Parts, bytes] = {}
-    try:
-        with tarfile.open(path, mode="r|*") as tf:
-            for member in tf:
-                if not member.isfile():
-                    continue
-                parts = _member_parts(member.name)
-                if parts is None:
-                    continue
-                seen[parts] = None
-                if keep(parts):  # a later copy of a repeated name wins, as when unpacking
-                    fh = tf.extractfile(member)
-                    blobs[parts] = fh.read() if fh is not None else b""
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-        raise ValueError(f"cannot read the tar archive {path}: {exc}") from exc
-    return list(seen), blobs
+        return tarfile.is_tarfile(path)
+    except Exception as exc:  # noqa: BLE001 - EOFError, zlib / bz2 / lzma errors, OSError
+        raise ValueError(f"truncated or corrupt archive {path}: {type(exc).__name__}: {exc}") from exc
 
 
 def _resolve_layout(
@@ -229,11 +403,11 @@ def _run_chunks(func, items: list, n_jobs) -> list:
     return [r for part in results for r in part]
 
 
-def _decode_blob_items(items):
-    return decode_many([b for b, _ in items], [n for _, n in items])
+def _decode_blob_items(items, max_pixels=None):
+    return decode_many([b for b, _ in items], [n for _, n in items], max_pixels)
 
 
-def _decode_file_items(items):
+def _decode_file_items(items, max_pixels=None):
     out = []
     for fpath, name in items:
         try:
@@ -243,7 +417,7 @@ def _decode_file_items(items):
             out.append(f"{name}: cannot read file ({exc})")
             continue
         try:
-            out.append(decode_image(data, name))
+            out.append(decode_image(data, name, max_pixels=max_pixels))
         except ValueError as exc:
             out.append(str(exc))
     return out
@@ -273,6 +447,23 @@ def _warn_skipped(root: Path, skipped: list[str]) -> None:
     )
 
 
+def _warn_links(root: Path, refused: list[str]) -> None:
+    warnings.warn(
+        f"ignored {len(refused)} symbolic link(s) in {root} that point outside it, are broken "
+        "or loop: " + ", ".join(refused),
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+def _check_member_bytes(value) -> int:
+    if value is None:
+        return MAX_MEMBER_BYTES
+    if isinstance(value, bool) or not isinstance(value, Integral) or value <= 0:
+        raise ValueError(f"max_member_bytes must be a positive integer (bytes) or None, got {value!r}")
+    return int(value)
+
+
 def _check_split_arg(split) -> None:
     if split is not None and (not isinstance(split, str) or not split or "/" in split):
         raise ValueError(f"split must be None or a split folder name such as 'train', got {split!r}")
@@ -288,6 +479,8 @@ def load_image_folder(
     on_error: Literal["raise", "skip"] = "raise",
     cache: bool = True,
     n_jobs: int | None = -1,
+    max_pixels: int | None = None,
+    max_member_bytes: int | None = MAX_MEMBER_BYTES,
 ) -> Bunch:
     """Load an image-classification dataset stored in the ImageFolder layout.
 
@@ -308,11 +501,14 @@ def load_image_folder(
         splits from the pool). On a folder without split folders, ``"train"``
         and ``"test"`` are available when ``train_per_class`` is given.
     train_per_class, test_per_class : int or None, default=None
-        Per-class counts for :func:`split_per_class`. On a fixed split they
-        subsample it (``test_per_class`` for a test/val split, else
-        ``train_per_class``; ``None`` keeps all). Otherwise they split the pool:
-        ``split="train"``/``"test"`` returns that part, ``split=None`` returns
-        both parts with ``train_index`` / ``test_index``.
+        Per-class counts for :func:`split_per_class`: exactly
+        ``train_per_class`` training images and *up to* ``test_per_class``
+        test images per class (all that remain after training when a class has
+        fewer, as in the Caltech-101 protocol). On a fixed split they subsample
+        it (up to ``test_per_class`` per class for a test/val split, else
+        exactly ``train_per_class``; ``None`` keeps all). Otherwise they split
+        the pool: ``split="train"``/``"test"`` returns that part, ``split=None``
+        returns both parts with ``train_index`` / ``test_index``.
     random_state : int, RandomState instance or None, default=0
         Seed of the per-class draws. Only integer seeds are cached.
     on_error : {"raise", "skip"}, default="raise"
@@ -324,6 +520,15 @@ def load_image_folder(
         path, file sizes and modification times) and every argument above.
     n_jobs : int or None, default=-1
         Decoding threads (joblib semantics: -1 means all cores, None means 1).
+    max_pixels : int or None, default=None
+        Largest width x height accepted per image, read from each file's
+        header before decoding (``None``: :data:`MAX_IMAGE_PIXELS`, 89,478,485).
+        A larger image is an unreadable file: an error, or skipped with
+        ``on_error="skip"``.
+    max_member_bytes : int or None, default=512 MiB
+        Archives only: a member larger than this is not read into memory but
+        reported as unreadable (an error naming the archive and the member, or
+        skipped with ``on_error="skip"``). ``None`` means the default.
 
     Returns
     -------
@@ -348,10 +553,13 @@ def load_image_folder(
     FileNotFoundError
         If ``path`` does not exist.
     ValueError
-        For a file that is not a folder or tar archive, a folder without class
-        subfolders, an unknown split (the message lists the available ones), a
-        class with too few images for the per-class counts, or a file that cannot
-        be decoded (with ``on_error="raise"``).
+        For a file that is not a folder or tar archive, a truncated or corrupt
+        archive, a folder without class subfolders, an unknown split (the
+        message lists the available ones), a class with fewer than
+        ``train_per_class`` images (or none left for testing when
+        ``test_per_class`` asks for some), or a file that cannot be decoded, is
+        over ``max_pixels`` or over ``max_member_bytes`` (with
+        ``on_error="raise"``).
 
     Notes
     -----
@@ -363,6 +571,11 @@ def load_image_folder(
     * Hidden files and folders (names starting with ``.``) and files outside
       class folders are ignored; any other file inside a class folder must be
       an image.
+    * Symbolic links in a folder are followed only when they resolve inside
+      ``path``; links that point outside it (a class folder linking to
+      ``/etc``), broken links and link loops are left out with one warning
+      naming each link and its target. Symbolic links inside an archive are
+      ignored; hard links read as the member they link to.
     * Archives are read in one sequential pass. Plain ustar archives (raw or
       gzip, as ``tar czf`` and :mod:`tarfile` write them) go through a small
       header parser about 3x faster than :mod:`tarfile` on many small
@@ -382,16 +595,20 @@ def load_image_folder(
     for name, value in (("train_per_class", train_per_class), ("test_per_class", test_per_class)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, Integral) or value < 0):
             raise ValueError(f"{name} must be a non-negative integer or None, got {value!r}")
+    pixel_limit = resolve_max_pixels(max_pixels)
+    member_limit = _check_member_bytes(max_member_bytes)
     root = Path(os.path.expanduser(os.fspath(path)))
     if not root.exists():
         raise FileNotFoundError(f"image folder or archive not found: {root}")
 
     if root.is_dir():
-        listing = _scan_folder(root)
+        listing, refused_links = _scan_folder(root)
+        if refused_links:
+            _warn_links(root, refused_links)
         source_id = "folder:" + _cache.folder_fingerprint(root, listing)
         is_tar = False
     elif root.is_file():
-        if not tarfile.is_tarfile(root):
+        if not check_tar_archive(root):
             raise ValueError(
                 f"{root} is neither a folder nor a tar archive (.tar, .tar.gz, .tgz)"
             )
@@ -410,6 +627,8 @@ def load_image_folder(
             test_per_class=test_per_class,
             random_state=int(random_state),
             on_error=on_error,
+            max_pixels=pixel_limit,
+            max_member_bytes=member_limit if is_tar else None,
         )
         hit = _cache.load(key)
         if hit is not None:
@@ -423,7 +642,7 @@ def load_image_folder(
             keep = lambda parts: True  # noqa: E731
         else:
             keep = lambda parts: split in parts[:-2]  # noqa: E731
-        paths, blobs = _scan_tar(root, keep)
+        paths, blobs = _scan_tar(root, keep, member_limit)
     else:
         paths = [tuple(rel.split("/")) for rel, _, _ in listing]
         blobs = None
@@ -466,12 +685,12 @@ def load_image_folder(
         if missing:
             # The first pass kept only files under a folder named like ``split``;
             # a per-class split of a layout without split folders needs a second one.
-            blobs.update(_scan_tar(root, missing.__contains__)[1])
+            blobs.update(_scan_tar(root, missing.__contains__, member_limit)[1])
         items = [(blobs[prefix + pool[i]], f"{rel} (in {root})") for i, rel in zip(chosen, rel_names)]
-        decoded = _run_chunks(_decode_blob_items, items, n_jobs)
+        decoded = _run_chunks(functools.partial(_decode_blob_items, max_pixels=pixel_limit), items, n_jobs)
     else:
         items = [(root / rel, str(root / rel)) for rel in rel_names]
-        decoded = _run_chunks(_decode_file_items, items, n_jobs)
+        decoded = _run_chunks(functools.partial(_decode_file_items, max_pixels=pixel_limit), items, n_jobs)
     del blobs
 
     failed = [i for i, r in enumerate(decoded) if isinstance(r, str)]

@@ -9,6 +9,7 @@ from pathlib import Path
 from sklearn.utils import Bunch
 
 from ._cifar import load_cifar10
+from ._decode import resolve_max_pixels
 from ._digits import load_digits_images
 from ._folder import load_image_folder
 
@@ -55,7 +56,8 @@ def load_scene15(root: str | os.PathLike | None = None, split: str | None = "tra
         protocol's random splits with ``train_per_class=100``.
     **kwargs
         Passed to :func:`load_image_folder` (``train_per_class``,
-        ``test_per_class``, ``random_state``, ``on_error``, ``cache``, ``n_jobs``).
+        ``test_per_class``, ``random_state``, ``on_error``, ``cache``, ``n_jobs``,
+        ``max_pixels``, ``max_member_bytes``).
 
     Returns
     -------
@@ -84,7 +86,12 @@ def load_scene15(root: str | os.PathLike | None = None, split: str | None = "tra
 
 
 def load_dataset(
-    name: str, root: str | os.PathLike | None = None, split: str | None = "train", **kwargs
+    name: str,
+    root: str | os.PathLike | None = None,
+    split: str | None = "train",
+    *,
+    max_pixels: int | None = None,
+    **kwargs,
 ) -> Bunch:
     """Load a dataset by name (the names of :data:`DATASETS`).
 
@@ -95,10 +102,18 @@ def load_dataset(
         Where the data are (see each loader); ignored for "digits"; for the
         others ``None`` falls back on ``$CLASSICVISION_DATA``.
     split : str or None, default="train"
+    max_pixels : int or None, default=None
+        Largest width x height accepted per decoded image, checked on each
+        file's header before decoding (``None``: :data:`MAX_IMAGE_PIXELS`).
+        Ignored for "digits" and CIFAR-10's official (already decoded) format.
     **kwargs
         Passed to the loader (:func:`load_digits_images`, :func:`load_cifar10`,
-        :func:`load_scene15`, :func:`load_image_folder`); ``cache``, ``n_jobs``
-        and ``on_error`` are accepted and ignored for "digits".
+        :func:`load_scene15`, :func:`load_image_folder`): e.g.
+        ``train_per_class`` / ``test_per_class`` (exactly that many training
+        and up to that many test images per class), ``max_pixels`` (largest
+        image accepted, ``None``: :data:`MAX_IMAGE_PIXELS`), ``max_member_bytes``.
+        ``cache``, ``n_jobs``, ``on_error`` and ``max_member_bytes`` are
+        accepted and ignored for "digits".
 
     Returns
     -------
@@ -109,18 +124,20 @@ def load_dataset(
     ------
     ValueError
         For an unknown name (the message lists the valid names and close
-        matches), or a missing ``root``.
+        matches), a missing ``root``, or an invalid ``max_pixels``.
     """
     if not isinstance(name, str) or name not in DATASETS:
         close = difflib.get_close_matches(str(name).lower(), list(DATASETS), n=3, cutoff=0.5)
         hint = f"; did you mean {close}?" if close else ""
         raise ValueError(f"unknown dataset {name!r}; valid names: {sorted(DATASETS)}{hint}")
+    resolve_max_pixels(max_pixels)  # an invalid limit is an error for every dataset
     if name == "digits":
         # Decoding options mean nothing for in-memory digits; accept them so that
         # callers can pass one set of options to every dataset.
-        for option in ("cache", "n_jobs", "on_error"):
+        for option in ("cache", "n_jobs", "on_error", "max_member_bytes"):
             kwargs.pop(option, None)
         return load_digits_images(split=split, **kwargs)
+    kwargs["max_pixels"] = max_pixels
     if name == "scene15":
         return load_scene15(root, split, **kwargs)
     path = _default_root(name, root)

@@ -31,13 +31,16 @@ def split_per_class(
     *,
     target_names: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Draw a fixed number of training (and test) samples from every class.
+    """Draw a fixed number of training samples, and up to a number of test samples, per class.
 
     For each class, in increasing label order, the sample indices are shuffled
     with one random generator seeded by ``random_state``; the first
-    ``train_per_class`` go to training and the next ``test_per_class`` (all the
-    remaining ones when ``None``) to testing. The same ``target`` and
-    ``random_state`` always give the same split.
+    ``train_per_class`` go to training and the next ``test_per_class`` (fewer
+    when the class has fewer left; all the remaining ones when ``None``) to
+    testing. This is the Caltech-101 protocol ("30 training images and up to
+    50 test images per class"), where classes have 31 to 800 images. The same
+    ``target`` and ``random_state`` always give the same split, and a class's
+    draw does not depend on the counts of the other classes.
 
     Parameters
     ----------
@@ -46,7 +49,9 @@ def split_per_class(
     train_per_class : int
         Training samples per class (>= 0).
     test_per_class : int or None, default=None
-        Test samples per class; ``None`` takes every sample not used for training.
+        Most test samples per class; a class with fewer than
+        ``train_per_class + test_per_class`` samples gives all its remaining
+        ones. ``None`` takes every sample not used for training.
     random_state : int, RandomState instance or None, default=0
         Seed of the shuffling (``None`` gives a different split on every call).
     target_names : sequence of str, optional
@@ -62,13 +67,19 @@ def split_per_class(
     Raises
     ------
     ValueError
-        If a count is negative or not an integer, or if a class has fewer than
-        ``train_per_class + test_per_class`` samples (the message names it).
+        If a count is negative or not an integer, if a class has fewer than
+        ``train_per_class`` samples, or if ``test_per_class`` is positive and a
+        class has no sample left after training (the message names the class
+        and gives the counts).
 
     Notes
     -----
-    With ``test_per_class=None`` a class with exactly ``train_per_class``
-    samples contributes no test sample; that is allowed.
+    With ``test_per_class=None`` (or 0) a class with exactly
+    ``train_per_class`` samples contributes no test sample; that is allowed.
+
+    Classes that have at least ``train_per_class + test_per_class`` samples
+    get exactly the split they got when ``test_per_class`` was a strict
+    requirement: the random stream is the same.
 
     Examples
     --------
@@ -76,6 +87,9 @@ def split_per_class(
     >>> train, test = split_per_class(np.array([0, 0, 0, 1, 1, 1]), 2, 1)
     >>> len(train), len(test)
     (4, 2)
+    >>> train, test = split_per_class(np.array([0, 0, 0, 1, 1, 1, 1, 1]), 2, 5)
+    >>> len(train), len(test)  # up to 5 test samples: 1 from class 0, 3 from class 1
+    (4, 4)
     """
     y = np.asarray(target)
     if y.ndim != 1:
@@ -85,7 +99,7 @@ def split_per_class(
         raise ValueError("train_per_class is required (a non-negative integer)")
     n_test = _check_count(test_per_class, "test_per_class")
     rng = check_random_state(random_state)
-    need = n_train + (n_test or 0)
+    need = n_train + 1 if n_test else n_train  # a test sample is needed only when asked for
     train_parts, test_parts = [], []
     classes, counts = np.unique(y, return_counts=True)
     for label, count in zip(classes, counts):
@@ -94,15 +108,18 @@ def split_per_class(
                 cname = f"{target_names[int(label)]!r} (label {label})"
             else:
                 cname = f"label {label}"
-            raise ValueError(
-                f"class {cname} has only {count} samples; train_per_class={n_train}"
-                + (f" + test_per_class={n_test}" if n_test is not None else "")
-                + f" needs {need}"
-            )
+            if count < n_train:
+                why = f"train_per_class={n_train} needs at least {n_train}"
+            else:
+                why = (
+                    f"train_per_class={n_train} leaves none for testing "
+                    f"(test_per_class={n_test} asks for up to {n_test}; at least {need} needed)"
+                )
+            raise ValueError(f"class {cname} has only {count} samples; {why}")
         idx = np.flatnonzero(y == label)
         idx = idx[rng.permutation(idx.size)]
         train_parts.append(idx[:n_train])
-        test_parts.append(idx[n_train:] if n_test is None else idx[n_train:need])
+        test_parts.append(idx[n_train:] if n_test is None else idx[n_train : n_train + n_test])
     empty = np.empty(0, dtype=np.int64)
     train_idx = np.sort(np.concatenate(train_parts or [empty])).astype(np.int64)
     test_idx = np.sort(np.concatenate(test_parts or [empty])).astype(np.int64)
@@ -125,8 +142,9 @@ def select_indices(
     a split folder, or the digits' documented split). Rules:
 
     * no per-class counts: the whole pool;
-    * fixed split: subsample it, ``test_per_class`` per class for a test-like
-      split name (test/val...), else ``train_per_class`` (``None``: keep all);
+    * fixed split: subsample it, up to ``test_per_class`` per class for a
+      test-like split name (test/val...), else exactly ``train_per_class``
+      (``None``: keep all);
     * pool without a fixed split and ``split`` "train"/"test": the matching part
       of :func:`split_per_class`;
     * ``split=None``: the union of both parts, with ``train_index`` and
@@ -137,10 +155,16 @@ def select_indices(
     if not per_class:
         return np.arange(n), {}
     if fixed:
-        k = test_per_class if (split or "").lower() in _TEST_LIKE else train_per_class
-        if k is None:
+        if (split or "").lower() in _TEST_LIKE:
+            if test_per_class is None:
+                return np.arange(n), {}
+            # Up to test_per_class per class; the same permutations (hence the
+            # same draws for classes with enough samples) as training counts.
+            _, idx = split_per_class(target, 0, test_per_class, random_state, target_names=target_names)
+            return idx, {}
+        if train_per_class is None:
             return np.arange(n), {}
-        idx, _ = split_per_class(target, k, 0, random_state, target_names=target_names)
+        idx, _ = split_per_class(target, train_per_class, 0, random_state, target_names=target_names)
         return idx, {}
     if train_per_class is None:
         raise ValueError(
