@@ -7,7 +7,7 @@ on that split to cache features.
 
 >>> from classicvision.presets import make_preset, PRESETS
 >>> sorted(PRESETS)[:3]
-['coates_kmeans', 'fisher', 'hog_svm']
+['coates_kmeans', 'coates_soft_threshold', 'fisher']
 >>> pipe = make_preset("hog_svm", C=0.5)
 >>> [name for name, _ in pipe.steps]
 ['features', 'kernel_map', 'svm']
@@ -17,22 +17,38 @@ any nested pipeline parameter (``features__encoder__n_words``) is accepted too.
 
 The defaults are the papers' settings, for images of a few hundred pixels. A preset may
 also carry settings for a named dataset (``PRESETS[name]["datasets"]``), applied by
-``make_preset(name, dataset=...)`` under the explicit overrides: the SIFT and LBP presets
-have ``"cifar10"`` settings sized for 32x32 images and a linear classifier that scales to
-50,000 training images.
+``make_preset(name, dataset=...)`` under the explicit overrides: the SIFT, LBP and Coates
+presets have ``"cifar10"`` settings sized for 32x32 images and a linear classifier that
+scales to 50,000 training images.
+
+The ``"cifar10"`` settings are the presets' *small-image* settings
+(:data:`SMALL_IMAGE_SETTING`): they follow the images, not the dataset's name. Given
+``image_side`` (the median longer side of the training images,
+:func:`median_image_side`), a dataset the preset has no settings for gets them when
+``image_side <= SMALL_IMAGE_SIDE`` (64 px), so CIFAR-10 loaded as an image folder is
+treated as CIFAR-10 (:func:`setting_for`).
 
 >>> make_preset("lazebnik_spm", dataset="cifar10").get_params()["features__extractor__sizes"]
 (8,)
 >>> preset_params("lazebnik_spm", dataset="cifar10", n_words=200)["n_words"]
 200
+>>> setting_for("lazebnik_spm", dataset="folder", image_side=32)
+'cifar10'
+
+Every preset bounds the image size it extracts features from: the ``max_size``
+parameter (longer side in pixels; larger images are downscaled with area
+interpolation first), or, for ``hog_svm``, the fixed ``image_size`` every image is
+resized to. The SIFT presets also take ``color="gray" | "opponent" | "rgb"`` (colour
+SIFT, van de Sande et al. 2010).
 """
 
 from __future__ import annotations
 
 import difflib
 import inspect
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
 from sklearn.pipeline import FeatureUnion, Pipeline
 
 from .augment import MirrorAugmented, MirrorSymmetric
@@ -48,12 +64,30 @@ from .encoding import (
     SparseCoding,
     SuperVector,
 )
-from .features import HOG, LBP, DenseSIFT, RawPatches
+from .features import HOG, LBP, ColorSIFT, DenseSIFT, RawPatches
 from .kernels import HomogeneousKernelMap, KernelSVC, LinearSVM, NystroemMap
 from .pooling import SpatialPyramid
 from .preprocessing import ChunkedStandardScaler
 
-__all__ = ["PRESETS", "make_preset", "preset_names", "preset_params"]
+__all__ = [
+    "PRESETS",
+    "SMALL_IMAGE_SETTING",
+    "SMALL_IMAGE_SIDE",
+    "make_preset",
+    "median_image_side",
+    "preset_names",
+    "preset_params",
+    "setting_for",
+]
+
+#: Images whose median longer side is at most this many pixels get a preset's
+#: small-image settings (:func:`setting_for`).
+SMALL_IMAGE_SIDE = 64
+
+#: The key of ``PRESETS[name]["datasets"]`` that holds a preset's small-image settings
+#: (sized for 32x32 CIFAR-10 images, where they were tuned; the key keeps its name so
+#: that ``dataset="cifar10"`` and the figures measured with it stay as they were).
+SMALL_IMAGE_SETTING = "cifar10"
 
 _BUILDERS: dict[str, Callable[..., Pipeline]] = {}
 
@@ -95,14 +129,110 @@ def preset_names() -> list[str]:
     return sorted(PRESETS)
 
 
-def _resolve(name: str, dataset: str | None, overrides: Mapping[str, Any]):
-    """``(builder, builder keyword arguments, nested pipeline parameters)`` of a preset."""
+def _check_name(name: str) -> None:
     if name not in _BUILDERS:
         close = difflib.get_close_matches(str(name), _BUILDERS, n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ValueError(
             f"unknown preset {name!r}{hint} Available presets: {', '.join(preset_names())}"
         )
+
+
+def median_image_side(images: np.ndarray | Sequence[np.ndarray]) -> float:
+    """Median longer side of a set of images, in pixels (from their shapes only).
+
+    Parameters
+    ----------
+    images : (N, H, W) or (N, H, W, C) ndarray, or sequence of (H, W[, C]) ndarray
+        The images (e.g. the training images of a run); only ``.shape`` is read.
+
+    Returns
+    -------
+    float
+        ``median(max(H_i, W_i))``; for one array of images, ``max(H, W)``.
+
+    Raises
+    ------
+    ValueError
+        For no images, or an image with fewer than 2 dimensions.
+
+    Examples
+    --------
+    >>> median_image_side(np.zeros((5, 32, 32, 3), np.uint8))
+    32.0
+    >>> median_image_side([np.zeros((300, 250)), np.zeros((200, 400)), np.zeros((10, 20))])
+    300.0
+    """
+    if isinstance(images, np.ndarray) and images.dtype != object:
+        if images.ndim not in (3, 4) or len(images) == 0:
+            raise ValueError(
+                f"median_image_side needs (N, H, W[, C]) images with N >= 1, got an array of shape "
+                f"{images.shape}"
+            )
+        return float(max(images.shape[1], images.shape[2]))
+    sides = []
+    for i, im in enumerate(images):
+        shape = np.shape(im)
+        if len(shape) < 2:
+            raise ValueError(f"median_image_side: image {i} has shape {shape}, not (H, W[, C])")
+        sides.append(max(shape[0], shape[1]))
+    if not sides:
+        raise ValueError("median_image_side needs at least one image, got none")
+    return float(np.median(sides))
+
+
+def setting_for(name: str, *, dataset: str | None = None, image_side: float | None = None) -> str | None:
+    """Which of a preset's dataset settings applies (a key of ``PRESETS[name]["datasets"]``).
+
+    Parameters
+    ----------
+    name : str
+        A preset.
+    dataset : str or None, default=None
+        The dataset's name. A dataset the preset has settings for selects them, whatever
+        ``image_side`` says (so ``dataset="cifar10"`` resolves as it always has).
+    image_side : float or None, default=None
+        The median longer side of the training images in pixels
+        (:func:`median_image_side`). For any other dataset, ``image_side <=``
+        :data:`SMALL_IMAGE_SIDE` selects the small-image settings
+        (:data:`SMALL_IMAGE_SETTING`) when the preset has them.
+
+    Returns
+    -------
+    str or None
+        The key, or None for the preset's defaults (the paper's settings).
+
+    Raises
+    ------
+    ValueError
+        For an unknown preset, or an ``image_side`` that is not a positive number.
+
+    Examples
+    --------
+    >>> setting_for("vlad", dataset="cifar10"), setting_for("vlad", dataset="folder", image_side=32)
+    ('cifar10', 'cifar10')
+    >>> setting_for("vlad", dataset="folder", image_side=300) is None
+    True
+    """
+    _check_name(name)
+    settings = PRESETS[name]["datasets"]
+    if dataset is not None and dataset in settings:
+        return dataset
+    if image_side is not None:
+        try:
+            side = float(image_side)
+        except (TypeError, ValueError):
+            side = float("nan")
+        if not side > 0:
+            raise ValueError(f"image_side must be a positive number of pixels, got {image_side!r}")
+        if side <= SMALL_IMAGE_SIDE and SMALL_IMAGE_SETTING in settings:
+            return SMALL_IMAGE_SETTING
+    return None
+
+
+def _resolve(name: str, dataset: str | None, overrides: Mapping[str, Any], image_side: float | None = None):
+    """``(builder, builder keyword arguments, nested pipeline parameters)`` of a preset."""
+    _check_name(name)
     builder = _BUILDERS[name]
     accepted = set(inspect.signature(builder).parameters)
     direct = {k: v for k, v in overrides.items() if k in accepted}
@@ -113,16 +243,18 @@ def _resolve(name: str, dataset: str | None, overrides: Mapping[str, Any]):
             f"unknown override(s) {unknown} for preset {name!r}; it accepts "
             f"{sorted(accepted)} or nested pipeline parameters such as 'features__...'"
         )
-    settings = PRESETS[name]["datasets"].get(dataset, {}) if dataset is not None else {}
+    key = setting_for(name, dataset=dataset, image_side=image_side)
+    settings = PRESETS[name]["datasets"][key] if key is not None else {}
     return builder, {**settings, **direct}, nested
 
 
-def preset_params(name: str, *, dataset: str | None = None, **overrides) -> dict[str, Any]:
-    """The effective parameters of ``make_preset(name, dataset=dataset, **overrides)``.
+def preset_params(name: str, *, dataset: str | None = None, image_side: float | None = None,
+                  **overrides) -> dict[str, Any]:
+    """The effective parameters of ``make_preset(name, dataset=..., image_side=..., **overrides)``.
 
     Parameters
     ----------
-    name, dataset, **overrides
+    name, dataset, image_side, **overrides
         As for :func:`make_preset`.
 
     Returns
@@ -137,12 +269,13 @@ def preset_params(name: str, *, dataset: str | None = None, **overrides) -> dict
     ValueError
         As :func:`make_preset`.
     """
-    builder, kwargs, nested = _resolve(name, dataset, overrides)
+    builder, kwargs, nested = _resolve(name, dataset, overrides, image_side)
     defaults = {k: p.default for k, p in inspect.signature(builder).parameters.items()}
     return {**defaults, **kwargs, **nested}
 
 
-def make_preset(name: str, *, dataset: str | None = None, **overrides) -> Pipeline:
+def make_preset(name: str, *, dataset: str | None = None, image_side: float | None = None,
+                **overrides) -> Pipeline:
     """Build the unfitted pipeline of a named classic system.
 
     Parameters
@@ -154,7 +287,13 @@ def make_preset(name: str, *, dataset: str | None = None, **overrides) -> Pipeli
         Apply the preset's settings for this dataset (``PRESETS[name]["datasets"]``,
         e.g. ``"cifar10"``: patch sizes, pyramid and classifier for 32x32 images).
         A dataset the preset has no settings for, and None, give the preset's
-        defaults (the paper's settings).
+        defaults (the paper's settings), unless ``image_side`` says the images are
+        small.
+    image_side : float or None, default=None
+        The median longer side of the training images in pixels
+        (:func:`median_image_side`): when the preset has no settings for ``dataset``,
+        ``image_side <= SMALL_IMAGE_SIDE`` (64) applies its small-image settings
+        (the ``"cifar10"`` ones). See :func:`setting_for`.
     **overrides
         Either a parameter of the preset's builder (e.g. ``n_words=400``, ``C=10``,
         ``n_jobs=2``, ``random_state=0``; see each builder's docstring) or a nested
@@ -177,7 +316,7 @@ def make_preset(name: str, *, dataset: str | None = None, **overrides) -> Pipeli
     --------
     preset_params : the builder parameters this call resolves to.
     """
-    builder, kwargs, nested = _resolve(name, dataset, overrides)
+    builder, kwargs, nested = _resolve(name, dataset, overrides, image_side)
     pipe = builder(**kwargs)
     if nested:  # step parameters name the pipeline's steps, also inside a mirror wrapper
         (pipe.estimator if isinstance(pipe, MirrorAugmented) else pipe).set_params(**nested)
@@ -191,6 +330,20 @@ def _svm(kind: str, C: float):
     if kind in ("intersection", "chi2", "hellinger"):
         return KernelSVC(kernel=kind, C=C)
     raise ValueError(f"svm must be 'linear', 'intersection', 'chi2' or 'hellinger', got {kind!r}")
+
+
+#: ``color`` values of the SIFT presets -> ColorSIFT colour space (None: gray DenseSIFT).
+_SIFT_COLORS = {"gray": None, "opponent": "opponent", "rgb": "rgb"}
+
+
+def _sift(sizes, step: int, max_size: int | None, color: str, **kwargs) -> DenseSIFT:
+    """The SIFT extractor of a preset: gray :class:`DenseSIFT` (128-D), or
+    :class:`~classicvision.features.ColorSIFT` (384-D) for ``"opponent"`` / ``"rgb"``."""
+    if color not in _SIFT_COLORS:
+        raise ValueError(f"color must be 'gray', 'opponent' or 'rgb', got {color!r}")
+    if _SIFT_COLORS[color] is None:
+        return DenseSIFT(sizes=tuple(sizes), step=step, max_size=max_size, **kwargs)
+    return ColorSIFT(color=_SIFT_COLORS[color], sizes=tuple(sizes), step=step, max_size=max_size, **kwargs)
 
 
 # ----------------------------------------------------------------------------- presets
@@ -213,6 +366,10 @@ def hog_svm(*, image_size: int = 32, orientations: int = 9, cell: int = 4, block
     with ``n_components`` landmarks (Williams & Seeger 2001) followed by a linear SVM,
     so that 50,000 training images fit in minutes; ``kernel=None`` gives the plain
     linear SVM on HOG.
+
+    Size bound: the resize to ``image_size`` x ``image_size`` (area interpolation
+    when shrinking) bounds every image already, so this preset has no ``max_size``:
+    a 4000 px photo is described at ``image_size`` px like any other image.
 
     ``gamma=None`` sets the RBF width from the descriptor layout: every L2-Hys block
     has unit norm, so squared distances between HOG vectors are of the order of the
@@ -256,20 +413,31 @@ def hog_svm(*, image_size: int = 32, orientations: int = 9, cell: int = 4, block
     datasets={"cifar10": {"grid": (4, 4), "C": 0.01}},
 )
 def lbp_svm(*, P: int = 8, R: float = 1.0, method: str = "uniform", grid=(4, 4),
-            kernel_map: str | None = "chi2", C: float = 1.0, n_jobs=None) -> Pipeline:
+            kernel_map: str | None = "chi2", C: float = 1.0, max_size: int | None = 300,
+            n_jobs=None) -> Pipeline:
     """LBP texture histograms + SVM.
 
     ``P`` neighbours on a circle of radius ``R``; ``method`` selects the code mapping;
     one normalized histogram per cell of a ``grid`` (rows, cols) laid over the image,
-    concatenated; order-1 chi2 feature map; linear SVM.
+    concatenated; order-1 chi2 feature map; linear SVM. Images larger than
+    ``max_size`` pixels on their longer side are downscaled first (area
+    interpolation; None: no bound).
 
     Notes
     -----
     Ahonen et al. compare grids of LBP histograms with the chi2 distance and a
     nearest-neighbour rule; here the chi2 kernel map and a linear SVM take its place.
+
+    ``max_size=300`` is not from the papers, which work on small images throughout
+    (Ojala et al.: 128x128 texture samples; Ahonen et al.: 130x150 face crops); it is
+    the bound of the SIFT presets, so scene-sized images (15-Scene, about 250-300 px)
+    are described at their own scale as before while a multi-megapixel photo is not
+    described at a texture scale (R = 1 px) no other image has. 32x32 images are
+    unaffected.
     """
     steps = [
-        ("features", LBP(P=P, R=R, method=method, grid=grid, output="vector", n_jobs=n_jobs)),
+        ("features", LBP(P=P, R=R, method=method, grid=grid, output="vector", max_size=max_size,
+                         n_jobs=n_jobs)),
         ("kernel_map", HomogeneousKernelMap(kernel=kernel_map, order=1) if kernel_map else "passthrough"),
         ("svm", _svm("linear", C)),
     ]
@@ -294,8 +462,8 @@ def lbp_svm(*, P: int = 8, R: float = 1.0, method: str = "uniform", grid=(4, 4),
 )
 def lazebnik_spm(*, n_words: int = 400, patch: int = 16, step: int = 8, levels=(1, 2, 4),
                  svm: str = "intersection", kernel_map: str | None = None, C: float = 1.0,
-                 max_size: int | None = 300, max_descriptors: int = 200_000, n_jobs=None,
-                 random_state=None) -> Pipeline:
+                 max_size: int | None = 300, color: str = "gray", max_descriptors: int = 200_000,
+                 n_jobs=None, random_state=None) -> Pipeline:
     """Spatial pyramid matching (Lazebnik et al. 2006).
 
     SIFT descriptors of ``patch`` x ``patch`` pixel patches on a grid with ``step``
@@ -308,6 +476,11 @@ def lazebnik_spm(*, n_words: int = 400, patch: int = 16, step: int = 8, levels=(
     Zisserman 2012; 3x the dimension) and a linear SVM; ``kernel_map=None`` with
     ``svm="linear"`` is the plain linear SVM on the histograms.
 
+    ``color``: ``"gray"`` (the paper's gray SIFT, 128-D), ``"opponent"`` (OpponentSIFT)
+    or ``"rgb"`` (RGB-SIFT): SIFT on each of three colour channels, concatenated
+    (384-D; van de Sande, Gevers & Snoek, TPAMI 2010); gray images are replicated
+    into three channels.
+
     Notes
     -----
     The paper fits k-means on a random subset of descriptors from the training
@@ -317,7 +490,7 @@ def lazebnik_spm(*, n_words: int = 400, patch: int = 16, step: int = 8, levels=(
     """
     pyramid = SpatialPyramid(levels=levels, pooling="sum", level_weights="lazebnik")
     features = ImageEncoder(
-        DenseSIFT(sizes=(patch,), step=step, max_size=max_size),
+        _sift((patch,), step, max_size, color),
         BagOfWords(n_words=n_words, pyramid=pyramid, normalize="l1", random_state=random_state),
         max_descriptors=max_descriptors, n_jobs=n_jobs, random_state=random_state,
     )
@@ -343,7 +516,7 @@ def lazebnik_spm(*, n_words: int = 400, patch: int = 16, step: int = 8, levels=(
     notes="15-Scene: 80.28 +/- 0.93 with 1024 atoms, 100 training images per class.",
 )
 def scspm(*, n_words: int = 1024, alpha: float = 0.15, patch: int = 16, step: int = 8,
-          levels=(1, 2, 4), C: float = 1.0, max_size: int | None = 300,
+          levels=(1, 2, 4), C: float = 1.0, max_size: int | None = 300, color: str = "gray",
           max_descriptors: int = 100_000, n_jobs=None, random_state=None) -> Pipeline:
     """ScSPM (Yang et al. 2009).
 
@@ -351,14 +524,20 @@ def scspm(*, n_words: int = 1024, alpha: float = 0.15, patch: int = 16, step: in
     ``n_words`` atoms learned by sparse coding, codes with L1 weight ``alpha``,
     max pooling over a 1x1, 2x2, 4x4 pyramid, linear SVM.
 
+    ``color``: ``"gray"`` (the paper's gray SIFT, 128-D), ``"opponent"`` (OpponentSIFT)
+    or ``"rgb"`` (RGB-SIFT): SIFT on each of three colour channels, concatenated
+    (384-D; van de Sande, Gevers & Snoek, TPAMI 2010); gray images are replicated
+    into three channels.
+
     Notes
     -----
     The paper samples patches every 6 pixels and resizes images to at most 300
-    pixels; a step of 8 pixels gives (6/8)^2 = 56% as many descriptors to code.
+    pixels (``max_size``); a step of 8 pixels gives (6/8)^2 = 56% as many
+    descriptors to code.
     """
     pyramid = SpatialPyramid(levels=levels, pooling="max")
     features = ImageEncoder(
-        DenseSIFT(sizes=(patch,), step=step, max_size=max_size),
+        _sift((patch,), step, max_size, color),
         SparseCoding(n_words=n_words, alpha=alpha, pooling="max", pyramid=pyramid,
                      random_state=random_state),
         max_descriptors=max_descriptors, n_jobs=n_jobs, random_state=random_state,
@@ -378,7 +557,7 @@ def scspm(*, n_words: int = 1024, alpha: float = 0.15, patch: int = 16, step: in
                           "levels": (1, 2, 4)}},
 )
 def llc(*, n_words: int = 1024, knn: int = 5, beta: float = 1e-4, sizes=(16, 24, 32), step: int = 8,
-        levels=(1, 2, 4), C: float = 1.0, max_size: int | None = 300,
+        levels=(1, 2, 4), C: float = 1.0, max_size: int | None = 300, color: str = "gray",
         max_descriptors: int = 200_000, n_jobs=None, random_state=None) -> Pipeline:
     """LLC (Wang et al. 2010).
 
@@ -387,15 +566,22 @@ def llc(*, n_words: int = 1024, knn: int = 5, beta: float = 1e-4, sizes=(16, 24,
     words with regularization ``beta``, max pooling over a 1x1, 2x2, 4x4 pyramid,
     L2 normalization, linear SVM — the paper's setting.
 
+    ``color``: ``"gray"`` (the paper's gray SIFT, 128-D), ``"opponent"`` (OpponentSIFT)
+    or ``"rgb"`` (RGB-SIFT): SIFT on each of three colour channels, concatenated
+    (384-D; van de Sande, Gevers & Snoek, TPAMI 2010); gray images are replicated
+    into three channels.
+
     Notes
     -----
     Wang et al. use a 128-D HOG descriptor on 16, 25 and 31 pixel patches every 8
     pixels; this preset uses dense SIFT (also 128-D, 4x4 cells x 8 orientations) on
-    16, 24 and 32 pixel patches, sizes that divide into SIFT's 4x4 bins.
+    16, 24 and 32 pixel patches, sizes that divide into SIFT's 4x4 bins. Images are
+    downscaled to at most ``max_size`` = 300 pixels, the bound of ScSPM (Yang et
+    al. 2009), the system LLC is compared with.
     """
     pyramid = SpatialPyramid(levels=levels, pooling="max")
     features = ImageEncoder(
-        DenseSIFT(sizes=tuple(sizes), step=step, max_size=max_size),
+        _sift(sizes, step, max_size, color),
         LLC(n_words=n_words, knn=knn, beta=beta, pooling="max", pyramid=pyramid, normalize="l2",
             random_state=random_state),
         max_descriptors=max_descriptors, n_jobs=n_jobs, random_state=random_state,
@@ -417,7 +603,8 @@ def llc(*, n_words: int = 1024, knn: int = 5, beta: float = 1e-4, sizes=(16, 24,
 )
 def fisher(*, n_components: int = 256, pca: int = 64, sizes=(16, 24, 32), step: int = 8,
            levels=(1, (3, 1)), C: float = 1.0, max_size: int | None = 300, rootsift: bool = True,
-           max_descriptors: int = 200_000, n_jobs=None, random_state=None) -> Pipeline:
+           color: str = "gray", max_descriptors: int = 200_000, n_jobs=None,
+           random_state=None) -> Pipeline:
     """Improved Fisher vectors (Perronnin et al. 2010; Chatfield et al. 2011).
 
     Dense SIFT at several ``sizes``, PCA to ``pca`` dimensions, a diagonal GMM with
@@ -425,15 +612,24 @@ def fisher(*, n_components: int = 256, pca: int = 64, sizes=(16, 24, 32), step: 
     signed square root and L2 normalization per cell of a 1x1 + 3x1 pyramid, linear
     SVM.
 
+    ``color``: ``"gray"`` (the paper's gray SIFT, 128-D), ``"opponent"`` (OpponentSIFT)
+    or ``"rgb"`` (RGB-SIFT): SIFT on each of three colour channels, concatenated
+    (384-D; van de Sande, Gevers & Snoek, TPAMI 2010); gray images are replicated
+    into three channels.
+    The PCA step reduces colour descriptors to ``pca`` dimensions too, so the
+    Fisher vector keeps its width.
+
     Notes
     -----
     Perronnin et al. use 128-D SIFT reduced to 64-D by PCA, a 256-Gaussian GMM and
     the 1x1 + 2x2 + 3x1 pyramid on PASCAL VOC; the 2x2 level is left out here to
     halve the dimension. RootSIFT (Arandjelovic & Zisserman 2012) is on by default.
+    ``max_size=300`` as the other SIFT presets (images downscaled to at most 300 px,
+    Yang et al. 2009).
     """
     pyramid = SpatialPyramid(levels=levels, pooling="sum")
     features = ImageEncoder(
-        DenseSIFT(sizes=tuple(sizes), step=step, max_size=max_size, rootsift=rootsift),
+        _sift(sizes, step, max_size, color, rootsift=rootsift),
         FisherVector(n_components=n_components, improved=True, pyramid=pyramid, random_state=random_state),
         reducer=DescriptorPCA(n_components=pca, random_state=random_state),
         max_descriptors=max_descriptors, n_jobs=n_jobs, random_state=random_state,
@@ -454,21 +650,29 @@ def fisher(*, n_components: int = 256, pca: int = 64, sizes=(16, 24, 32), step: 
 )
 def vlad(*, n_words: int = 256, pca: int = 64, sizes=(16, 24, 32), step: int = 8,
          levels=(1, (3, 1)), C: float = 1.0, max_size: int | None = 300, rootsift: bool = True,
-         max_descriptors: int = 200_000, n_jobs=None, random_state=None) -> Pipeline:
+         color: str = "gray", max_descriptors: int = 200_000, n_jobs=None,
+         random_state=None) -> Pipeline:
     """VLAD with intra-normalization.
 
     Dense RootSIFT, PCA to ``pca`` dimensions, residuals to ``n_words`` k-means words
     summed per word and per pyramid cell, intra-normalized, signed square root and L2,
     linear SVM.
 
+    ``color``: ``"gray"`` (the paper's gray SIFT, 128-D), ``"opponent"`` (OpponentSIFT)
+    or ``"rgb"`` (RGB-SIFT): SIFT on each of three colour channels, concatenated
+    (384-D; van de Sande, Gevers & Snoek, TPAMI 2010); gray images are replicated
+    into three channels.
+    The PCA step reduces colour descriptors to ``pca`` dimensions too.
+
     Notes
     -----
     Jegou et al. use VLAD for retrieval; its use for classification with a spatial
     pyramid follows later comparisons (e.g. Chatfield et al. 2011 for the encodings).
+    ``max_size=300`` as the other SIFT presets (Yang et al. 2009).
     """
     pyramid = SpatialPyramid(levels=levels, pooling="sum")
     features = ImageEncoder(
-        DenseSIFT(sizes=tuple(sizes), step=step, max_size=max_size, rootsift=rootsift),
+        _sift(sizes, step, max_size, color, rootsift=rootsift),
         VLAD(n_words=n_words, intra_normalize=True, power=0.5, pyramid=pyramid, random_state=random_state),
         reducer=DescriptorPCA(n_components=pca, random_state=random_state),
         max_descriptors=max_descriptors, n_jobs=n_jobs, random_state=random_state,
@@ -490,7 +694,8 @@ def vlad(*, n_words: int = 256, pca: int = 64, sizes=(16, 24, 32), step: int = 8
     notes="CIFAR-10: 77.9% with 1600 features (79.6% with 4000).",
 )
 def coates_kmeans(*, n_words: int = 1600, patch: int = 6, step: int = 1, whiten_eps: float = 0.1,
-                  C: float = 0.002, mirror: bool | str = False, max_descriptors: int = 400_000, n_jobs=None,
+                  C: float = 0.002, mirror: bool | str = False, max_size: int | None = 96,
+                  max_descriptors: int = 400_000, n_jobs=None,
                   random_state=None) -> Pipeline | MirrorAugmented:
     """Single-layer k-means features (Coates et al. 2011).
 
@@ -505,9 +710,17 @@ def coates_kmeans(*, n_words: int = 1600, patch: int = 6, step: int = 1, whiten_
     the features step is wrapped in :class:`~classicvision.augment.MirrorSymmetric`
     (features of the image plus its mirror: half the rows, and, with the triangle's
     dictionary-wide mean, close to but not exactly the augmented model).
+    Images larger than ``max_size`` pixels on their longer side are downscaled
+    first (area interpolation; None: no bound).
 
     Notes
     -----
+    * ``max_size=96``: the paper works on 32x32 CIFAR-10 and 96x96 STL-10 images
+      (the data set it introduced), and its 6x6 receptive fields and quadrant
+      pooling are sized for objects of that scale; 96 is its largest image. It also
+      bounds the cost, which grows with the pixel count (every patch at stride 1 is
+      coded against every centroid): 8,281 patches per image at 96 px against
+      87,025 at 300 px. CIFAR-10 images (32 px) are unaffected.
     * The paper's best CIFAR-10 figure uses 4000 centroids; 1600 is its smaller
       setting and keeps the features (6,400-D) and the training time manageable on
       2 CPU cores.
@@ -532,7 +745,7 @@ def coates_kmeans(*, n_words: int = 1600, patch: int = 6, step: int = 1, whiten_
     pyramid = SpatialPyramid(levels=(2,), pooling="sum")
     features = ImageEncoder(
         RawPatches(patch_size=patch, step=step, normalize=True, whiten=True, whiten_eps=whiten_eps,
-                   random_state=random_state),
+                   max_size=max_size, random_state=random_state),
         KMeansTriangle(n_words=n_words, pooling="sum", pyramid=pyramid, random_state=random_state),
         max_descriptors=max_descriptors, n_jobs=n_jobs, random_state=random_state,
     )
@@ -575,7 +788,8 @@ def _linear_on_features(features, C: float, mirror: bool | str) -> Pipeline | Mi
 )
 def coates_soft_threshold(*, n_words: int = 1600, alpha: float = 0.25, dictionary: str = "patches",
                           patch: int = 6, step: int = 1, whiten_eps: float = 0.1, C: float = 0.003,
-                          mirror: bool | str = False, max_descriptors: int = 400_000, n_jobs=None,
+                          mirror: bool | str = False, max_size: int | None = 96,
+                          max_descriptors: int = 400_000, n_jobs=None,
                           random_state=None) -> Pipeline | MirrorAugmented:
     """Single-layer soft-threshold features (Coates & Ng 2011).
 
@@ -612,12 +826,14 @@ def coates_soft_threshold(*, n_words: int = 1600, alpha: float = 0.25, dictionar
     * ``whiten_eps``: the paper's 0.1 by default; the ``"cifar10"`` setting is the
       1.0 that suits the JPEG copy in :func:`coates_kmeans`.
     * The paper picked C by cross-validation and trained on the unmirrored images.
+    * ``max_size=96`` (larger images are downscaled first), as :func:`coates_kmeans`:
+      the papers' largest images are the 96x96 STL-10 ones.
     """
     _check_mirror(mirror)
     pyramid = SpatialPyramid(levels=(2,), pooling="sum")
     features = ImageEncoder(
         RawPatches(patch_size=patch, step=step, normalize=True, whiten=True, whiten_eps=whiten_eps,
-                   random_state=random_state),
+                   max_size=max_size, random_state=random_state),
         SoftThreshold(n_words=n_words, alpha=alpha, dictionary=dictionary, pooling="sum", pyramid=pyramid,
                       random_state=random_state),
         max_descriptors=max_descriptors, n_jobs=n_jobs, random_state=random_state,
@@ -643,15 +859,23 @@ def coates_soft_threshold(*, n_words: int = 1600, alpha: float = 0.25, dictionar
 )
 def nec2010(*, n_words: int = 256, pca: int = 64, sizes=(16, 24, 32), step: int = 8,
             lbp_cell: int = 16, lbp_step: int | None = None, levels=(1, 2, (3, 1)), C: float = 1.0,
-            max_size: int | None = 300, max_descriptors: int = 200_000, n_jobs=None,
-            random_state=None) -> Pipeline:
+            max_size: int | None = 300, color: str = "gray", max_descriptors: int = 200_000,
+            n_jobs=None, random_state=None) -> Pipeline:
     """The NEC-UIUC ILSVRC-2010 winner's recipe, scaled down.
 
     Two channels whose features are concatenated: dense SIFT reduced by PCA to ``pca``
     dimensions, and dense LBP histograms on ``lbp_cell`` pixel patches every ``lbp_step``
     pixels (default ``lbp_cell``: no overlap; it must divide ``lbp_cell``); each coded by
     super-vector coding on ``n_words`` k-means words and pooled over a 1x1, 2x2, 3x1
-    pyramid; one linear SVM on the concatenation.
+    pyramid; one linear SVM on the concatenation. Both channels see the images
+    downscaled to at most ``max_size`` pixels (300, the bound of the other SIFT
+    presets, from Yang et al. 2009; not a figure of the NEC papers).
+
+    ``color``: ``"gray"`` (the paper's gray SIFT, 128-D), ``"opponent"`` (OpponentSIFT)
+    or ``"rgb"`` (RGB-SIFT): SIFT on each of three colour channels, concatenated
+    (384-D; van de Sande, Gevers & Snoek, TPAMI 2010); gray images are replicated
+    into three channels.
+    (LBP stays on the gray image.)
 
     Notes
     -----
@@ -663,13 +887,13 @@ def nec2010(*, n_words: int = 256, pca: int = 64, sizes=(16, 24, 32), step: int 
     """
     pyramid = SpatialPyramid(levels=levels, pooling="sum")
     sift = ImageEncoder(
-        DenseSIFT(sizes=tuple(sizes), step=step, max_size=max_size),
+        _sift(sizes, step, max_size, color),
         SuperVector(n_words=n_words, pyramid=pyramid, random_state=random_state),
         reducer=DescriptorPCA(n_components=pca, random_state=random_state),
         max_descriptors=max_descriptors, n_jobs=n_jobs, random_state=random_state,
     )
     lbp = ImageEncoder(
-        LBP(output="descriptors", cell_size=lbp_cell, step=lbp_step, method="uniform"),
+        LBP(output="descriptors", cell_size=lbp_cell, step=lbp_step, method="uniform", max_size=max_size),
         SuperVector(n_words=n_words, pyramid=pyramid, random_state=random_state),
         max_descriptors=max_descriptors, n_jobs=n_jobs, random_state=random_state,
     )

@@ -219,3 +219,133 @@ def test_too_small_images_are_named_in_the_error():
     tiny = np.zeros((4, 8, 8), dtype=np.uint8)
     with pytest.raises(ValueError, match="image 0 .*8x8"):
         make_preset("lazebnik_spm", n_words=2).fit(tiny, [0, 1, 0, 1])
+
+
+# ----------------------------------------------------------------- settings follow the images
+from classicvision.presets import SMALL_IMAGE_SIDE, median_image_side, setting_for  # noqa: E402
+
+WITH_SMALL = sorted(n for n, info in PRESETS.items() if "cifar10" in info["datasets"])
+
+
+def test_small_images_get_the_small_image_settings_whatever_the_dataset_name():
+    assert WITH_SMALL and SMALL_IMAGE_SIDE == 64
+    for name in WITH_SMALL:
+        cifar = preset_params(name, dataset="cifar10")
+        assert preset_params(name, dataset="folder", image_side=32) == cifar
+        assert preset_params(name, image_side=SMALL_IMAGE_SIDE) == cifar
+        assert setting_for(name, dataset="folder", image_side=32) == "cifar10"
+        # large images: the paper's defaults; a dataset with settings keeps them (figures hold)
+        assert preset_params(name, dataset="folder", image_side=300) == preset_params(name)
+        assert preset_params(name, image_side=SMALL_IMAGE_SIDE + 1) == preset_params(name)
+        assert preset_params(name, dataset="cifar10", image_side=300) == cifar
+        assert setting_for(name, dataset="folder", image_side=300) is None
+    # explicit overrides still win over the small-image settings
+    params = preset_params("lazebnik_spm", dataset="folder", image_side=32, patch=12)
+    assert params["patch"] == 12 and params["step"] == 2
+    pipe = make_preset("lazebnik_spm", dataset="folder", image_side=32, patch=12)
+    assert pipe.get_params()["features__extractor__sizes"] == (12,)
+    assert pipe.get_params()["features__extractor__max_size"] is None  # the rest of the setting applies
+    # presets without small-image settings, and no size given: the defaults
+    assert setting_for("hog_svm", dataset="folder", image_side=32) is None
+    assert setting_for("lazebnik_spm", dataset="folder") is None
+    with pytest.raises(ValueError, match="image_side must be a positive number"):
+        setting_for("lazebnik_spm", image_side=0)
+    with pytest.raises(ValueError, match="unknown preset"):
+        setting_for("lazebnik", image_side=32)
+
+
+def test_median_image_side_reads_shapes_only():
+    assert median_image_side(np.zeros((3, 32, 48, 3), np.uint8)) == 48.0
+    images = [np.zeros((300, 250), np.uint8), np.zeros((200, 400, 3), np.uint8), np.zeros((20, 10), np.uint8)]
+    assert median_image_side(images) == 300.0
+    assert median_image_side(images[:2]) == 350.0
+    with pytest.raises(ValueError, match="at least one image"):
+        median_image_side([])
+    with pytest.raises(ValueError, match="image 1 has shape"):
+        median_image_side([np.zeros((4, 4)), np.zeros(4)])
+
+
+# ------------------------------------------------------------------------- size bounds
+# Settings small enough to fit each preset's features step in about a second on digits48.
+BOUND_SMALL = {**SMALL, "coates_kmeans": dict(n_words=8, step=3), "coates_soft_threshold": dict(n_words=8, step=3),
+               "lazebnik_spm": dict(n_words=8), "scspm": dict(n_words=8, features__encoder__max_iter=5)}
+
+
+@pytest.fixture(scope="module")
+def photo1000x800():
+    """One smooth 1000x800 (H x W) colour 'photo' with structure at every scale."""
+    rng = np.random.default_rng(1)
+    base = rng.integers(0, 256, (25, 20, 3)).astype(np.uint8)
+    photo = cv2.resize(base, (800, 1000), interpolation=cv2.INTER_CUBIC)
+    return np.clip(photo.astype(np.int16) + rng.integers(-20, 21, photo.shape), 0, 255).astype(np.uint8)
+
+
+def _downscaled(image, bound):
+    from classicvision.features._common import resize_max_side
+
+    return resize_max_side(image, bound)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_every_preset_extracts_from_images_at_most_its_bound(name, digits48, photo1000x800):
+    params = preset_params(name)
+    Xtr = digits48[0][:30]
+    seeded = {} if name == "lbp_svm" else {"random_state": 0}
+    features = make_preset(name, **seeded, **BOUND_SMALL[name]).steps[0][1]
+    features.fit(Xtr)
+    if name == "hog_svm":  # resized to image_size x image_size: bounded already, no max_size
+        assert "max_size" not in params and params["image_size"] == 32
+        small = cv2.resize(photo1000x800, (32, 32), interpolation=cv2.INTER_AREA)
+    else:
+        assert params["max_size"] == (96 if name.startswith("coates") else 300)
+        small = _downscaled(photo1000x800, params["max_size"])
+        assert max(small.shape[:2]) == params["max_size"]
+    np.testing.assert_array_equal(features.transform([photo1000x800]), features.transform([small]))
+
+
+# ----------------------------------------------------------------------------- colour
+SIFT_PRESETS = ["fisher", "lazebnik_spm", "llc", "nec2010", "scspm", "vlad"]
+
+
+@pytest.fixture(scope="module")
+def colour32():
+    """10 32x32 colour images: the class is the hue of the stripes (red-green or blue-yellow)."""
+    rng = np.random.default_rng(2)
+    y = np.arange(10) % 2
+    stripes = ((np.arange(32) // 4) % 2).astype(float)[None, :, None]
+    hues = np.where(y[:, None] == 0, [[220, 40, 40]], [[40, 40, 220]])[:, None, None, :]
+    images = stripes * hues + (1 - stripes) * (255 - hues)
+    images = np.broadcast_to(images, (10, 32, 32, 3)) + rng.normal(0, 10, (10, 32, 32, 3))
+    return np.clip(images, 0, 255).astype(np.uint8), y
+
+
+def _sift_encoder(features):
+    return features.named_transformers["sift"] if hasattr(features, "named_transformers") else features
+
+
+@pytest.mark.parametrize("name", SIFT_PRESETS)
+def test_sift_presets_take_a_colour_mode(name, colour32):
+    from classicvision.features import ColorSIFT, DenseSIFT
+
+    images, y = colour32
+    assert preset_params(name)["color"] == "gray"
+    gray_pipe = make_preset(name)
+    extractor = gray_pipe.get_params()["features__sift__extractor" if name == "nec2010" else "features__extractor"]
+    assert type(extractor) is DenseSIFT  # the default is the paper's gray SIFT, as before
+    assert make_preset(name, color="gray").get_params().keys() == gray_pipe.get_params().keys()
+    widths = {}
+    for color in ("gray", "opponent", "rgb"):
+        pipe = make_preset(name, dataset="cifar10", color=color, random_state=0, **CIFAR[name])
+        pipe.fit(images, y)  # the whole pipeline trains on them
+        features = pipe.steps[0][1]
+        fitted = _sift_encoder(features).extractor_
+        assert (type(fitted) is DenseSIFT) == (color == "gray")
+        if color != "gray":
+            assert isinstance(fitted, ColorSIFT) and fitted.color == color
+        assert fitted.n_features_out_ == (128 if color == "gray" else 384)
+        X = features.transform(images)
+        assert X.ndim == 2 and X.shape[0] == len(images) and np.all(np.isfinite(X))
+        widths[color] = X.shape[1]
+    assert widths["opponent"] == widths["rgb"] == widths["gray"]  # PCA / codebook absorb the 3x wider SIFT
+    with pytest.raises(ValueError, match="color must be 'gray', 'opponent' or 'rgb'"):
+        make_preset(name, color="hsv")
