@@ -1,8 +1,9 @@
 """Published reference figures, for the reproduction table of the reports.
 
 Classic presets carry their own figures (``classicvision.presets.PRESETS[name]
-["published"]`` maps a dataset name to a top-1 accuracy, or to a mapping that names
-the figure's metric, with the preset's ``citation``). CNN figures come from the papers
+["published"]`` maps a dataset name to a top-1 accuracy, a ``"mean ± std"`` string, or
+a mapping that names the figure's metric and may give its ``std`` over repeated
+splits, with the preset's ``citation``). CNN figures come from the papers
 below, in :data:`CNN_PUBLISHED`.
 
 Figures are fractions in ``[0, 1]`` of one of the :data:`METRICS`: ``"top1"``, the
@@ -17,12 +18,13 @@ upper reference for it.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping
 
 import numpy as np
 
 __all__ = ["CNN_PUBLISHED", "JPEG_NOTE", "METRICS", "METRIC_NOTE", "mean_class_accuracy", "published_figure",
-           "reproduction_rows"]
+           "reproduction_rows", "split_stats"]
 
 _HE2016 = (
     "K. He, X. Zhang, S. Ren, J. Sun, \"Deep Residual Learning for Image Recognition\", "
@@ -83,24 +85,62 @@ def _as_fraction(v: Any) -> float | None:
     return x / 100.0 if x > 1.0 else x
 
 
-def _figure(value: Any, citation: str = "") -> dict | None:
-    """A figure as ``{"value", "metric", "citation", "note"}``.
+_MEAN_STD = re.compile(r"^\s*([-+]?\d+(?:\.\d*)?|\.\d+)\s*%?\s*(?:(?:±|\+/-|\+-)\s*(\d+(?:\.\d*)?|\.\d+)\s*%?)?\s*$")
 
-    ``value`` is a number (top-1) or a mapping with ``"value"`` (or ``"top1"``, the
-    key of figures stored by earlier versions), ``"metric"`` (default ``"top1"``),
-    ``"note"`` and ``"citation"`` (default ``citation``). None when it holds no number
-    or names an unknown metric.
+
+def _mean_std(value: Any, std: Any = None) -> tuple[float, float | None] | None:
+    """``(mean, std)`` as fractions from a number or a ``"64.6 ± 0.8"`` string.
+
+    The std is in the unit of the mean: both percent when the mean is above 1.
     """
-    note, metric = "", "top1"
+    if isinstance(value, str):
+        m = _MEAN_STD.match(value)
+        if m is None:
+            return None
+        value = float(m.group(1))
+        if m.group(2) is not None and std is None:
+            std = float(m.group(2))
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    if not np.isfinite(x):
+        return None
+    scale = 100.0 if x > 1.0 else 1.0
+    sd = None
+    if std is not None:
+        try:
+            sd = float(std) / scale
+        except (TypeError, ValueError):
+            sd = None
+        if sd is not None and not (np.isfinite(sd) and sd >= 0):
+            sd = None
+    return x / scale, sd
+
+
+def _figure(value: Any, citation: str = "") -> dict | None:
+    """A figure as ``{"value", "std", "metric", "citation", "note"}``.
+
+    ``value`` is a number (top-1), a string ``"mean ± std"`` (``"64.6 ± 0.8"``, also
+    ``+/-``, with or without ``%``), or a mapping with ``"value"`` (or ``"top1"``, the
+    key of figures stored by earlier versions; a number or such a string), ``"std"``
+    (the standard deviation over repeated splits, in the unit of the value),
+    ``"metric"`` (default ``"top1"``), ``"note"`` and ``"citation"`` (default
+    ``citation``). Percentages (values above 1) are turned into fractions, with their
+    std. ``std`` is None for a single figure. None when it holds no number or names
+    an unknown metric.
+    """
+    note, metric, std = "", "top1", None
     if isinstance(value, Mapping):
         note = str(value.get("note", ""))
         metric = str(value.get("metric", "top1"))
         citation = str(value.get("citation", citation))
+        std = value.get("std")
         value = value.get("value", value.get("top1"))
-    number = _as_fraction(value)
-    if number is None or metric not in METRICS:
+    parsed = _mean_std(value, std)
+    if parsed is None or metric not in METRICS:
         return None
-    return {"value": number, "metric": metric, "citation": citation, "note": note}
+    return {"value": parsed[0], "std": parsed[1], "metric": metric, "citation": citation, "note": note}
 
 
 def _preset_figure(name: str, dataset: str) -> dict | None:
@@ -123,8 +163,9 @@ def published_figure(base: str, track: str, dataset: str) -> dict | None:
     Returns
     -------
     figure : dict or None
-        ``{"value": float in [0, 1], "metric": "top1" | "mean_class_accuracy",
-        "citation": str, "note": str}``, or None when no figure is known.
+        ``{"value": float in [0, 1], "std": float or None, "metric": "top1" |
+        "mean_class_accuracy", "citation": str, "note": str}``, or None when no
+        figure is known.
     """
     if track == "classic":
         return _preset_figure(base, dataset)
@@ -148,6 +189,31 @@ def mean_class_accuracy(confusion: Any) -> float | None:
     return float(np.mean(np.diag(cm)[present] / support[present]))
 
 
+def split_stats(run: Mapping[str, Any], metric: str) -> tuple[float, float, int] | None:
+    """``(mean, std, K)`` of ``metric`` over a run's repeated splits, or None without them.
+
+    ``run["splits"]`` holds ``"n"`` (K), the per-split values under the metric's name
+    and ``"<metric>_mean"`` / ``"<metric>_std"``; missing summaries are computed from
+    the values (std with ddof=1 when K > 1, else 0).
+    """
+    sp = run.get("splits")
+    if not isinstance(sp, Mapping):
+        return None
+    raw = sp.get(metric)
+    values = [float(v) for v in raw if v is not None] if isinstance(raw, (list, tuple)) else []
+    mean, std = sp.get(f"{metric}_mean"), sp.get(f"{metric}_std")
+    if mean is None:
+        if not values:
+            return None
+        mean = float(np.mean(values))
+    if std is None:
+        std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    try:
+        return float(mean), float(std), int(sp.get("n") or len(values) or 1)
+    except (TypeError, ValueError):
+        return None
+
+
 def reproduction_rows(report: Mapping[str, Any]) -> list[dict]:
     """Rows of the reproduction table: runs with a published figure on this dataset.
 
@@ -156,10 +222,16 @@ def reproduction_rows(report: Mapping[str, Any]) -> list[dict]:
     the figure's metric; a run recorded without ``mean_class_accuracy`` (reports written
     before bench recorded it) falls back to its top-1, and the row says so.
 
+    A run measured on K repeated splits (``run["splits"]``, with the per-split values
+    and their ``<metric>_mean`` / ``<metric>_std``) is compared by its mean; the row
+    also gives the std and K.
+
     Each row: ``name``, ``track``, ``metric`` (the published figure's),
     ``measured_metric`` (the one measured: the same, or ``"top1"`` on fallback),
-    ``published``, ``measured`` (None for a failed run), ``difference`` (measured -
-    published), ``citation``, ``note``.
+    ``published``, ``published_std`` (None for a single published figure),
+    ``measured`` (None for a failed run; the mean over the splits), ``measured_std``
+    and ``n_splits`` (None without repeated splits), ``difference`` (measured -
+    published, of the means), ``citation``, ``note``.
     """
     dataset = report.get("dataset", {}).get("name", "")
     rows = []
@@ -172,13 +244,21 @@ def reproduction_rows(report: Mapping[str, Any]) -> list[dict]:
         if not fig:
             continue
         metric = measured_metric = fig["metric"]
-        measured = None
+        measured = measured_std = n_splits = None
         if run.get("status") == "ok":
-            measured = run.get(metric)
-            if measured is None and metric == "mean_class_accuracy":  # older records: from the counts
-                measured = mean_class_accuracy(run.get("confusion"))
-            if measured is None and metric != "top1":
-                measured, measured_metric = run.get("top1"), "top1"
+            stats = split_stats(run, metric)
+            if stats is None and metric != "top1" and run.get(metric) is None:
+                top1_stats = split_stats(run, "top1")
+                if top1_stats is not None:
+                    stats, measured_metric = top1_stats, "top1"
+            if stats is not None:
+                measured, measured_std, n_splits = stats
+            else:
+                measured = run.get(metric)
+                if measured is None and metric == "mean_class_accuracy":  # older records: from the counts
+                    measured = mean_class_accuracy(run.get("confusion"))
+                if measured is None and metric != "top1":
+                    measured, measured_metric = run.get("top1"), "top1"
         rows.append(
             {
                 "name": run.get("name"),
@@ -186,7 +266,10 @@ def reproduction_rows(report: Mapping[str, Any]) -> list[dict]:
                 "metric": metric,
                 "measured_metric": measured_metric,
                 "published": fig["value"],
+                "published_std": fig.get("std"),
                 "measured": measured,
+                "measured_std": measured_std,
+                "n_splits": n_splits,
                 "difference": None if measured is None else measured - fig["value"],
                 "citation": fig.get("citation", ""),
                 "note": fig.get("note", ""),

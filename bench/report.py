@@ -1,6 +1,9 @@
 """Writers for ``report.json``, ``report.md``, ``report.html``, the figures and BENCHMARKS.md.
 
-``report.json`` (contract) is rewritten atomically (temporary file + ``os.replace``).
+Every file is written atomically: to a uniquely named temporary file in the same folder
+(:func:`tempfile.mkstemp`), then ``os.replace``, so concurrent writers of one folder
+never collide and a reader never sees half a file; the final files get the usual
+``0o666 & ~umask`` mode. :func:`load_report` reads a ``report.json`` back, checked.
 ``report.md`` and ``report.html`` hold the same tables: the side-by-side table of all
 runs, the reproduction table (published vs measured), per-class recall and the
 environment. The HTML file is self-contained: inline CSS and the figures embedded as
@@ -24,12 +27,16 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from bench.published import JPEG_NOTE, METRIC_NOTE, METRICS, mean_class_accuracy, reproduction_rows
+from bench.published import (JPEG_NOTE, METRIC_NOTE, METRICS, mean_class_accuracy, reproduction_rows,
+                             split_stats)
 from bench.runners import safe_name
 
 __all__ = [
     "environment_info",
     "write_json_atomic",
+    "load_report",
+    "md_table",
+    "format_bytes",
     "summary_rows",
     "render_markdown",
     "render_html",
@@ -95,15 +102,34 @@ def environment_info() -> dict:
     }
 
 
-def write_json_atomic(obj: Any, path: str | os.PathLike) -> None:
-    """Write ``obj`` as JSON to ``path`` through a temporary file and ``os.replace``."""
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # no /proc: the classic set-and-restore
+    os.umask(mask)
+    return mask
+
+
+def _atomic_write(path: str | os.PathLike, write, mode: str = "w") -> None:
+    """Write ``path`` through a unique temporary file in its folder and ``os.replace``.
+
+    ``write(fh)`` fills the open temporary file (``mode`` ``"w"``: text, UTF-8, or
+    ``"wb"``). The file gets mode ``0o666 & ~umask`` (not :func:`tempfile.mkstemp`'s
+    0600); on any error the temporary file is removed and the old ``path`` is kept.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=1, allow_nan=False, default=_json_default)
-            fh.write("\n")
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -113,6 +139,69 @@ def write_json_atomic(obj: Any, path: str | os.PathLike) -> None:
         except OSError:
             pass
         raise
+
+
+def write_json_atomic(obj: Any, path: str | os.PathLike) -> None:
+    """Write ``obj`` as JSON to ``path`` through a unique temporary file and ``os.replace``."""
+
+    def write(fh):
+        json.dump(obj, fh, indent=1, allow_nan=False, default=_json_default)
+        fh.write("\n")
+
+    _atomic_write(path, write)
+
+
+def load_report(path: str | os.PathLike) -> dict:
+    """Read a ``report.json`` (or the one in the folder ``path``), checked.
+
+    Parameters
+    ----------
+    path : path-like
+        A ``report.json`` file, or a folder holding one (a ``compare --out`` folder).
+
+    Returns
+    -------
+    report : dict
+        The parsed report: a JSON object whose ``"runs"`` is a list of objects.
+
+    Raises
+    ------
+    ValueError
+        Naming the file, when it is missing, is a folder, is not valid JSON, or is not
+        a JSON object with a ``"runs"`` list of objects.
+    """
+    p = Path(path)
+    f = p / "report.json" if p.is_dir() and p.name != "report.json" else p
+    if not f.exists():
+        where = f"no report.json in {p}" if f != p else f"{f}: no such file"
+        raise ValueError(f"{where} (expected the report.json written by 'python -m bench compare')")
+    if f.is_dir():
+        raise ValueError(f"{f}: is a folder, not a report.json file")
+    if not f.is_file():
+        raise ValueError(f"{f}: not a regular file")
+    try:
+        rep = json.loads(f.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{f}: not a UTF-8 text file ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{f}: not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise ValueError(f"{f}: unreadable ({exc})") from None
+    if not isinstance(rep, dict):
+        raise ValueError(f"{f}: a JSON {_json_kind(rep)}, expected a JSON object with a \"runs\" list")
+    runs = rep.get("runs")
+    if not isinstance(runs, list):
+        got = "no \"runs\"" if "runs" not in rep else f"\"runs\" is a JSON {_json_kind(runs)}"
+        raise ValueError(f"{f}: {got}, expected a \"runs\" list")
+    for i, r in enumerate(runs):
+        if not isinstance(r, dict):
+            raise ValueError(f"{f}: runs[{i}] is a JSON {_json_kind(r)}, expected an object")
+    return rep
+
+
+def _json_kind(v: Any) -> str:
+    return {list: "list", dict: "object", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(v), "number")
 
 
 def _json_default(o: Any) -> Any:
@@ -126,9 +215,12 @@ def _json_default(o: Any) -> Any:
 
 
 def _write_text_atomic(text: str, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    _atomic_write(path, lambda fh: fh.write(text))
+
+
+def _save_figure(fig, path: str | os.PathLike) -> None:
+    """``fig.savefig`` as PNG, atomically."""
+    _atomic_write(path, lambda fh: fig.savefig(fh, format="png"), mode="wb")
 
 
 # ----------------------------------------------------------------------------- tables
@@ -150,10 +242,56 @@ def _pct(x: Any, signed: bool = False) -> str:
     return _f(100.0 * float(x), "+.2f" if signed else ".2f")
 
 
+def format_bytes(n: Any) -> str:
+    """A byte count in binary units: ``512 B``, ``3.4 MiB``, ``1.2 GiB``; ``–`` for None."""
+    if n is None:
+        return "–"
+    try:
+        v = float(n)
+    except (TypeError, ValueError):
+        return str(n)
+    if not np.isfinite(v) or v < 0:
+        return "–"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if v < 1024.0 or unit == "TiB":
+            return f"{int(v)} B" if unit == "B" else f"{v:.1f} {unit}"
+        v /= 1024.0
+    return "–"  # unreachable
+
+
+def _pm(mean: Any, std: Any, decimals: int = 2) -> str:
+    """``mean ± std%`` of two fractions, in percent."""
+    if mean is None:
+        return "–"
+    m = _f(100.0 * float(mean), f".{decimals}f")
+    if std is None:
+        return m
+    return f"{m} ± {_f(100.0 * float(std), f'.{decimals}f')}%"
+
+
+def _measured(run: Mapping[str, Any], metric: str) -> float | None:
+    """The run's value of ``metric``: the mean over its splits when it has several."""
+    st = split_stats(run, metric)
+    if st is not None:
+        return st[0]
+    v = run.get(metric)
+    if v is None and metric == "mean_class_accuracy" and run.get("status") == "ok":
+        v = mean_class_accuracy(run.get("confusion"))  # older records
+    return v
+
+
 def summary_rows(report: Mapping[str, Any]) -> list[dict[str, str]]:
-    """The side-by-side table as rows of formatted strings (one per run)."""
+    """The side-by-side table as rows of formatted strings (one per run).
+
+    A run with repeated splits (``run["splits"]``) shows top-1 and mean class accuracy
+    as ``mean ± std%`` over its K splits, noted ``(K splits)``. The ``peak RSS`` column
+    (``max_rss_bytes``, the peak resident memory of the run's process) is there when a
+    run of the report recorded it.
+    """
+    runs = report.get("runs", [])
+    with_rss = any(r.get("max_rss_bytes") is not None for r in runs)
     rows = []
-    for r in report.get("runs", []):
+    for r in runs:
         ok = r.get("status") == "ok"
         n_test = report.get("dataset", {}).get("n_test") or 0
         ms = (
@@ -161,24 +299,26 @@ def summary_rows(report: Mapping[str, Any]) -> list[dict[str, str]]:
             if ok and r.get("predict_seconds") is not None and n_test
             else None
         )
-        rows.append(
-            {
-                "name": str(r.get("name")),
-                "track": str(r.get("track")),
-                "status": str(r.get("status")) + (" (cached features)" if r.get("cache_hit") else ""),
-                "model MB": _f(r["model_bytes"] / 1e6, ".3f") if r.get("model_bytes") else "–",
-                "top-1 %": _pct(r.get("top1")),
-                "top-5 %": _pct(r.get("top5")),
-                "mean class acc %": _pct(
-                    r["mean_class_accuracy"] if r.get("mean_class_accuracy") is not None
-                    else mean_class_accuracy(r.get("confusion")) if ok else None  # older records
-                ),
-                "macro-F1 %": _pct(r.get("macro_f1")),
-                "fit s": _f(r.get("fit_seconds"), ".2f"),
-                "predict ms/image": _f(ms, ".3f"),
-                "images/s": _f(r.get("images_per_second"), ".1f"),
-            }
-        )
+        top1 = split_stats(r, "top1") if ok else None
+        mca = split_stats(r, "mean_class_accuracy") if ok else None
+        row = {
+            "name": str(r.get("name")),
+            "track": str(r.get("track")),
+            "status": str(r.get("status")) + (" (cached features)" if r.get("cache_hit") else ""),
+            "model MB": _f(r["model_bytes"] / 1e6, ".3f") if r.get("model_bytes") else "–",
+            "top-1 %": (f"{_pm(top1[0], top1[1])} ({top1[2]} splits)" if top1 is not None
+                        else _pct(r.get("top1"))),
+            "top-5 %": _pct(r.get("top5")),
+            "mean class acc %": (_pm(mca[0], mca[1]) if mca is not None
+                                 else _pct(_measured(r, "mean_class_accuracy"))),
+            "macro-F1 %": _pct(r.get("macro_f1")),
+            "fit s": _f(r.get("fit_seconds"), ".2f"),
+            "predict ms/image": _f(ms, ".3f"),
+            "images/s": _f(r.get("images_per_second"), ".1f"),
+        }
+        if with_rss:
+            row["peak RSS"] = format_bytes(r.get("max_rss_bytes"))
+        rows.append(row)
     return rows
 
 
@@ -195,13 +335,24 @@ def _metric_note(repro: Sequence[Mapping[str, str]]) -> str:
     return METRIC_NOTE if any(r["metric"] != METRICS["top1"] for r in repro) else ""
 
 
+def _published_cell(row: Mapping[str, Any]) -> str:
+    """The published figure: ``91.25``, or ``64.6 ± 0.8%`` (as precise as it was published)."""
+    if row.get("published_std") is None:
+        return _pct(row["published"])
+    v, sd = 100.0 * row["published"], 100.0 * row["published_std"]
+    one = all(abs(x - round(x, 1)) < 1e-6 for x in (v, sd))
+    return _pm(row["published"], row["published_std"], decimals=1 if one else 2)
+
+
 def _reproduction_table(report: Mapping[str, Any]) -> list[dict[str, str]]:
     return [
         {
             "name": str(row["name"]),
             "track": str(row["track"]),
-            "published %": _pct(row["published"]),
-            "measured %": _pct(row["measured"]),
+            "published %": _published_cell(row),
+            "measured %": (_pm(row["measured"], row.get("measured_std"))
+                           + (f" ({row['n_splits']} splits)" if row.get("n_splits") else "")
+                           if row.get("measured_std") is not None else _pct(row["measured"])),
             "difference (pts)": _pct(row["difference"], signed=True),
             "metric": _metric_label(row),
             "citation": row["citation"] + (f" ({row['note']})" if row.get("note") else ""),
@@ -236,7 +387,11 @@ def _env_rows(env: Mapping[str, Any]) -> list[dict[str, str]]:
     return rows
 
 
-def _md_table(rows: Sequence[Mapping[str, str]], columns: Sequence[str] | None = None) -> str:
+def md_table(rows: Sequence[Mapping[str, str]], columns: Sequence[str] | None = None) -> str:
+    """A Markdown table of ``rows`` (columns: ``columns``, else the first row's keys).
+
+    Cells are ``str``-ed, ``|`` escaped and newlines flattened; no rows gives ``_(none)_``.
+    """
     if not rows:
         return "_(none)_\n"
     columns = list(columns or rows[0].keys())
@@ -245,6 +400,9 @@ def _md_table(rows: Sequence[Mapping[str, str]], columns: Sequence[str] | None =
     for r in rows:
         out.append("| " + " | ".join(esc(r.get(c, "")) for c in columns) + " |")
     return "\n".join(out) + "\n"
+
+
+_md_table = md_table  # the former private name, still imported by bench.cli
 
 
 def _dataset_line(report: Mapping[str, Any]) -> str:
@@ -257,11 +415,18 @@ def _dataset_line(report: Mapping[str, Any]) -> str:
 
 
 def _failed_runs(report: Mapping[str, Any]) -> list[dict[str, str]]:
-    return [
-        {"name": str(r.get("name")), "track": str(r.get("track")), "error": str(r.get("error"))}
-        for r in report.get("runs", [])
-        if r.get("status") != "ok"
-    ]
+    """Rows of the failed runs: name, track, error, and ``cause`` when a run recorded one
+    (a sentence such as "killed by signal 9, probably out of memory; peak RSS 21.7 GiB")."""
+    failed = [r for r in report.get("runs", []) if r.get("status") != "ok"]
+    with_cause = any(r.get("cause") for r in failed)
+    rows = []
+    for r in failed:
+        row = {"name": str(r.get("name")), "track": str(r.get("track"))}
+        if with_cause:
+            row["cause"] = str(r.get("cause") or "–")
+        row["error"] = str(r.get("error")) if r.get("error") is not None else "–"
+        rows.append(row)
+    return rows
 
 
 def render_markdown(report: Mapping[str, Any]) -> str:
@@ -273,24 +438,24 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     ]
     if report.get("command"):
         parts.append(f"Command: `{report['command']}`\n")
-    parts += ["## Side by side\n", _md_table(summary_rows(report))]
+    parts += ["## Side by side\n", md_table(summary_rows(report))]
     parts.append(
         "\nfit s includes feature extraction for classic runs; predict ms/image and images/s "
         "cover the whole test set (features + classifier, or the CNN forward pass).\n"
     )
     failed = _failed_runs(report)
     if failed:
-        parts += ["\n### Failed runs\n", _md_table(failed)]
+        parts += ["\n### Failed runs\n", md_table(failed)]
     parts += ["\n## Reproduction\n"]
     repro = _reproduction_table(report)
     if repro:
-        parts += [_md_table(repro), f"\n{_metric_note(repro)}\n"]
+        parts += [md_table(repro), f"\n{_metric_note(repro)}\n"]
     else:
         parts.append("No published figure for these runs on this dataset.\n")
     if ds.get("name") == "cifar10":
         parts.append(f"\n{JPEG_NOTE}\n")
-    parts += ["\n## Per-class recall (%)\n", _md_table(_recall_table(report))]
-    parts += ["\n## Environment\n", _md_table(_env_rows(report.get("environment", {})))]
+    parts += ["\n## Per-class recall (%)\n", md_table(_recall_table(report))]
+    parts += ["\n## Environment\n", md_table(_env_rows(report.get("environment", {})))]
     return "\n".join(parts)
 
 
@@ -333,33 +498,98 @@ def plot_confusion(run: Mapping[str, Any], class_names: Sequence[str], path: str
             ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=7,
                     color="white" if norm[i, j] > 0.5 else "black")
     fig.tight_layout()
-    fig.savefig(path, format="png")
+    _save_figure(fig, path)
 
 
-def plot_accuracy_vs_time(runs: Iterable[Mapping[str, Any]], path: str | os.PathLike, title: str = "") -> None:
-    """Scatter of top-1 accuracy against training (fit) time, one point per successful run."""
-    ok = [r for r in runs if r.get("status") == "ok" and r.get("top1") is not None and r.get("fit_seconds")]
+def _log_ticks(lo: float, hi: float, max_ticks: int = 9) -> list[float]:
+    """Tick positions for a log axis on ``[lo, hi]``: 1-2-3-5 steps per decade, thinned.
+
+    Any range at least a factor 4 wide holds two of the 1-2-3-5 values (consecutive ones
+    are at most a factor 2 apart), so the axis always has labelled ticks, even without a
+    power of ten in range. Wide ranges keep fewer values per decade, then fewer decades,
+    to stay within ``max_ticks``.
+    """
+    if not (np.isfinite(lo) and np.isfinite(hi) and 0 < lo < hi):
+        return []
+    k0, k1 = int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi)))
+    best: list[float] = []
+    for subs in ((1, 2, 3, 5), (1, 2, 5), (1, 3), (1,)):
+        ticks = [m * 10.0 ** k for k in range(k0, k1 + 1) for m in subs]
+        ticks = [t for t in ticks if lo * (1 - 1e-9) <= t <= hi * (1 + 1e-9)]
+        if len(ticks) < 2:
+            break
+        best = ticks
+        if len(ticks) <= max_ticks:
+            return ticks
+    if len(best) > max_ticks:  # many decades: every n-th power of ten
+        step = -(-len(best) // max_ticks)
+        best = best[::step]
+    return best
+
+
+def _time_label(v: float) -> str:
+    return f"{v:g}" if v >= 1e-3 else f"{v:.0e}"
+
+
+def plot_accuracy_vs_time(runs: Iterable[Mapping[str, Any]], path: str | os.PathLike | None,
+                          title: str = ""):
+    """Scatter of top-1 accuracy against training (fit) time, one point per successful run.
+
+    The time axis is logarithmic and always carries at least two labelled ticks; the
+    accuracy axis stops at 100%. A run with repeated splits is drawn at its mean top-1
+    with a bar of one std.
+
+    Parameters
+    ----------
+    runs : iterable of dict
+        The run records of a report.
+    path : path-like or None
+        Where to write the PNG (atomically); None draws the figure only.
+    title : str
+        The figure title (default: "accuracy vs training time").
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+        The figure (drawn on an Agg canvas).
+    """
+    ok = [r for r in runs if r.get("status") == "ok" and _measured(r, "top1") is not None and r.get("fit_seconds")]
     fig = _new_figure((7.0, 4.8))
     ax = fig.add_subplot(1, 1, 1)
     colors = {"classic": "tab:blue", "cnn": "tab:orange"}
+
+    def acc(r):
+        return 100.0 * float(_measured(r, "top1"))
+
     for track in ("classic", "cnn"):
         pts = [r for r in ok if r.get("track") == track]
         if pts:
-            ax.scatter([r["fit_seconds"] for r in pts], [100 * r["top1"] for r in pts],
-                       s=40, color=colors[track], label=track, zorder=3)
+            ax.scatter([r["fit_seconds"] for r in pts], [acc(r) for r in pts],
+                       s=40, color=colors[track], label=track, zorder=3, clip_on=False)
+            spread = [r for r in pts if split_stats(r, "top1") is not None]
+            if spread:
+                ax.errorbar([r["fit_seconds"] for r in spread], [acc(r) for r in spread],
+                            yerr=[100.0 * split_stats(r, "top1")[1] for r in spread], fmt="none",
+                            ecolor=colors[track], elinewidth=1, capsize=3, zorder=2)
     for r in ok:
-        ax.annotate(str(r["name"]), (r["fit_seconds"], 100 * r["top1"]), textcoords="offset points",
+        ax.annotate(str(r["name"]), (r["fit_seconds"], acc(r)), textcoords="offset points",
                     xytext=(4, 4), fontsize=8)
     if ok:
-        from matplotlib.ticker import FuncFormatter, NullFormatter
+        from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
 
         xs = np.array([r["fit_seconds"] for r in ok], dtype=float)
-        ys = np.array([100 * r["top1"] for r in ok], dtype=float)
+        ys = np.array([acc(r) for r in ok], dtype=float)
+        lo, hi = xs.min() / 2.0, xs.max() * 2.0
         ax.set_xscale("log")
-        ax.set_xlim(xs.min() / 2.0, xs.max() * 2.0)
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set_xlim(lo, hi)
+        ticks = _log_ticks(lo, hi)
+        if ticks:
+            ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _time_label(v)))
+        ax.xaxis.set_minor_locator(LogLocator(subs="all"))
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_ylim(max(0.0, ys.min() - 2.0), min(100.5, ys.max() + 2.0))
+        top = min(100.0, ys.max() + 2.0)
+        ax.set_ylim(min(max(0.0, ys.min() - 2.0), top - 1.0), top)
         ax.legend(loc="lower right")
     else:
         ax.text(0.5, 0.5, "no successful run", ha="center", va="center", transform=ax.transAxes)
@@ -368,7 +598,9 @@ def plot_accuracy_vs_time(runs: Iterable[Mapping[str, Any]], path: str | os.Path
     ax.set_title(title or "accuracy vs training time")
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, format="png")
+    if path is not None:
+        _save_figure(fig, path)
+    return fig
 
 
 # ----------------------------------------------------------------------------- HTML
@@ -525,7 +757,13 @@ def render_benchmarks(reports: Sequence[tuple[str, Mapping[str, Any]]], *, title
     Parameters
     ----------
     reports : sequence of (source, report)
-        ``source`` names where the report came from (its folder).
+        ``source`` names where the report came from (its folder); ``report`` as
+        :func:`load_report` returns it.
+
+    Raises
+    ------
+    ValueError
+        Naming the source, for a report that is not a mapping with a ``"runs"`` list.
     """
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
@@ -536,6 +774,10 @@ def render_benchmarks(reports: Sequence[tuple[str, Mapping[str, Any]]], *, title
         "`classicvision.presets.PRESETS` (classic systems).\n",
     ]
     for source, rep in reports:
+        if not isinstance(rep, Mapping) or not isinstance(rep.get("runs"), list):
+            kind = type(rep).__name__ if not isinstance(rep, Mapping) else "an object without a \"runs\" list"
+            raise ValueError(f"{source}: not a report (got {kind}; expected the JSON object of a report.json, "
+                             "see bench.report.load_report)")
         ds = rep.get("dataset", {})
         env = rep.get("environment", {})
         cpu = env.get("cpu") or {}
@@ -551,16 +793,16 @@ def render_benchmarks(reports: Sequence[tuple[str, Mapping[str, Any]]], *, title
         )
         if ds.get("name") == "cifar10":
             parts.append(f"{JPEG_NOTE}\n")
-        parts += ["\n### Side by side\n", _md_table(summary_rows(rep))]
+        parts += ["\n### Side by side\n", md_table(summary_rows(rep))]
         failed = _failed_runs(rep)
         if failed:
-            parts += ["\n### Failed runs\n", _md_table(failed)]
+            parts += ["\n### Failed runs\n", md_table(failed)]
         missing = unfinished_runs(rep)
         if missing:
             parts.append(f"\nAsked for but not in this report (the comparison was stopped before they "
                          f"finished): {', '.join(missing)}.\n")
         repro = _reproduction_table(rep)
         parts += ["\n### Reproduction\n",
-                  _md_table(repro) + f"\n{_metric_note(repro)}\n" if repro else "No published figure for these runs.\n"]
+                  md_table(repro) + f"\n{_metric_note(repro)}\n" if repro else "No published figure for these runs.\n"]
     return "\n".join(parts)
 
