@@ -36,32 +36,65 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _memory(text: str) -> str:
+    from bench.isolation import parse_memory
+
+    try:
+        parse_memory(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+#: The options of ``compare``: (flags, add_argument keywords). One table builds the
+#: parser and lets ``--config`` turn a YAML mapping into the same flags, so a value
+#: from a file passes the same checks as one typed on the command line.
+COMPARE_OPTIONS: tuple[tuple[tuple[str, ...], dict], ...] = (
+    (("--config",), dict(metavar="YAML", help="YAML file of option defaults; flags override it")),
+    (("--dataset",), dict(default="digits", choices=DATASET_CHOICES,
+                          help="dataset (default: digits); presets use their settings for it, or their "
+                               "small-image settings when the images are small (bench list); "
+                               "NAME:dataset=none keeps the paper's")),
+    (("--root",), dict(default=None, metavar="PATH",
+                       help="dataset path (archive or folder); cifar10/scene15 default to $CLASSICVISION_DATA, "
+                            "else ../shared/datasets next to the repository")),
+    (("--pipelines",), dict(default=None, metavar="NAMES",
+                            help="classic presets, comma separated, 'all' or 'none'; overrides as NAME:key=value "
+                                 "(default: hog_svm on digits, else chosen for the images and printed)")),
+    (("--cnn",), dict(default=None, metavar="NAMES",
+                      help="CNN models, comma separated, 'all' or 'none'; overrides as NAME:key=value, e.g. "
+                           "resnet18:pretrained=imagenet or small_convnet:input_size=48 (default: small_convnet on "
+                           "digits, else chosen for the images and printed)")),
+    (("--out",), dict(default=None, metavar="DIR",
+                      help="output folder (default: runs/<dataset>-<UTC time>/); re-running with the same folder "
+                           "resumes and keeps the runs finished there")),
+    (("--fresh",), dict(action="store_true",
+                        help="start the --out folder's report over (the old report.json is kept aside, renamed)")),
+    (("--train-per-class",), dict(type=_positive_int, default=None, metavar="N", help="training images per class")),
+    (("--test-per-class",), dict(type=_positive_int, default=None, metavar="N",
+                                 help="test images per class: up to N (all the rest when a class has fewer)")),
+    (("--splits",), dict(type=_positive_int, default=1, metavar="K",
+                         help="repeat every run over K random per-class splits (seeds S..S+K-1) and report "
+                              "mean +- std (needs --train-per-class; default: 1)")),
+    (("--seed",), dict(type=int, default=0, metavar="S", help="seed for subsets, pipelines and CNNs (default: 0)")),
+    (("--limit",), dict(type=_positive_int, default=None, metavar="N",
+                        help="cap train and test images at N each (stratified, seeded) for quick checks")),
+    (("--epochs",), dict(type=_positive_int, default=None, metavar="E", help="CNN epochs (default: the classifier's)")),
+    (("--memory-limit",), dict(type=_memory, default=None, metavar="SIZE",
+                               help="resident memory one run may use, e.g. 8GiB or 0.5 (of the available memory); "
+                                    "a run past it is stopped and recorded as failed; CNNs choose a batch size "
+                                    "that fits (default: 80%% of the memory available at start)")),
+    (("--no-cache",), dict(action="store_true", help="do not read or write the features cache")),
+    (("--save-models",), dict(action="store_true", help="write fitted models to OUT/models/")),
+    (("--n-jobs",), dict(type=int, default=None, metavar="N", help="n_jobs for the classic pipelines")),
+    (("--device",), dict(default="auto", choices=("auto", "cpu", "cuda"), help="CNN device (default: auto)")),
+    (("--quiet",), dict(action="store_true", help="no progress lines on stderr")),
+)
+
+
 def _add_compare_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", metavar="YAML", help="YAML file of option defaults; flags override it")
-    p.add_argument("--dataset", default="digits", choices=DATASET_CHOICES,
-                   help="dataset (default: digits); presets use their settings for it where they have "
-                        "some (bench list), NAME:dataset=none keeps the paper's")
-    p.add_argument("--root", default=None, metavar="PATH", help="dataset path (archive or folder); cifar10/scene15 default to "
-                   "$CLASSICVISION_DATA, else ../shared/datasets next to the repository")
-    p.add_argument("--pipelines", default="hog_svm", metavar="NAMES",
-                   help="classic presets, comma separated, 'all' or 'none'; overrides as "
-                        "NAME:key=value (default: hog_svm)")
-    p.add_argument("--cnn", default="small_convnet", metavar="NAMES",
-                   help="CNN models, comma separated, 'all' or 'none'; overrides as NAME:key=value "
-                        "(default: small_convnet)")
-    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: runs/<dataset>-<UTC time>/); "
-                   "re-running with the same folder resumes")
-    p.add_argument("--train-per-class", type=_positive_int, default=None, metavar="N", help="training images per class")
-    p.add_argument("--test-per-class", type=_positive_int, default=None, metavar="N", help="test images per class")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed for subsets, pipelines and CNNs (default: 0)")
-    p.add_argument("--limit", type=_positive_int, default=None, metavar="N",
-                   help="cap train and test images at N each (stratified, seeded) for quick checks")
-    p.add_argument("--epochs", type=_positive_int, default=None, metavar="E", help="CNN epochs (default: the classifier's)")
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the features cache")
-    p.add_argument("--save-models", action="store_true", help="write fitted models to OUT/models/")
-    p.add_argument("--n-jobs", type=int, default=None, metavar="N", help="n_jobs for the classic pipelines")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="CNN device (default: auto)")
-    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    for flags, kw in COMPARE_OPTIONS:
+        p.add_argument(*flags, **kw)
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -172,36 +205,60 @@ def _cmd_cache(args: argparse.Namespace, out=None) -> int:
     return 0
 
 
+def _config_argv(path: Path) -> list[str]:
+    """The ``compare`` flags a ``--config`` YAML file stands for.
+
+    Raises
+    ------
+    ValueError
+        The file cannot be read, is not YAML (tags such as ``!!python/...`` are refused:
+        only plain values are read), is not a mapping, or names an unknown option.
+    """
+    import yaml
+
+    if not path.is_file():
+        raise ValueError(f"--config: file not found: {path}")
+    try:
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ValueError(f"--config {path}: not a plain YAML file ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else exc})") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"--config {path}: expected a mapping of option names to values")
+    options = {flags[0][2:].replace("-", "_"): (flags[0], kw) for flags, kw in COMPARE_OPTIONS}
+    argv: list[str] = []
+    for key, value in cfg.items():
+        dest = str(key).replace("-", "_")
+        if dest not in options or dest == "config":
+            raise ValueError(f"--config {path}: unknown option {key!r}")
+        flag, kw = options[dest]
+        if kw.get("action") == "store_true":
+            if not isinstance(value, bool):
+                raise ValueError(f"--config {path}: {key} must be true or false, got {value!r}")
+            argv += [flag] if value else []
+            continue
+        if value is None:
+            continue
+        if isinstance(value, (list, tuple)):
+            value = ",".join(map(str, value))
+        if isinstance(value, (dict, bool)):
+            raise ValueError(f"--config {path}: {key} must be a plain value, got {value!r}")
+        argv.append(f"{flag}={value}")
+    return argv
+
+
 def _apply_config(argv: list[str], parser: argparse.ArgumentParser) -> argparse.Namespace:
-    """Two-pass parse of ``compare``: YAML defaults first, then the flags."""
+    """Parse the command line; for ``compare --config FILE`` the file's options come
+    first, as if typed before the command line's own flags (which win), and go through
+    the same checks."""
     args = parser.parse_args(argv)
     if args.command != "compare" or not args.config:
         return args
     try:
-        import yaml
-    except ImportError:
-        parser.error("--config needs PyYAML (pip install pyyaml)")
-    path = Path(args.config)
-    if not path.is_file():
-        parser.error(f"--config: file not found: {path}")
-    cfg = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(cfg, dict):
-        parser.error(f"--config {path}: expected a mapping of option names to values")
-    cmp_parser = next(a for a in parser._subparsers._group_actions if isinstance(a, argparse._SubParsersAction)).choices["compare"]
-    valid = {a.dest for a in cmp_parser._actions}
-    defaults = {}
-    for k, v in cfg.items():
-        dest = str(k).replace("-", "_")
-        if dest not in valid or dest == "config":
-            parser.error(f"--config {path}: unknown option {k!r}")
-        if isinstance(v, list):
-            v = ",".join(map(str, v))
-        defaults[dest] = v
-    cmp_parser.set_defaults(**defaults)
-    args = parser.parse_args(argv)
-    if args.dataset not in DATASET_CHOICES:
-        parser.error(f"--config {path}: dataset must be one of {DATASET_CHOICES}, got {args.dataset!r}")
-    return args
+        extra = _config_argv(Path(args.config))
+    except ValueError as exc:
+        parser.error(str(exc))
+    return parser.parse_args(["compare", *extra, *argv[1:]])
 
 
 def _cmd_list(out=None) -> int:
@@ -335,7 +392,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_summary(report)
         return rc
     parser.error(f"unknown command {args.command!r}")
-    return 2
 
 
 def _print_summary(report: dict) -> None:

@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TextIO
 
 import numpy as np
+
+from bench.specs import RunSpec, Split, n_images, safe_name, take
 
 __all__ = [
     "RunSpec",
@@ -41,47 +41,6 @@ __all__ = [
     "compute_scores",
     "empty_record",
 ]
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """What to run: a display ``name``, its ``track``, the preset / model ``base`` name
-    and keyword ``overrides`` (given on the command line as ``base:key=value:...``)."""
-
-    name: str
-    track: str
-    base: str
-    overrides: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Split:
-    """Images and integer labels of one split."""
-
-    images: Any
-    target: np.ndarray
-    target_names: list[str]
-    filenames: Sequence[str] | None = None
-
-    def __len__(self) -> int:
-        return n_images(self.images)
-
-
-def n_images(images: Any) -> int:
-    return int(images.shape[0]) if isinstance(images, np.ndarray) else len(images)
-
-
-def take(images: Any, idx: Sequence[int] | np.ndarray) -> Any:
-    """Select images by index from an ``(N, ...)`` array or a list of arrays."""
-    idx = np.asarray(idx, dtype=np.intp)
-    if isinstance(images, np.ndarray):
-        return images[idx]
-    return [images[i] for i in idx]
-
-
-def safe_name(name: str) -> str:
-    """A file-name-safe version of a run name (``hog_svm:C=10`` -> ``hog_svm_C=10``)."""
-    return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", name).strip("_") or "run"
 
 
 def _fmt_seconds(s: float | None) -> str:
@@ -393,11 +352,13 @@ def build_cnn(
     device: str,
     verbose: bool,
     defaults: Mapping[str, Any] | None = None,
+    memory_limit: int | None = None,
 ) -> Any:
     """``cnn.CNNClassifier(model=spec.base, ...)`` with the bench options applied.
 
-    Precedence: ``spec.overrides`` > ``epochs`` / ``seed`` / ``device`` > ``defaults``
-    (dataset-specific defaults such as ``flip=False`` for digits)."""
+    Precedence: ``spec.overrides`` > ``epochs`` / ``seed`` / ``device`` / ``memory_limit``
+    > ``defaults`` (dataset-specific defaults such as ``flip=False`` for digits).
+    ``memory_limit`` (bytes) lets the classifier choose a batch size that fits."""
     from cnn import CNNClassifier
 
     clf = CNNClassifier(model=spec.base)
@@ -408,6 +369,8 @@ def build_cnn(
         kw["random_state"] = seed
     if epochs is not None:
         kw["epochs"] = epochs
+    if memory_limit is not None and "memory_limit" in params:
+        kw["memory_limit"] = memory_limit
     if "verbose" in params:
         kw["verbose"] = 1 if verbose else 0
     kw.update(spec.overrides)
@@ -656,6 +619,7 @@ def run_cnn(
     models_dir: str | Path | None = None,
     progress: Progress | None = None,
     chunk: int = 1024,
+    memory_limit: int | None = None,
 ) -> dict:
     """Train ``cnn.CNNClassifier(model=spec.base)`` on ``train`` and score it on ``test``.
 
@@ -669,7 +633,7 @@ def run_cnn(
     rec = empty_record(spec, cnn_params(spec, seed, epochs, defaults))
     n_classes = len(train.target_names)
     clf = build_cnn(spec, seed=seed, epochs=epochs, device=device, verbose=progress.stream is not None,
-                    defaults=defaults)
+                    defaults=defaults, memory_limit=memory_limit)
     rec["params"]["device"] = device
     ntr, nte = len(train), len(test)
     redirect = (contextlib.redirect_stdout(progress.stream) if progress.stream is not None

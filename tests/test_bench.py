@@ -317,7 +317,8 @@ def test_one_failed_run_does_not_stop_the_others(tmp_path, monkeypatch):
 
     monkeypatch.setattr(cmp, "run_cnn", _raiser(MemoryError("out of memory")))
     out = tmp_path / "run"
-    assert cli.main(["compare", "--cnn", "small_convnet", "--limit", "80", "--out", str(out), "--quiet"]) == 0
+    # exit code 1: some run failed (the others finished and are in the report)
+    assert cli.main(["compare", "--cnn", "small_convnet", "--limit", "80", "--out", str(out), "--quiet"]) == 1
     rep = _read(out)
     assert [r["status"] for r in rep["runs"]] == ["ok", "failed"]
     assert rep["runs"][1]["error"].startswith("MemoryError")
@@ -325,7 +326,7 @@ def test_one_failed_run_does_not_stop_the_others(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(cmp, "run_classic", lambda *a, **k: calls.append(1))
     monkeypatch.setattr(cmp, "run_cnn", _raiser(ValueError("still broken")))
-    assert cli.main(["compare", "--cnn", "small_convnet", "--limit", "80", "--out", str(out), "--quiet"]) == 0
+    assert cli.main(["compare", "--cnn", "small_convnet", "--limit", "80", "--out", str(out), "--quiet"]) == 1
     assert calls == []
     assert _read(out)["runs"][1]["error"] == "ValueError: still broken"
 
@@ -843,8 +844,8 @@ def test_compare_on_image_folder(tmp_path):
                 img[:] = stripes[:, None] if cls == "horizontal" else stripes[None, :]
                 cv2.imwrite(str(d / f"{i:03d}.png"), img)
     out = tmp_path / "run"
-    assert cli.main(["compare", "--dataset", "folder", "--root", str(root), "--cnn", "none", "--out", str(out),
-                     "--quiet"]) == 0
+    assert cli.main(["compare", "--dataset", "folder", "--root", str(root), "--pipelines", "hog_svm", "--cnn", "none",
+                     "--out", str(out), "--quiet"]) == 0
     rep = _read(out)
     assert rep["dataset"]["classes"] == ["horizontal", "vertical"]
     assert (rep["dataset"]["n_train"], rep["dataset"]["n_test"]) == (24, 12)

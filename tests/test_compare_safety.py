@@ -1,0 +1,228 @@
+"""compare keeps what it finished and survives its runs: child processes, memory limit,
+merged reports, the output lock, --out checks, --config checks, splits and defaults."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import bench.compare as cmp
+from bench import cli
+
+BASE = ["compare", "--cnn", "none", "--limit", "60", "--quiet"]
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLASSICVISION_CACHE", str(tmp_path / "cache"))
+
+
+def _read(out: Path) -> dict:
+    return json.loads((out / "report.json").read_text())
+
+
+def _statuses(out: Path) -> dict:
+    return {r["name"]: r["status"] for r in _read(out)["runs"]}
+
+
+def test_a_killed_run_is_recorded_and_the_next_one_finishes(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    assert cli.main(BASE + ["--pipelines", "lbp_svm", "--out", str(out)]) == 0
+    finished = _read(out)["runs"][0]
+    real = cmp.run_classic
+
+    def killing(spec, *a, **k):
+        if spec.name == "hog_svm":
+            os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's OOM killer would
+        return real(spec, *a, **k)
+
+    monkeypatch.setattr(cmp, "run_classic", killing)
+    rc = cli.main(BASE + ["--pipelines", "hog_svm,lbp_svm:svm__C=3", "--out", str(out)])
+    assert rc == 1  # some run failed
+    runs = {r["name"]: r for r in _read(out)["runs"]}
+    assert runs["hog_svm"]["status"] == "failed"
+    assert "killed by signal 9" in runs["hog_svm"]["cause"] and "peak RSS" in runs["hog_svm"]["cause"]
+    assert runs["hog_svm"]["max_rss_bytes"] > 10 << 20
+    assert Path(runs["hog_svm"]["log"]).is_file()
+    assert runs["lbp_svm:svm__C=3"]["status"] == "ok" and runs["lbp_svm:svm__C=3"]["max_rss_bytes"] > 0
+    assert runs["lbp_svm"] == finished  # the run finished before is kept as it was
+    assert "killed by signal 9" in (out / "report.md").read_text()
+
+
+def test_the_memory_limit_stops_a_run(tmp_path, monkeypatch):
+    def greedy(spec, *a, **k):
+        hog = [np.ones(64 << 20, np.uint8) for _ in range(40)]  # 2.5 GiB, 64 MiB at a time
+        time.sleep(5)
+        return hog
+
+    monkeypatch.setattr(cmp, "run_classic", greedy)
+    out = tmp_path / "run"
+    assert cli.main(BASE + ["--pipelines", "hog_svm", "--memory-limit", "700MiB", "--out", str(out)]) == 1
+    [rec] = _read(out)["runs"]
+    assert rec["status"] == "failed" and "memory limit" in rec["cause"] and "--memory-limit" in rec["cause"]
+    assert 700 << 20 < rec["max_rss_bytes"] < 2 << 30
+
+
+def test_an_exception_in_the_child_is_an_ordinary_failure(tmp_path, monkeypatch):
+    def broken(*a, **k):
+        raise RuntimeError("bad preset")
+
+    monkeypatch.setattr(cmp, "run_classic", broken)
+    out = tmp_path / "run"
+    assert cli.main(BASE + ["--pipelines", "hog_svm", "--out", str(out)]) == 1
+    [rec] = _read(out)["runs"]
+    assert rec["error"] == "RuntimeError: bad preset" and "cause" not in rec
+    assert "Traceback" in Path(rec["log"]).read_text()
+
+
+def test_reports_merge_by_run_name_and_fresh_starts_over(tmp_path):
+    out = tmp_path / "run"
+    assert cli.main(BASE + ["--pipelines", "hog_svm", "--out", str(out)]) == 0
+    assert cli.main(BASE + ["--pipelines", "lbp_svm", "--out", str(out)]) == 0
+    assert _statuses(out) == {"hog_svm": "ok", "lbp_svm": "ok"}
+    assert cli.main(BASE + ["--pipelines", "lbp_svm", "--fresh", "--out", str(out)]) == 0
+    assert _statuses(out) == {"lbp_svm": "ok"}
+    aside = list(out.glob("report-*.json"))
+    assert len(aside) == 1 and {r["name"] for r in json.loads(aside[0].read_text())["runs"]} == {"hog_svm", "lbp_svm"}
+
+
+def test_a_second_compare_on_the_same_out_fails_at_once(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cmp, "load_split_sets", lambda *a: pytest.fail("data loaded although --out is locked"))
+    out = tmp_path / "run"
+    out.mkdir()
+    with cmp.OutputLock(out):
+        assert cli.main(BASE + ["--pipelines", "hog_svm", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "in use by another compare" in err and str(os.getpid()) in err
+
+
+def test_bad_out_folders_are_refused_before_loading(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cmp, "load_split_sets", lambda *a: pytest.fail("data loaded before --out was checked"))
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    assert cli.main(BASE + ["--pipelines", "hog_svm", "--out", str(afile)]) == 2
+    assert "is a file" in capsys.readouterr().err
+    folder = tmp_path / "r1"
+    (folder / "report.json").mkdir(parents=True)
+    assert cli.main(BASE + ["--pipelines", "hog_svm", "--out", str(folder)]) == 2
+    assert "not a file" in capsys.readouterr().err
+    import shutil
+
+    usage = type(shutil.disk_usage(tmp_path))
+    monkeypatch.setattr(cmp.shutil, "disk_usage", lambda p: usage(10 << 30, 10 << 30, 1 << 20))
+    assert cli.main(BASE + ["--pipelines", "hog_svm", "--out", str(tmp_path / "r2")]) == 2
+    assert "free" in capsys.readouterr().err
+
+
+def test_a_report_that_is_not_an_object_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "report.json").write_text("[1, 2]")
+    assert cli.main(BASE + ["--pipelines", "hog_svm", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "not a compare report" in err and str(out / "report.json") in err
+    assert json.loads((out / "report.json").read_text()) == [1, 2]  # left as it was
+
+
+def test_resume_redoes_a_run_whose_saved_model_is_missing(tmp_path):
+    out = tmp_path / "run"
+    argv = BASE + ["--pipelines", "hog_svm", "--save-models", "--out", str(out)]
+    assert cli.main(argv) == 0
+    path = Path(_read(out)["runs"][0]["model_path"])
+    path.unlink()
+    assert cli.main(argv) == 0
+    assert Path(_read(out)["runs"][0]["model_path"]).is_file()
+
+
+@pytest.mark.parametrize("text, words", [
+    ("limit: -5\n", ["--limit", "-5"]),
+    ("dataset: mnist\n", ["--dataset", "mnist"]),
+    ("limit: !!python/object/apply:os.system ['echo hacked']\n", ["not a plain YAML file"]),
+    ("colour: red\n", ["unknown option 'colour'"]),
+    ("save_models: 3\n", ["save_models must be true or false"]),
+])
+def test_config_values_pass_the_command_line_checks(tmp_path, capsys, text, words):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["compare", "--config", str(cfg), "--out", str(tmp_path / "r")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    for w in words:
+        assert w in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_config_values_are_defaults_the_flags_override(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("pipelines: [hog_svm]\nlimit: 40\ncnn: none\nquiet: true\n")
+    out = tmp_path / "r"
+    assert cli.main(["compare", "--config", str(cfg), "--limit", "50", "--out", str(out)]) == 0
+    rep = _read(out)
+    assert rep["options"]["limit"] == 50 and rep["options"]["pipelines"] == "hog_svm"
+
+
+def test_splits_report_mean_and_std(tmp_path):
+    out = tmp_path / "run"
+    assert cli.main(["compare", "--pipelines", "hog_svm", "--cnn", "none", "--train-per-class", "15",
+                     "--test-per-class", "10", "--splits", "3", "--out", str(out), "--quiet"]) == 0
+    rep = _read(out)
+    [rec] = rep["runs"]
+    sp = rec["splits"]
+    assert sp["n"] == 3 and sp["seeds"] == [0, 1, 2] and len(sp["top1"]) == 3
+    assert sp["top1_mean"] == pytest.approx(np.mean(sp["top1"])) and rec["top1"] == pytest.approx(sp["top1_mean"])
+    assert sp["top1_std"] == pytest.approx(np.std(sp["top1"], ddof=1))
+    assert len(set(sp["top1"])) > 1  # three different splits
+    assert np.sum(rec["confusion"]) == 3 * 10 * 10
+    assert rep["dataset"]["n_train"] == 150 and rep["dataset"]["n_test"] == 100
+    assert "±" in (out / "report.md").read_text()
+
+
+def test_splits_need_per_class_counts(tmp_path, capsys):
+    assert cli.main(BASE + ["--pipelines", "hog_svm", "--splits", "2", "--out", str(tmp_path / "r")]) == 2
+    assert "--train-per-class" in capsys.readouterr().err
+
+
+def test_default_runs_follow_the_images():
+    from bench.specs import Split
+
+    small = Split(np.zeros((10, 32, 32, 3), np.uint8), np.zeros(10, int), ["a"])
+    photos = Split([np.zeros((375, 500, 3), np.uint8)] * 4, np.zeros(4, int), ["a"])
+    assert cmp.default_runs("digits", small)[:2] == ("hog_svm", "small_convnet")
+    pipes, cnn, why = cmp.default_runs("folder", small)
+    assert (pipes, cnn) == ("coates_soft_threshold", "resnet20") and "32 px" in why
+    pipes, cnn, why = cmp.default_runs("folder", photos)
+    assert pipes == "fisher" and cnn.split(",")[0] == "small_convnet" and "500 px" in why
+
+
+def test_kill_and_resume_never_loses_a_finished_run(tmp_path):
+    """compare on digits killed with SIGKILL at random moments, then resumed: report.json
+    is valid every time and never holds fewer finished runs than before."""
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "bench", "compare", "--pipelines", "hog_svm,lbp_svm,hog_svm:svm__C=1",
+            "--cnn", "small_convnet:epochs=1", "--limit", "80", "--out", str(out), "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    rng = np.random.default_rng(0)
+    best = 0
+    for _ in range(10):
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        time.sleep(float(rng.uniform(0.5, 4.0)))
+        os.killpg(proc.pid, signal.SIGKILL)  # the command and its run's child
+        proc.wait()
+        if (out / "report.json").exists():
+            rep = _read(out)  # valid JSON, every time
+            n_ok = sum(r["status"] == "ok" for r in rep["runs"])
+            assert n_ok >= best
+            best = n_ok
+    assert subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          timeout=300).returncode == 0
+    assert sum(r["status"] == "ok" for r in _read(out)["runs"]) == 4 >= best
