@@ -7,24 +7,42 @@ are
 * trusted by skops itself (scikit-learn estimators, numpy / scipy containers,
   builtins, numpy ufuncs), or
 * in :data:`VETTED_TYPES`, the third-party types we reviewed, or
-* classes defined in our own packages (``classicvision`` / ``cnn``), which we ship
-  and review, and which must resolve to a class that really lives there.
+* in :func:`trusted_estimator_types`: the public estimator classes of
+  ``classicvision`` (features, encoding, pooling, kernels, preprocessing, augment),
+  plus the private helper types in :data:`HELPER_TYPES` that their fitted state
+  needs (none today: every preset's fitted pipeline holds only public estimators
+  and scikit-learn / numpy types).
 
-Anything else (a tampered file naming, say, ``subprocess.Popen``) is refused with an
-:class:`UntrustedModelError` naming the offending types, before any object is built.
+Anything else is refused with an :class:`UntrustedModelError` naming the file and the
+offending types, before any object is built: a tampered file naming, say,
+``subprocess.Popen``, but also a class of our own packages that is not an estimator
+(``bench.cache.FeatureCache``, ``classicvision.metrics.ClassificationReport``), since
+constructing it from untrusted state is not something it was written for.
 CNNs are written by ``CNNClassifier.save`` (weights and config only; ``torch.load``
 with ``weights_only=True`` on the way back).
+
+Model files are written atomically (a temporary file in the destination folder, then
+``os.replace``) with the usual permissions (``0o666 & ~umask``); a failed write (full
+disk) leaves no partial file and raises an :class:`OSError` naming the file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import functools
 import importlib
+import inspect
 import os
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 __all__ = [
     "VETTED_TYPES",
+    "HELPER_TYPES",
+    "ESTIMATOR_MODULES",
+    "trusted_estimator_types",
     "UntrustedModelError",
     "dump_skops",
     "load_skops",
@@ -50,40 +68,125 @@ VETTED_TYPES: tuple[str, ...] = (
     "sklearn.utils._bunch.Bunch",
 )
 
-_OWN_PACKAGES = ("classicvision", "cnn", "bench")
+#: The modules whose ``__all__`` lists the estimator classes a saved pipeline may hold.
+ESTIMATOR_MODULES: tuple[str, ...] = (
+    "classicvision.features",
+    "classicvision.encoding",
+    "classicvision.pooling",
+    "classicvision.kernels",
+    "classicvision.preprocessing",
+    "classicvision.augment",
+)
+
+#: Private ``classicvision`` types that fitted estimators hold in their state and
+#: that must be loadable too. Found by dumping every preset's fitted pipeline
+#: (``skops.io.get_untrusted_types``): none today. Add a type here only after
+#: checking that it is plain data.
+HELPER_TYPES: tuple[str, ...] = ()
 
 
 class UntrustedModelError(ValueError):
     """A model file names types outside the trusted set; it was not loaded."""
 
 
-def _is_own_type(name: str) -> bool:
-    """True when ``name`` (``module.Class``) is a class defined in one of our packages."""
-    module_name, _, qualname = name.rpartition(".")
-    if not module_name or module_name.split(".")[0] not in _OWN_PACKAGES:
-        return False
-    try:
+@functools.lru_cache(maxsize=None)
+def trusted_estimator_types() -> frozenset[str]:
+    """The ``module.Class`` names of our classes a ``.skops`` file may contain.
+
+    The classes listed in the ``__all__`` of each module of :data:`ESTIMATOR_MODULES`
+    that subclass :class:`sklearn.base.BaseEstimator` (named where they are defined,
+    as skops names them), plus :data:`HELPER_TYPES`.
+
+    Returns
+    -------
+    names : frozenset of str
+    """
+    from sklearn.base import BaseEstimator
+
+    names = set(HELPER_TYPES)
+    for module_name in ESTIMATOR_MODULES:
         module = importlib.import_module(module_name)
-    except Exception:
-        return False
-    obj = getattr(module, qualname, None)
-    return isinstance(obj, type) and obj.__module__ == module_name
+        for attr in module.__all__:
+            obj = getattr(module, attr)
+            if inspect.isclass(obj) and issubclass(obj, BaseEstimator):
+                names.add(f"{obj.__module__}.{obj.__qualname__}")
+    return frozenset(names)
+
+
+def _default_mode() -> int:
+    """``0o666 & ~umask``: the mode ``open()`` gives a new file."""
+    try:  # Linux >= 4.7: read the umask without changing it (thread-safe)
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to the (new, empty) file ``path`` and flush it to disk."""
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _write_error(path: Path, exc: BaseException) -> OSError:
+    """An :class:`OSError` naming the model file ``path`` and the cause ``exc``."""
+    code = getattr(exc, "errno", None)
+    hint = "" if code not in (None, errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else " (no space left on device?)"
+    msg = f"cannot write model file {path}: {type(exc).__name__}: {exc}{hint}"
+    return OSError(code, msg) if code is not None else OSError(msg)
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Run ``write(tmp)`` on a temporary file next to ``path``, then move it into place.
+
+    The file gets the usual mode (``0o666 & ~umask``, not the ``0o600`` of
+    :func:`tempfile.mkstemp`). On failure the temporary file is removed, ``path`` is
+    left as it was, and an ``OSError`` / ``RuntimeError`` from writing (a full disk:
+    ``ENOSPC``, or torch's ``inline_container`` "file write failed") is raised again
+    as an :class:`OSError` naming ``path``.
+    """
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.chmod(tmp, _default_mode())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, (OSError, RuntimeError)):
+            raise _write_error(path, exc) from exc
+        raise
 
 
 def dump_skops(obj: Any, path: str | os.PathLike) -> int:
-    """Write ``obj`` to ``path`` with :func:`skops.io.dump` (compressed) and return its size.
+    """Write ``obj`` to ``path`` with skops (compressed) and return its size in bytes.
 
-    The file is written to ``path + ".tmp"`` first and moved into place, so a reader
-    never sees half a file.
+    The object is serialized in memory first (an object skops cannot write raises
+    before any file is touched), then written to a temporary file in the same folder
+    and moved into place, so a reader never sees half a file.
+
+    Raises
+    ------
+    OSError
+        When the file cannot be written (e.g. no space left on device); the message
+        names ``path``, and no partial file is left behind.
     """
     import zipfile
 
     import skops.io as sio
 
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    sio.dump(obj, tmp, compression=zipfile.ZIP_DEFLATED)
-    os.replace(tmp, path)
+    data = sio.dumps(obj, compression=zipfile.ZIP_DEFLATED)
+    _atomic_write(path, lambda tmp: _write_file(tmp, data))
     return path.stat().st_size
 
 
@@ -113,9 +216,12 @@ def load_skops(path: str | os.PathLike) -> Any:
     ------
     FileNotFoundError
         When ``path`` does not exist.
+    IsADirectoryError
+        When ``path`` is a folder.
     UntrustedModelError
         When the file contains a type that is neither trusted by skops, vetted in
-        :data:`VETTED_TYPES` nor one of our own classes. Nothing is constructed.
+        :data:`VETTED_TYPES` nor in :func:`trusted_estimator_types`. Nothing is
+        constructed.
     ValueError
         When the file is not a skops file.
     """
@@ -125,19 +231,23 @@ def load_skops(path: str | os.PathLike) -> Any:
     from skops.io.exceptions import UntrustedTypesFoundException
 
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"model path {path} is a folder, not a .skops model file")
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
     try:
         untrusted = sio.get_untrusted_types(file=path)
     except (zipfile.BadZipFile, KeyError, ValueError) as exc:
         raise ValueError(f"{path} is not a skops model file ({type(exc).__name__}: {exc})") from exc
-    allowed = [t for t in untrusted if t in VETTED_TYPES or _is_own_type(t)]
+    ours = trusted_estimator_types()
+    allowed = [t for t in untrusted if t in VETTED_TYPES or t in ours]
     refused = sorted(set(untrusted) - set(allowed))
     if refused:
         raise UntrustedModelError(
             f"refusing to load {path}: it contains types that are not trusted: {', '.join(refused)}. "
-            "Only scikit-learn / numpy / scipy types, classicvision and cnn classes and the vetted "
-            "types in bench.models_io.VETTED_TYPES are loaded."
+            "Only scikit-learn / numpy / scipy types, the classicvision estimator classes "
+            "(bench.models_io.trusted_estimator_types()) and the vetted types in "
+            "bench.models_io.VETTED_TYPES are loaded."
         )
     try:
         return sio.load(path, trusted=allowed)
@@ -154,26 +264,56 @@ def save_model(model: Any, folder: str | os.PathLike, name: str, track: str) -> 
     """Save a fitted model of either track into ``folder`` and return the file path.
 
     Classic pipelines go to ``<name>.skops``; CNN classifiers to ``<name>.pt`` through
-    ``CNNClassifier.save`` (weights only).
+    ``CNNClassifier.save`` (weights only). The file is written atomically and gets
+    the usual mode (``0o666 & ~umask``, e.g. ``0o644``).
+
+    Parameters
+    ----------
+    model : fitted Pipeline or CNNClassifier
+    folder : path-like
+        Created if missing.
+    name : str
+        File stem.
+    track : {"classic", "cnn"}
+
+    Returns
+    -------
+    path : Path
+
+    Raises
+    ------
+    OSError
+        When the file cannot be written (a full disk, a read-only folder): the
+        message names the file and the cause, and no partial file is left behind.
+    ValueError
+        For an unknown ``track``.
     """
+    if track not in ("classic", "cnn"):
+        raise ValueError(f"unknown track {track!r}; expected 'classic' or 'cnn'")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if track == "classic":
         path = folder / f"{name}.skops"
         dump_skops(model, path)
-    elif track == "cnn":
-        path = folder / f"{name}.pt"
-        tmp = folder / f".{name}.tmp.pt"
-        model.save(tmp)
-        os.replace(tmp, path)
     else:
-        raise ValueError(f"unknown track {track!r}; expected 'classic' or 'cnn'")
+        path = folder / f"{name}.pt"
+        _atomic_write(path, model.save)
     return path
 
 
 def load_model(path: str | os.PathLike) -> tuple[Any, str]:
-    """Load a model saved by :func:`save_model`; returns ``(model, track)``."""
+    """Load a model saved by :func:`save_model`; returns ``(model, track)``.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` does not exist.
+    IsADirectoryError
+        When ``path`` is a folder (e.g. the ``models`` folder instead of a file in it).
+    """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"model path {path} is a folder, not a model file (.skops or .pt)")
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
     kind = model_kind(path)
