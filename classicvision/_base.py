@@ -101,8 +101,8 @@ def check_image(image, *, index: int = 0, min_size: int = 1, filenames=None) -> 
     """Validate one image and return it as a contiguous ``uint8`` or float array.
 
     Accepts ``(H, W)`` grayscale, ``(H, W, 1)``, ``(H, W, 3)`` RGB and ``(H, W, 4)``
-    RGBA (the alpha channel is dropped). Floating-point images are expected in
-    ``[0, 1]`` and are kept as they are.
+    RGBA (the alpha channel is dropped). Floating-point images must be finite
+    and in ``[0, 1]``; they are kept as they are.
 
     Parameters
     ----------
@@ -122,7 +122,16 @@ def check_image(image, *, index: int = 0, min_size: int = 1, filenames=None) -> 
     ------
     ValueError
         If the image is empty, has an unsupported number of dimensions or
-        channels, or is smaller than ``min_size``.
+        channels, is smaller than ``min_size``, has integer values outside
+        ``[0, 255]``, or float values that are NaN, infinite or outside
+        ``[0, 1]`` (the message names the image: index, and file name when
+        ``filenames`` is given).
+
+    Notes
+    -----
+    The value checks are two reductions (``min`` and ``max``) over the image,
+    with no temporary copy; NaN propagates through both, so non-finite values
+    cost nothing extra to detect.
     """
     name = image_name(index, filenames)
     try:
@@ -149,6 +158,19 @@ def check_image(image, *, index: int = 0, min_size: int = 1, filenames=None) -> 
         if arr.min() < 0 or arr.max() > 255:
             raise ValueError(f"{name} has integer values outside [0, 255]")
         arr = arr.astype(np.uint8)
+    elif np.issubdtype(arr.dtype, np.floating):
+        lo, hi = arr.min(), arr.max()  # NaN propagates; +-inf shows up as lo or hi
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise ValueError(
+                f"{name} has non-finite values (NaN or infinity); float images must be "
+                "finite and in [0, 1]"
+            )
+        if lo < 0 or hi > 1:
+            hint = " (divide 0-255 images by 255, or pass them as uint8)" if hi > 1 else ""
+            raise ValueError(
+                f"{name} has float values outside [0, 1] (min {float(lo):.6g}, "
+                f"max {float(hi):.6g}); float images must be in [0, 1]{hint}"
+            )
     h, w = arr.shape[:2]
     if h < min_size or w < min_size:
         raise ValueError(
