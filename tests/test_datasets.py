@@ -13,6 +13,7 @@ import re
 import struct
 import tarfile
 import threading
+import warnings
 import zlib
 from collections import Counter, OrderedDict
 from pathlib import Path
@@ -21,6 +22,7 @@ import cv2
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
+from sklearn.utils import Bunch
 
 from classicvision.datasets import (
     DATASETS,
@@ -885,3 +887,171 @@ def test_non_utf8_file_names_load_and_cache(tmp_path, _private_cache):
     assert len(list((_private_cache / "datasets").iterdir())) == 1
     _assert_same(load_image_folder(root), first)  # from the cache
     np.testing.assert_array_equal(read_image(os.path.join(root, "a", "caf\udce9.png")), img)
+
+
+# --------------------------------------------------------------------------- cache integrity
+def _entries(cache: Path) -> list[Path]:
+    root = cache / "datasets"
+    return sorted(p for p in root.iterdir() if not p.name.startswith(".")) if root.is_dir() else []
+
+
+def _forbid_decoding(monkeypatch):
+    from classicvision.datasets import _folder
+
+    def _no_decode(*args, **kwargs):
+        raise AssertionError("decoded again instead of reading the cache")
+
+    monkeypatch.setattr(_folder, "_decode_file_items", _no_decode)
+
+
+@pytest.mark.parametrize("damage", ["random_pixels", "swapped_labels", "truncated", "no_marker", "bad_meta"])
+def test_damaged_cache_entry_is_deleted_recomputed_and_rewritten(tmp_path, _private_cache, monkeypatch, damage):
+    src = tmp_path / "src"
+    _make_tree(src, classes=("a", "b"), per_class=2)
+    first = load_image_folder(src)
+    (entry,) = _entries(_private_cache)
+    images, meta = entry / "images.npy", entry / "meta.json"
+    if damage == "random_pixels":  # same size, same .npy header, random content
+        raw = images.read_bytes()
+        images.write_bytes(raw[:128] + np.random.default_rng(0).bytes(len(raw) - 128))
+    elif damage == "swapped_labels":
+        fields = json.loads(meta.read_text())
+        fields["target"] = fields["target"][::-1]
+        meta.write_text(json.dumps(fields))
+    elif damage == "truncated":
+        images.write_bytes(images.read_bytes()[:200])
+    elif damage == "no_marker":
+        (entry / "CLASSICVISION_ENTRY").unlink()
+    else:
+        meta.write_text("{")
+    with pytest.warns(RuntimeWarning, match=rf"deleting damaged or incomplete dataset cache entry {re.escape(str(entry))}"):
+        second = load_image_folder(src)
+    _assert_same(second, first)
+    assert _entries(_private_cache) == [entry]  # rewritten ...
+    _forbid_decoding(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _assert_same(load_image_folder(src), first)  # ... and now served, silently
+
+
+def test_clear_cache_removes_only_its_own_entries(tmp_path, _private_cache):
+    from classicvision.datasets import _cache, clear_cache, is_cache_entry
+
+    _make_tree(tmp_path / "src", classes=("a", "b"), per_class=2)
+    load_image_folder(tmp_path / "src")
+    load_image_folder(tmp_path / "src", train_per_class=1, test_per_class=1)
+    root = _private_cache / "datasets"
+    mine = _entries(_private_cache)
+    assert len(mine) == 2 and all((e / "CLASSICVISION_ENTRY").is_file() for e in mine)
+    user = root / "my_arrays"  # a user's own folder that happens to sit there
+    user.mkdir()
+    (user / "images.npy").write_bytes(b"precious")
+    (user / "meta.json").write_text('{"format_version": 1}')
+    lookalike = root / ("0" * 32)  # named like a key, but holds other things
+    lookalike.mkdir()
+    (lookalike / "notes.txt").write_text("keep me")
+    (root / "README.txt").write_text("keep me too")
+    legacy = root / ("a" * 32)  # an entry of the first (unmarked) format
+    legacy.mkdir()
+    np.save(legacy / "images.npy", np.zeros((1, 2, 2), np.uint8))
+    (legacy / "meta.json").write_text('{"format_version": 1, "target": [0]}')
+    interrupted = root / f".{'b' * 32}-x1y2"  # a write that crashed after its first file
+    interrupted.mkdir()
+    _cache._write_marker(interrupted, {})
+    assert [is_cache_entry(p) for p in (*mine, legacy, interrupted)] == [True] * 4
+    assert not any(is_cache_entry(p) for p in (user, lookalike, root / "README.txt", tmp_path / "src"))
+    assert clear_cache() == 4
+    assert sorted(p.name for p in root.iterdir()) == sorted(["my_arrays", "0" * 32, "README.txt"])
+    assert (user / "images.npy").read_bytes() == b"precious"
+    assert clear_cache() == 0
+
+
+def test_cache_load_can_map_the_images(tmp_path, _private_cache):
+    from classicvision.datasets import _cache
+
+    _make_tree(tmp_path / "same", classes=("a", "b"), per_class=2)
+    for i, shape in enumerate([(4, 5), (6, 3), (5, 5)]):
+        _write(tmp_path / "varied" / ("a" if i % 2 else "b") / f"{i}.png", _rgb(i, shape + (1,))[:, :, 0])
+    for name in ("same", "varied"):
+        before = set(_entries(_private_cache))
+        first = load_image_folder(tmp_path / name)
+        (entry,) = set(_entries(_private_cache)) - before
+        plain, mapped = _cache.load(entry.name), _cache.load(entry.name, mmap=True)
+        for hit in (plain, mapped):
+            hit.pop("skipped")
+            _assert_same(Bunch(**hit), first)
+        images = [mapped["images"]] if name == "same" else mapped["images"]
+        assert all(not im.flags.writeable for im in images)
+        assert all(isinstance(im, np.memmap) or isinstance(im.base, np.memmap) for im in images)
+        plain_images = [plain["images"]] if name == "same" else plain["images"]
+        assert all(im.flags.writeable and not isinstance(im, np.memmap) for im in plain_images)
+    del mapped, images
+    (entry,) = [e for e in _entries(_private_cache) if (e / "meta.json").read_text().find('"shapes": null') < 0]
+    raw = (entry / "images.npy").read_bytes()
+    (entry / "images.npy").write_bytes(raw[:-1] + bytes([raw[-1] ^ 1]))  # one flipped bit
+    with pytest.warns(RuntimeWarning, match=f"deleting damaged .*{entry.name}.*checksum"):
+        assert _cache.load(entry.name, mmap=True) is None
+    assert not entry.exists()
+
+
+# --------------------------------------------------------------------------- up-to test counts
+def _reference_split(y, n_train, n_test, seed):
+    """The documented protocol, written out: one RandomState, classes in label order."""
+    rng = np.random.RandomState(seed)
+    train, test = [], []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        idx = idx[rng.permutation(idx.size)]
+        train += list(idx[:n_train])
+        test += list(idx[n_train : n_train + n_test])
+    return np.sort(train), np.sort(test)
+
+
+def test_test_per_class_takes_up_to_n_per_class():
+    y = np.repeat(np.arange(4), [10, 7, 12, 8])
+    train, test = split_per_class(y, 5, 4, random_state=3)
+    assert Counter(y[train]) == {c: 5 for c in range(4)}
+    assert Counter(y[test]) == {0: 4, 1: 2, 2: 4, 3: 3}  # class 1 gives the 2 it has left
+    ref = _reference_split(y, 5, 4, 3)
+    np.testing.assert_array_equal(train, ref[0])
+    np.testing.assert_array_equal(test, ref[1])
+    # Same draws as the strict protocol wherever a class has enough images.
+    np.testing.assert_array_equal(split_per_class(y, 5, 2, random_state=3)[1], _reference_split(y, 5, 2, 3)[1])
+    # Caltech-101: 30 training and up to 50 test images from classes of 31 to 80.
+    y = np.repeat(np.arange(5), [31, 80, 45, 50, 79])
+    train, test = split_per_class(y, 30, 50, random_state=0)
+    assert list(np.bincount(y[train])) == [30] * 5
+    assert list(np.bincount(y[test])) == [1, 50, 15, 20, 49]
+
+
+def test_test_per_class_errors_name_the_class():
+    y = np.array([0, 0, 0, 1, 1])
+    with pytest.raises(ValueError, match=r"class 'car' \(label 1\) has only 2 samples; train_per_class=2 "
+                                         r"leaves none for testing \(test_per_class=1"):
+        split_per_class(y, 2, 1, target_names=["bike", "car"])
+    with pytest.raises(ValueError, match=r"class 'bike' \(label 0\) has only 3 samples; train_per_class=4 "
+                                         "needs at least 4"):
+        split_per_class(y, 4, 10, target_names=["bike", "car"])
+    for n_test in (None, 0):  # no test set asked for: a class may be used up by training
+        train, test = split_per_class(y, 2, n_test)
+        assert train.size == 4 and test.size == (1 if n_test is None else 0)
+
+
+def test_loaders_take_up_to_test_per_class(tmp_path):
+    _make_tree(tmp_path / "pool", classes=("a", "b", "c"), per_class=6)
+    for i in range(3):
+        (tmp_path / "pool" / "b" / f"0{i}.png").unlink()  # b: 3 images
+    kw = dict(train_per_class=2, test_per_class=3, random_state=0, cache=False)
+    test = load_image_folder(tmp_path / "pool", "test", **kw)
+    assert Counter(test.target) == {0: 3, 1: 1, 2: 3}
+    both = load_dataset("folder", tmp_path / "pool", None, **kw)
+    assert len(both.train_index) == 6 and len(both.test_index) == 7
+    np.testing.assert_array_equal(both.filenames[both.test_index], test.filenames)
+    with pytest.raises(ValueError, match=r"class 'b' \(label 1\) has only 3 samples; train_per_class=3 leaves none"):
+        load_image_folder(tmp_path / "pool", "test", train_per_class=3, test_per_class=1, cache=False)
+    # A fixed test split is subsampled to up to test_per_class per class.
+    _make_tree(tmp_path / "fixed", classes=("a", "b"), splits=["train", "test"], per_class=4)
+    for i in range(2):
+        (tmp_path / "fixed" / "test" / "b" / f"0{i}.png").unlink()
+    fixed = load_image_folder(tmp_path / "fixed", "test", train_per_class=3, test_per_class=3, cache=False)
+    assert Counter(fixed.target) == {0: 3, 1: 2}

@@ -71,10 +71,12 @@ def is_cache_entry(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a folder written by this cache (and so safe to delete).
 
     True for a folder holding the ``CLASSICVISION_ENTRY`` marker (complete
-    entries, and temporary folders of an interrupted write, which get the
-    marker first), and for an entry of the first, unmarked format: a folder
-    named by a 32-digit hex key holding only ``images.npy`` and a
-    ``meta.json`` with a ``format_version``. A user's own folder is never one.
+    entries, and the temporary folders of an interrupted write, which get the
+    marker first), and for an unmarked folder named like an entry (a 32-digit
+    hex key, or ``.<key>-<suffix>`` for a temporary folder) that holds nothing
+    but ``images.npy`` and/or a ``meta.json`` with a ``format_version``: an
+    entry of the first format, or one whose marker was lost. A user's own
+    folder is never taken for one.
 
     Parameters
     ----------
@@ -94,17 +96,19 @@ def is_cache_entry(path: str | os.PathLike) -> bool:
         except (OSError, ValueError):
             return False
         return isinstance(info, dict) and info.get("tag") == _MARKER_TAG
-    if not _KEY_RE.fullmatch(path.name):
+    if not (_KEY_RE.fullmatch(path.name) or _TMP_RE.fullmatch(path.name)):
         return False
     try:
         names = {p.name for p in path.iterdir()}
-        if names != {"images.npy", "meta.json"}:
+        if not names or not names <= {"images.npy", "meta.json"}:
             return False
+        if "meta.json" not in names:
+            return True
         with open(path / "meta.json", encoding="utf-8") as fh:
             meta = json.load(fh)
     except (OSError, ValueError):
         return False
-    return isinstance(meta, dict) and meta.get("format_version") == 1
+    return isinstance(meta, dict) and isinstance(meta.get("format_version"), int)
 
 
 def clear_cache() -> int:
