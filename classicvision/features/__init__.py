@@ -17,6 +17,12 @@ Class               What                                                      Fu
 Images are ``(H, W)`` or ``(H, W, 3)`` ``uint8`` arrays (or floats in ``[0, 1]``),
 given as a sequence or one ``(N, H, W[, 3])`` array. Descriptor positions are patch
 centres divided by the image width and height.
+
+Every extractor takes ``max_size`` (default None): images whose longer side exceeds it
+are downscaled to it first (area interpolation, aspect ratio kept), so a multi-megapixel
+photo costs no more than a ``max_size`` one; positions then refer to the downscaled
+image. ``HOG`` and ``LBP`` with ``output="vector"`` name their features
+(``get_feature_names_out``), so ``set_output`` works on them.
 """
 
 from ._color import ColorSIFT, color_sift, color_transform
