@@ -549,6 +549,17 @@ def test_linear_svm_publishes_its_solver():
     assert LinearSVM(solver="newton").fit(X, y).solver_ == "newton"
 
 
+def test_linear_svm_liblinear_path_does_not_need_torch(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # "import torch" now raises ImportError
+    X = np.random.default_rng(0).random((40, 3))
+    y = np.arange(40) % 2
+    assert LinearSVM(random_state=0).fit(X, y).solver_ == "liblinear"
+    with pytest.raises(ImportError):
+        LinearSVM(solver="newton").fit(X, y)
+
+
 def test_linear_svm_errors():
     X = np.random.default_rng(0).random((10, 3))
     with pytest.raises(ValueError, match="at least 2 classes; got 1 class"):

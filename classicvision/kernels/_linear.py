@@ -254,8 +254,6 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         -------
         self : LinearSVM
         """
-        import torch
-
         X, y = validate_data(self, X, y, dtype=np.float32, order="C")
         check_classification_targets(y)
         classes, y_idx = np.unique(y, return_inverse=True)
@@ -271,6 +269,7 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         solver = self.solver_for(n)
         if solver == "liblinear":
             return self._fit_liblinear(X, y)
+        import torch  # only the Newton solver needs torch
 
         cw = compute_class_weight(self.class_weight, classes=classes, y=y)
         try:
