@@ -302,17 +302,8 @@ def _cmd_list(out=None) -> int:
     return rc
 
 
-def _load_report(p: Path) -> dict:
-    import json
-
-    f = p / "report.json" if p.is_dir() else p
-    if not f.is_file():
-        raise FileNotFoundError(f"no report.json in {p}")
-    return json.loads(f.read_text())
-
-
 def _cmd_benchmarks(args: argparse.Namespace) -> int:
-    from bench.report import render_benchmarks
+    from bench.report import load_report, render_benchmarks
 
     if args.from_dirs:
         dirs = [Path(d) for d in args.from_dirs]
@@ -337,7 +328,7 @@ def _cmd_benchmarks(args: argparse.Namespace) -> int:
                 return rc
             dirs.append(out)
     try:
-        reports = [(str(d), _load_report(d)) for d in dirs]
+        reports = [(str(d), load_report(d)) for d in dirs]
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -395,8 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _print_summary(report: dict) -> None:
-    from bench.report import _md_table, summary_rows
+    from bench.report import md_table, summary_rows
 
-    print(_md_table(summary_rows(report)))
+    print(md_table(summary_rows(report)))
     if report.get("out"):
         print(f"report: {report['out']}/report.md, {report['out']}/report.html")

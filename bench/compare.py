@@ -32,6 +32,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from classicvision.presets import SMALL_IMAGE_SIDE, median_image_side
+
 from bench.isolation import Outcome, default_memory_limit, format_bytes, parse_memory, run_isolated
 from bench.report import environment_info, write_reports
 from bench.runners import (
@@ -253,17 +255,6 @@ def load_split_sets(args: Any) -> tuple[list[tuple[int, Split, Split]], dict]:
 
 
 # ----------------------------------------------------------------------------- defaults
-#: Median image side (px) up to which a dataset is treated as small images (CIFAR-like).
-SMALL_IMAGES = 64
-
-
-def _median_side(images: Any) -> float:
-    if isinstance(images, np.ndarray):
-        return float(max(images.shape[1:3]))
-    sides = [max(np.shape(im)[:2]) for im in images]
-    return float(np.median(sides)) if sides else 0.0
-
-
 def _pretrained_available(model: str) -> bool:
     """Whether torchvision's ImageNet weights of ``model`` are in the torch hub cache."""
     try:
@@ -283,7 +274,7 @@ def default_runs(dataset: str, train: Split) -> tuple[str, str, str]:
     Digits keep ``hog_svm`` against ``small_convnet`` (seconds). Other datasets get the
     strongest classic preset that costs about a minute per thousand images on 2 cores
     (measured on 15-Scene, BENCHMARKS.md): ``fisher`` on photos; on small images
-    (median side <= :data:`SMALL_IMAGES` px) ``coates_soft_threshold``, the strongest
+    (median side <= ``classicvision.presets.SMALL_IMAGE_SIDE`` px) ``coates_soft_threshold``, the strongest
     preset on CIFAR-10. The CNN is one sized for the images: ``resnet20`` (32 px) on small
     images, ``small_convnet`` (its input capped at 64 px) on photos, plus an ImageNet
     ``resnet18`` fine-tuned when its torchvision weights are in the torch hub cache.
@@ -294,10 +285,10 @@ def default_runs(dataset: str, train: Split) -> tuple[str, str, str]:
     """
     if dataset == "digits":
         return "hog_svm", "small_convnet", "digits: hog_svm against small_convnet (the quick demo)"
-    side = _median_side(train.images)
-    if side <= SMALL_IMAGES:
+    side = median_image_side(train.images)
+    if side <= SMALL_IMAGE_SIDE:
         return ("coates_soft_threshold", "resnet20",
-                f"small images (median side {side:.0f} px <= {SMALL_IMAGES}): coates_soft_threshold, the "
+                f"small images (median side {side:.0f} px <= {SMALL_IMAGE_SIDE}): coates_soft_threshold, the "
                 "strongest classic preset on CIFAR-10, against resnet20, the CIFAR ResNet")
     cnn, why_cnn = "small_convnet", "small_convnet (input capped at 64 px) from scratch"
     if _pretrained_available("resnet18"):
@@ -570,6 +561,67 @@ def _execute(spec: RunSpec, build_spec: RunSpec, params: dict, sets: Sequence[tu
     return rec
 
 
+def _needed_size(spec: RunSpec, params: Mapping[str, Any]) -> tuple[str, int] | None:
+    """What a run needs of an image: ``("long", n)``, its longer side up to ``n`` px
+    (an extractor that downscales to ``max_size``), ``("short", n)``, its shorter side
+    down to ``n`` px (a net stretched to ``n`` x ``n``, a fixed-size resize), or None:
+    the image as it is."""
+    if spec.track == "classic":
+        eff = params.get("effective") or {}
+        if "image_size" in eff and "max_size" not in eff:
+            return ("short", int(eff["image_size"]))
+        return ("long", int(eff["max_size"])) if eff.get("max_size") else None
+    from cnn import get_model_config
+
+    cfg = get_model_config(spec.base)
+    size = spec.overrides.get("input_size") or cfg.get("input_size") or cfg.get("max_input_size")
+    return ("short", int(size)) if size else None
+
+
+def bound_images(splits: Sequence[Split], needs: Sequence[tuple[str, int] | None],
+                 progress: Progress) -> tuple[int, int] | None:
+    """Downscale, in place, the images larger than every run of the comparison needs.
+
+    Each image keeps the largest size any run asks for (see :func:`_needed_size`), with
+    area interpolation (:func:`classicvision.features.resize_max_side`, the extractors'
+    own): the run that needs the most gets what it would have taken from the full-size
+    image, the others downscale further as they would have, so a folder of large photos
+    is held once, as uint8, at the size of its largest use. Nothing is done when a run
+    needs the full size. Arrays of equal-size images (CIFAR-10, digits) are left as they
+    are; an image shared by several splits is downscaled once.
+
+    Returns
+    -------
+    bound : (long, short) or None
+        The bound applied (it belongs in the features cache key), None when no image
+        was downscaled.
+    """
+    if not needs or any(n is None for n in needs):
+        return None
+    from classicvision.features import resize_max_side
+
+    long_need = max((n for kind, n in needs if kind == "long"), default=0)
+    short_need = max((n for kind, n in needs if kind == "short"), default=0)
+    done: dict[int, np.ndarray] = {}
+    for split in splits:
+        if isinstance(split.images, np.ndarray):
+            continue
+        images = split.images
+        for i, im in enumerate(images):
+            if id(im) in done:
+                images[i] = done[id(im)]
+                continue
+            h, w = np.shape(im)[:2]
+            target = max(long_need, -(-short_need * max(h, w) // max(1, min(h, w))))
+            if max(h, w) > target:
+                done[id(im)] = images[i] = resize_max_side(np.asarray(im), target)
+    if not done:
+        return None
+    progress.line(f"dataset: {len(done)} images downscaled to the largest size a run needs "
+                  f"(longer side {long_need} px, shorter side {short_need} px at least)")
+    return long_need, short_need
+
+
 def _requested(args: Any) -> tuple[list[RunSpec] | None, list[RunSpec] | None]:
     """Parse and check ``--pipelines`` / ``--cnn``; None where the default is to be chosen."""
 
@@ -649,7 +701,7 @@ def run_compare(args: Any, *, command: str | None = None, progress: Progress | N
         info["digest"] = digests[0]
         if len(sets) > 1:
             info["split_digests"] = digests
-        image_side = _median_side(train0.images)
+        image_side = median_image_side(train0.images)
         info["median_side"] = image_side
         progress.line(f"dataset {args.dataset}: {info['n_train']} train, {info['n_test']} test, "
                       f"{len(info['classes'])} classes" + (f", {len(sets)} splits" if len(sets) > 1 else "")
@@ -678,26 +730,32 @@ def run_compare(args: Any, *, command: str | None = None, progress: Progress | N
         }
         write_reports(report, out, figures=False)
 
-        identities = []
+        ctx = {
+            "out": out, "n_jobs": args.n_jobs, "cache": FeatureCache(enabled=not args.no_cache),
+            "models_dir": out / "models" if args.save_models else None,
+            "epochs": args.epochs, "device": args.device, "memory_limit": memory_limit,
+            "cnn_defaults": dict(CNN_DATASET_DEFAULTS.get(args.dataset, {})),
+        }
+        specs = classic + cnns
+        planned = [classic_run(spec, args.seed, args.dataset, image_side) if spec.track == "classic"
+                   else (spec, cnn_params(spec, args.seed, args.epochs, ctx["cnn_defaults"])) for spec in specs]
+        bound = bound_images([part for _, tr, te in sets for part in (tr, te)],
+                             [_needed_size(spec, params) for spec, (_, params) in zip(specs, planned)], progress)
+        if bound is not None:
+            info["image_bound"] = {"long": bound[0], "short": bound[1]}
+        # What the features cache keys on: the full-size images' digest, the split and
+        # the downscaling bound (the same files give other pixels under another bound).
+        ctx["identities"] = []
         for (seed, _, _), digest in zip(sets, digests):
             identity = {k: v for k, v in options.items() if k not in ("root", "splits")}
             identity["digest"] = digest
             if len(sets) > 1:
                 identity["seed"] = seed
-            identities.append(identity)
-        ctx = {
-            "out": out, "n_jobs": args.n_jobs, "cache": FeatureCache(enabled=not args.no_cache),
-            "identities": identities, "models_dir": out / "models" if args.save_models else None,
-            "epochs": args.epochs, "device": args.device, "memory_limit": memory_limit,
-            "cnn_defaults": dict(CNN_DATASET_DEFAULTS.get(args.dataset, {})),
-        }
-        specs = classic + cnns
+            if bound is not None:
+                identity["image_bound"] = list(bound)
+            ctx["identities"].append(identity)
         n_failed = 0
-        for i, spec in enumerate(specs, 1):
-            if spec.track == "classic":
-                build_spec, params = classic_run(spec, args.seed, args.dataset, image_side)
-            else:
-                build_spec, params = spec, cnn_params(spec, args.seed, args.epochs, ctx["cnn_defaults"])
+        for i, (spec, (build_spec, params)) in enumerate(zip(specs, planned), 1):
             done = next((r for r in runs if r.get("status") == "ok" and _same_run(r, spec.name, spec.track, params)),
                         None)
             if done is not None and ctx["models_dir"] is not None and not _model_file_ok(done):
@@ -731,7 +789,3 @@ def run_compare(args: Any, *, command: str | None = None, progress: Progress | N
         progress.line(f"{n_ok}/{len(specs)} runs ok; report in {out / 'report.md'} and {out / 'report.html'}")
         report["out"] = str(out)
     return report, (1 if n_failed or n_ok < len(specs) else 0)
-
-
-# Old private names still imported by bench.report (until it imports bench.specs).
-_preset_names, _model_names = preset_names, model_names

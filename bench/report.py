@@ -29,7 +29,7 @@ import numpy as np
 
 from bench.published import (JPEG_NOTE, METRIC_NOTE, METRICS, mean_class_accuracy, reproduction_rows,
                              split_stats)
-from bench.runners import safe_name
+from bench.specs import UsageError, model_names, parse_specs, preset_names, safe_name
 
 __all__ = [
     "environment_info",
@@ -402,8 +402,10 @@ def md_table(rows: Sequence[Mapping[str, str]], columns: Sequence[str] | None = 
     return "\n".join(out) + "\n"
 
 
-_md_table = md_table  # the former private name, still imported by bench.cli
 
+
+
+_md_table = md_table  # the former private name, kept for scripts that import it
 
 def _dataset_line(report: Mapping[str, Any]) -> str:
     d = report.get("dataset", {})
@@ -736,13 +738,12 @@ def unfinished_runs(rep: Mapping[str, Any]) -> list[str]:
     far; this names the others (``"all"`` is expanded with today's preset and model
     lists). Returns an empty list when the options cannot be parsed.
     """
-    from bench.compare import UsageError, _model_names, _preset_names, parse_specs
 
     opts = rep.get("options") or {}
     done = {r.get("name") for r in rep.get("runs", [])}
     asked: list[str] = []
     try:
-        for key, track, names in (("pipelines", "classic", _preset_names), ("cnn", "cnn", _model_names)):
+        for key, track, names in (("pipelines", "classic", preset_names), ("cnn", "cnn", model_names)):
             text = opts.get(key)
             everything = isinstance(text, str) and text.strip().lower() == "all"
             asked += [s.name for s in parse_specs(text, track, all_names=names() if everything else ())]

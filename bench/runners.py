@@ -152,7 +152,7 @@ def _solver_progress(final: Any, n_samples: int, progress: Progress):
     from classicvision.kernels import LinearSVM
 
     if (progress.stream is None or not isinstance(final, LinearSVM)
-            or final._solver_for(n_samples) != "newton"):
+            or final.solver_for(n_samples) != "newton"):
         yield _NO_ETA
         return
     previous = final.verbose
@@ -414,7 +414,7 @@ def _write_sidecar(path: Path, spec: RunSpec, train: Split) -> None:
         "color": bool(first.ndim == 3 and first.shape[-1] == 3),
         "image_shape": shape,
         "dtype": str(first.dtype),
-        "max_value": int(np.max(first)) if first.size else 255,
+        "max_value": int(np.iinfo(first.dtype).max) if np.issubdtype(first.dtype, np.integer) else 1,
     }
     path.with_suffix(".json").write_text(json.dumps(info, indent=1))
 

@@ -323,10 +323,11 @@ def make_preset(name: str, *, dataset: str | None = None, image_side: float | No
     return pipe
 
 
-def _svm(kind: str, C: float):
-    """The classifier step: ``"linear"`` (squared-hinge linear SVM) or an additive kernel SVC."""
+def _svm(kind: str, C: float, random_state=None):
+    """The classifier step: ``"linear"`` (squared-hinge linear SVM, seeded by
+    ``random_state``) or an additive kernel SVC (libsvm, deterministic)."""
     if kind == "linear":
-        return LinearSVM(C=C)
+        return LinearSVM(C=C, random_state=random_state)
     if kind in ("intersection", "chi2", "hellinger"):
         return KernelSVC(kernel=kind, C=C)
     raise ValueError(f"svm must be 'linear', 'intersection', 'chi2' or 'hellinger', got {kind!r}")
@@ -396,7 +397,7 @@ def hog_svm(*, image_size: int = 32, orientations: int = 9, cell: int = 4, block
                          cells_per_block=(block, block), resize=(image_size, image_size),
                          output="vector", n_jobs=n_jobs)),
         ("kernel_map", kernel_map),
-        ("svm", _svm("linear", C)),
+        ("svm", _svm("linear", C, random_state)),
     ]
     return Pipeline(steps)
 
@@ -414,8 +415,8 @@ def hog_svm(*, image_size: int = 32, orientations: int = 9, cell: int = 4, block
 )
 def lbp_svm(*, P: int = 8, R: float = 1.0, method: str = "uniform", grid=(4, 4),
             kernel_map: str | None = "chi2", C: float = 1.0, max_size: int | None = 300,
-            n_jobs=None) -> Pipeline:
-    """LBP texture histograms + SVM.
+            n_jobs=None, random_state=None) -> Pipeline:
+    """LBP texture histograms + SVM (``random_state`` seeds the linear SVM).
 
     ``P`` neighbours on a circle of radius ``R``; ``method`` selects the code mapping;
     one normalized histogram per cell of a ``grid`` (rows, cols) laid over the image,
@@ -439,7 +440,7 @@ def lbp_svm(*, P: int = 8, R: float = 1.0, method: str = "uniform", grid=(4, 4),
         ("features", LBP(P=P, R=R, method=method, grid=grid, output="vector", max_size=max_size,
                          n_jobs=n_jobs)),
         ("kernel_map", HomogeneousKernelMap(kernel=kernel_map, order=1) if kernel_map else "passthrough"),
-        ("svm", _svm("linear", C)),
+        ("svm", _svm("linear", C, random_state)),
     ]
     return Pipeline(steps)
 
@@ -497,7 +498,7 @@ def lazebnik_spm(*, n_words: int = 400, patch: int = 16, step: int = 8, levels=(
     if kernel_map is not None and svm != "linear":
         raise ValueError(f"kernel_map={kernel_map!r} needs svm='linear' (got svm={svm!r})")
     kmap = HomogeneousKernelMap(kernel=kernel_map, order=1) if kernel_map is not None else "passthrough"
-    return Pipeline([("features", features), ("kernel_map", kmap), ("svm", _svm(svm, C))])
+    return Pipeline([("features", features), ("kernel_map", kmap), ("svm", _svm(svm, C, random_state))])
 
 
 @_register(
@@ -542,7 +543,7 @@ def scspm(*, n_words: int = 1024, alpha: float = 0.15, patch: int = 16, step: in
                      random_state=random_state),
         max_descriptors=max_descriptors, n_jobs=n_jobs, random_state=random_state,
     )
-    return Pipeline([("features", features), ("svm", _svm("linear", C))])
+    return Pipeline([("features", features), ("svm", _svm("linear", C, random_state))])
 
 
 @_register(
@@ -586,7 +587,7 @@ def llc(*, n_words: int = 1024, knn: int = 5, beta: float = 1e-4, sizes=(16, 24,
             random_state=random_state),
         max_descriptors=max_descriptors, n_jobs=n_jobs, random_state=random_state,
     )
-    return Pipeline([("features", features), ("svm", _svm("linear", C))])
+    return Pipeline([("features", features), ("svm", _svm("linear", C, random_state))])
 
 
 @_register(
@@ -634,7 +635,7 @@ def fisher(*, n_components: int = 256, pca: int = 64, sizes=(16, 24, 32), step: 
         reducer=DescriptorPCA(n_components=pca, random_state=random_state),
         max_descriptors=max_descriptors, n_jobs=n_jobs, random_state=random_state,
     )
-    return Pipeline([("features", features), ("svm", _svm("linear", C))])
+    return Pipeline([("features", features), ("svm", _svm("linear", C, random_state))])
 
 
 @_register(
@@ -677,7 +678,7 @@ def vlad(*, n_words: int = 256, pca: int = 64, sizes=(16, 24, 32), step: int = 8
         reducer=DescriptorPCA(n_components=pca, random_state=random_state),
         max_descriptors=max_descriptors, n_jobs=n_jobs, random_state=random_state,
     )
-    return Pipeline([("features", features), ("svm", _svm("linear", C))])
+    return Pipeline([("features", features), ("svm", _svm("linear", C, random_state))])
 
 
 @_register(
@@ -749,7 +750,7 @@ def coates_kmeans(*, n_words: int = 1600, patch: int = 6, step: int = 1, whiten_
         KMeansTriangle(n_words=n_words, pooling="sum", pyramid=pyramid, random_state=random_state),
         max_descriptors=max_descriptors, n_jobs=n_jobs, random_state=random_state,
     )
-    return _linear_on_features(features, C, mirror)
+    return _linear_on_features(features, C, mirror, random_state)
 
 
 def _check_mirror(mirror) -> None:
@@ -757,7 +758,7 @@ def _check_mirror(mirror) -> None:
         raise ValueError(f"mirror must be False, True, 'augment' or 'symmetric', got {mirror!r}")
 
 
-def _linear_on_features(features, C: float, mirror: bool | str) -> Pipeline | MirrorAugmented:
+def _linear_on_features(features, C: float, mirror: bool | str, random_state=None) -> Pipeline | MirrorAugmented:
     """features -> in-place standardization -> linear SVM, with the mirror option applied.
 
     The scaler has chunked statistics (``StandardScaler.fit`` makes a float64 copy of
@@ -767,7 +768,7 @@ def _linear_on_features(features, C: float, mirror: bool | str) -> Pipeline | Mi
     if mirror == "symmetric":
         features = MirrorSymmetric(features)
     pipe = Pipeline([("features", features), ("scale", ChunkedStandardScaler(copy=False)),
-                     ("svm", _svm("linear", C))])
+                     ("svm", _svm("linear", C, random_state))])
     return MirrorAugmented(pipe) if mirror in (True, "augment") else pipe
 
 
@@ -838,7 +839,7 @@ def coates_soft_threshold(*, n_words: int = 1600, alpha: float = 0.25, dictionar
                       random_state=random_state),
         max_descriptors=max_descriptors, n_jobs=n_jobs, random_state=random_state,
     )
-    return _linear_on_features(features, C, mirror)
+    return _linear_on_features(features, C, mirror, random_state)
 
 
 @_register(
@@ -898,4 +899,4 @@ def nec2010(*, n_words: int = 256, pca: int = 64, sizes=(16, 24, 32), step: int 
         max_descriptors=max_descriptors, n_jobs=n_jobs, random_state=random_state,
     )
     features = FeatureUnion([("sift", sift), ("lbp", lbp)])
-    return Pipeline([("features", features), ("svm", _svm("linear", C))])
+    return Pipeline([("features", features), ("svm", _svm("linear", C, random_state))])

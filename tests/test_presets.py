@@ -349,3 +349,15 @@ def test_sift_presets_take_a_colour_mode(name, colour32):
     assert widths["opponent"] == widths["rgb"] == widths["gray"]  # PCA / codebook absorb the 3x wider SIFT
     with pytest.raises(ValueError, match="color must be 'gray', 'opponent' or 'rgb'"):
         make_preset(name, color="hsv")
+
+
+def test_linear_svm_presets_are_reproducible_with_random_state():
+    """liblinear (the LinearSVM path at few samples) gets the preset's seed: refits agree."""
+    from classicvision.datasets import load_digits_images
+
+    d = load_digits_images(split="train")
+    X, y = d.images[:40], d.target[:40]
+    coefs = [make_preset("lbp_svm", random_state=0).fit(X, y).named_steps["svm"].coef_ for _ in range(3)]
+    assert coefs[0].shape[1] > len(X)  # more features than samples: where liblinear varies unseeded
+    np.testing.assert_array_equal(coefs[0], coefs[1])
+    np.testing.assert_array_equal(coefs[0], coefs[2])

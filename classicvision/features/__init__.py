@@ -26,12 +26,14 @@ image. ``HOG`` and ``LBP`` with ``output="vector"`` name their features
 """
 
 from ._color import ColorSIFT, color_sift, color_transform
+from ._common import resize_max_side
 from ._hog import HOG, hog
 from ._lbp import LBP, lbp, lbp_codes, lbp_n_bins
 from ._patches import RawPatches, raw_patches
 from ._sift import DenseSIFT, dense_sift, sift_grid
 
 __all__ = [
+    "resize_max_side",
     "ColorSIFT",
     "DenseSIFT",
     "HOG",
