@@ -867,6 +867,22 @@ def test_tar_gz_cut_inside_its_first_header(tmp_path):
             load_cifar10(path)
 
 
+@pytest.mark.parametrize("mode,fmt", [
+    ("w:gz", tarfile.USTAR_FORMAT),  # fast reader
+    ("w:gz", tarfile.PAX_FORMAT),  # tarfile fallback
+    ("w:bz2", tarfile.USTAR_FORMAT),
+    ("w:xz", tarfile.USTAR_FORMAT),
+])
+def test_cut_archive_is_an_error_never_a_shorter_dataset(tmp_path, mode, fmt):
+    _make_tree(tmp_path / "src", classes=("a", "b"), per_class=3, shape=(40, 40, 3))
+    data = _tar(tmp_path / "src", tmp_path / "d.tar", mode, fmt).read_bytes()
+    path = tmp_path / f"cut.{mode[2:]}"
+    for fraction in (0.5, 0.9, 0.999):  # after some whole members; just before the trailer
+        path.write_bytes(data[: int(len(data) * fraction)])
+        with pytest.raises(ValueError, match=rf"truncated or corrupt archive {re.escape(str(path))}"):
+            load_image_folder(path, cache=False)
+
+
 def test_non_utf8_file_names_load_and_cache(tmp_path, _private_cache):
     root = tmp_path / "src"
     _make_tree(root, classes=("a",), per_class=1)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import bz2
 import functools
 import gzip
+import lzma
 import math
 import os
 import tarfile
@@ -118,6 +120,10 @@ class _NeedTarfile(Exception):
     """The archive uses a tar feature the fast reader leaves to :mod:`tarfile`."""
 
 
+class _Damaged(Exception):
+    """The archive is truncated or its compressed stream is corrupt (no fallback helps)."""
+
+
 class _Unreadable(str):
     """An error message that stands in for a member's bytes (decoding reports it)."""
 
@@ -153,7 +159,7 @@ def _discard(read, n: int) -> None:
     while n > 0:
         got = len(read(min(n, 1 << 20)))
         if got == 0:
-            raise _NeedTarfile("truncated member")
+            raise _Damaged("the archive ends inside a member")
         n -= got
 
 
@@ -204,70 +210,94 @@ def _scan_tar_fast(
     seen: dict[_Parts, None] = {}
     blobs: dict[_Parts, bytes] = {}
     pending: dict[_Parts, _Parts] = {}
-    with opener(path, "rb") as fh:
-        read = fh.read
-        while True:
-            header = read(512)
-            if len(header) < 512:
-                raise _NeedTarfile("truncated header")
-            if header.count(0) == 512:  # end-of-archive marker
-                break
-            if header[257:262] != b"ustar":  # POSIX "ustar\0" or GNU "ustar "; old V7 tar has none
-                raise _NeedTarfile("not a ustar header")
-            stored = _octal(header[148:156])
-            if stored != sum(header[:148]) + 256 + sum(header[156:]):
-                raise _NeedTarfile("checksum")
-            size = _octal(header[124:136])
-            kind = header[156:157]
-            if kind not in _REGULAR and kind != _HARDLINK and kind not in _SKIPPED:
-                raise _NeedTarfile(f"member type {kind!r}")
-            name = header[:100].split(b"\0", 1)[0]
-            if header[257:263] == b"ustar\x00":  # POSIX ustar: 155-byte name prefix
-                prefix = header[345:500].split(b"\0", 1)[0]
-                if prefix:
-                    name = prefix + b"/" + name
-            parts = None if kind in _SKIPPED else _norm_parts(name.decode("utf-8", "surrogateescape"))
-            visible = parts is not None and not _skip_name(parts)
-            wanted = parts is not None and (visible or hidden) and keep(parts)
-            pad = -size % 512
-            if wanted and kind in _REGULAR and size <= max_member_bytes:
-                data = read(size)
-                if len(data) < size:
-                    raise _NeedTarfile("truncated member")
-                if pad and len(read(pad)) < pad:
-                    raise _NeedTarfile("truncated padding")
-            else:
-                data = None
-                _discard(read, size + pad)
-            if parts is None:
-                continue
-            if visible:
-                seen[parts] = None
-            if not wanted:
-                continue
-            if kind == _HARDLINK:
-                target = header[157:257].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-                _add_member(blobs, pending, parts, None, _norm_parts(target), path)
-            elif data is None:
-                _add_member(blobs, pending, parts, _too_big(path, parts, size, max_member_bytes), False)
-            else:
-                _add_member(blobs, pending, parts, data, False)
+    try:
+        with opener(path, "rb") as fh:
+            _fast_members(fh.read, path, keep, max_member_bytes, hidden, seen, blobs, pending)
+            if opener is gzip.open:  # read to the end: a cut or a bad CRC only shows there
+                while fh.read(1 << 20):
+                    pass
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:  # the gzip stream ends early or is garbled
+        raise _Damaged(f"{type(exc).__name__}: {exc}") from exc
     return list(seen), blobs, pending
+
+
+def _fast_members(read, path, keep, max_member_bytes, hidden, seen, blobs, pending) -> None:
+    """The member loop of :func:`_scan_tar_fast` (fills ``seen``, ``blobs``, ``pending``)."""
+    while True:
+        header = read(512)
+        if not header:  # no end-of-archive marker: leave the verdict to tarfile
+            raise _NeedTarfile("no end-of-archive marker")
+        if len(header) < 512:
+            raise _Damaged("the archive ends inside a member header")
+        if header.count(0) == 512:  # end-of-archive marker
+            break
+        if header[257:262] != b"ustar":  # POSIX "ustar\0" or GNU "ustar "; old V7 tar has none
+            raise _NeedTarfile("not a ustar header")
+        stored = _octal(header[148:156])
+        if stored != sum(header[:148]) + 256 + sum(header[156:]):
+            raise _NeedTarfile("checksum")
+        size = _octal(header[124:136])
+        kind = header[156:157]
+        if kind not in _REGULAR and kind != _HARDLINK and kind not in _SKIPPED:
+            raise _NeedTarfile(f"member type {kind!r}")
+        name = header[:100].split(b"\0", 1)[0]
+        if header[257:263] == b"ustar\x00":  # POSIX ustar: 155-byte name prefix
+            prefix = header[345:500].split(b"\0", 1)[0]
+            if prefix:
+                name = prefix + b"/" + name
+        parts = None if kind in _SKIPPED else _norm_parts(name.decode("utf-8", "surrogateescape"))
+        visible = parts is not None and not _skip_name(parts)
+        wanted = parts is not None and (visible or hidden) and keep(parts)
+        pad = -size % 512
+        if wanted and kind in _REGULAR and size <= max_member_bytes:
+            data = read(size)
+            if len(data) < size:
+                raise _Damaged("the archive ends inside a member")
+            if pad and len(read(pad)) < pad:
+                raise _Damaged("the archive ends inside a member's padding")
+        else:
+            data = None
+            _discard(read, size + pad)
+        if parts is None:
+            continue
+        if visible:
+            seen[parts] = None
+        if not wanted:
+            continue
+        if kind == _HARDLINK:
+            target = header[157:257].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+            _add_member(blobs, pending, parts, None, _norm_parts(target), path)
+        elif data is None:
+            _add_member(blobs, pending, parts, _too_big(path, parts, size, max_member_bytes), False)
+        else:
+            _add_member(blobs, pending, parts, data, False)
 
 
 def _scan_tar_once(
     path: Path, keep: Callable[[_Parts], bool], max_member_bytes: int, hidden: bool = False
 ) -> _Scan:
-    """One pass over the archive: the fast reader, else :mod:`tarfile`'s stream mode."""
+    """One pass over the archive: the fast reader, else :mod:`tarfile`'s stream mode.
+
+    Truncation and corrupt compressed data are errors (``ValueError``), never
+    a shorter listing: :mod:`tarfile`'s own stream reader ends quietly at a
+    cut, so compressed archives are decompressed here with :mod:`gzip`,
+    :mod:`bz2` or :mod:`lzma` (which check their trailers and CRCs) and read
+    to the end.
+    """
     try:
         return _scan_tar_fast(path, keep, max_member_bytes, hidden)
-    except (_NeedTarfile, ValueError, EOFError, OSError, zlib.error):
+    except _Damaged as exc:
+        raise ValueError(f"truncated or corrupt archive {path}: {exc}") from exc
+    except (_NeedTarfile, ValueError, OSError):
         pass  # tarfile reads it (and reports real damage with its own message)
     seen: dict[_Parts, None] = {}  # ordered set: a name repeated in the archive counts once
     blobs: dict[_Parts, bytes] = {}
     pending: dict[_Parts, _Parts] = {}
+    opener = _decompressor(path)  # None: plain tar, or a compression only tarfile knows
     try:
-        with tarfile.open(path, mode="r|*") as tf:
+        with (opener(path, "rb") if opener else open(path, "rb")) as fh, tarfile.open(
+            fileobj=fh, mode="r|" if opener else "r|*"
+        ) as tf:
             for member in tf:
                 if not (member.isfile() or member.islnk()):
                     continue
@@ -285,8 +315,11 @@ def _scan_tar_once(
                     too_big = _too_big(path, parts, member.size, max_member_bytes)
                     _add_member(blobs, pending, parts, too_big, False)
                 else:
-                    fh = tf.extractfile(member)
-                    _add_member(blobs, pending, parts, fh.read() if fh is not None else b"", False)
+                    fm = tf.extractfile(member)
+                    _add_member(blobs, pending, parts, fm.read() if fm is not None else b"", False)
+            if opener:  # read to the end: a cut or a bad CRC only shows there
+                while fh.read(1 << 20):
+                    pass
     except Exception as exc:  # noqa: BLE001 - tarfile, gzip, bz2, lzma and zlib all raise their own
         raise ValueError(f"truncated or corrupt archive {path}: {type(exc).__name__}: {exc}") from exc
     return list(seen), blobs, pending
@@ -327,17 +360,36 @@ def _scan_tar(
     return paths, blobs
 
 
+def _decompressor(path: Path):
+    """``gzip.open``, ``bz2.open`` or ``lzma.open`` after the file's magic number, else None."""
+    with open(path, "rb") as raw:
+        magic = raw.read(6)
+    if magic.startswith(_GZIP_MAGIC):
+        return gzip.open
+    if magic.startswith(b"BZh"):
+        return bz2.open
+    if magic.startswith(b"\xfd7zXZ\x00"):
+        return lzma.open
+    return None
+
+
 def check_tar_archive(path: Path) -> bool:
     """Whether ``path`` is a tar archive; a damaged one is a ValueError naming it.
 
-    :func:`tarfile.is_tarfile` lets a compressed file that ends early raise a
-    bare ``EOFError`` (or a decompressor's own error); those become
-    ``ValueError("truncated or corrupt archive <path>: ...")``.
+    :func:`tarfile.is_tarfile` lets a gzip file that ends early raise a bare
+    ``EOFError``, and calls a cut bzip2 / xz file "not a tar archive"; both
+    become ``ValueError("truncated or corrupt archive <path>: ...")``.
     """
     try:
-        return tarfile.is_tarfile(path)
+        if tarfile.is_tarfile(path):
+            return True
+        opener = _decompressor(path)
+        if opener is not None:
+            with opener(path, "rb") as fh:
+                fh.read(512)  # a compressed file that decompresses (and is no tar) is not damaged
     except Exception as exc:  # noqa: BLE001 - EOFError, zlib / bz2 / lzma errors, OSError
         raise ValueError(f"truncated or corrupt archive {path}: {type(exc).__name__}: {exc}") from exc
+    return False
 
 
 def _resolve_layout(
