@@ -19,7 +19,7 @@ from typing import Sequence
 
 __all__ = ["get_args_parser", "main", "CIFAR_MODELS"]
 
-DATASET_CHOICES = ("digits", "cifar10", "scene15", "folder")
+DATASET_CHOICES = ("digits", "cifar10", "scene15", "caltech101", "folder")
 
 #: The CNNs of the CIFAR literature the benchmarks run (those the registry has).
 CIFAR_MODELS = ("fastnet", "small_convnet", "vgg_bn_drop", "resnet20", "resnet32", "resnet44", "resnet56",

@@ -23,10 +23,23 @@ DATASETS: dict[str, str] = {
     "official python archive (downloadable) or an ImageFolder copy",
     "scene15": "15-Scene (Lazebnik et al. 2006): ~250 px grayscale scenes, 15 classes, "
     "ImageFolder archive; 100 train per class, the rest test",
+    "caltech101": "Caltech-101 (Fei-Fei, Fergus & Perona 2004): about 300x200 px colour and gray objects, "
+    "102 classes (with BACKGROUND_Google) of 31-80 images, no fixed split: the protocol is 30 training "
+    "images per class and up to 50 of the rest for testing (train_per_class=30, test_per_class=50)",
     "folder": "any ImageFolder directory or .tar/.tar.gz archive: <root>[/<split>]/<class>/<file>",
 }
 
 _SCENE15_COPIES = ("scene15.tar.gz", "scene15.tgz", "scene15.tar", "scene15")
+_CALTECH101_COPIES = ("caltech101.tar.gz", "caltech101.tgz", "caltech101.tar", "caltech101")
+
+
+def _find_copy(path: Path, names: tuple[str, ...]) -> Path:
+    """``path`` itself, or the first of ``names`` inside the folder ``path``."""
+    if path.is_dir():
+        for name in names:
+            if (path / name).exists():
+                return path / name
+    return path
 
 
 def _default_root(name: str, root) -> Path:
@@ -76,12 +89,7 @@ def load_scene15(root: str | os.PathLike | None = None, split: str | None = "tra
     Matching for Recognizing Natural Scene Categories", CVPR 2006.
     https://doi.org/10.1109/CVPR.2006.68
     """
-    path = _default_root("scene15", root)
-    if path.is_dir():
-        for name in _SCENE15_COPIES:
-            if (path / name).exists():
-                path = path / name
-                break
+    path = _find_copy(_default_root("scene15", root), _SCENE15_COPIES)
     return load_image_folder(path, split, **kwargs)
 
 
@@ -97,7 +105,7 @@ def load_dataset(
 
     Parameters
     ----------
-    name : {"digits", "cifar10", "scene15", "folder"}
+    name : {"digits", "cifar10", "scene15", "caltech101", "folder"}
     root : str, path-like or None, default=None
         Where the data are (see each loader); ignored for "digits"; for the
         others ``None`` falls back on ``$CLASSICVISION_DATA``.
@@ -140,6 +148,9 @@ def load_dataset(
     kwargs["max_pixels"] = max_pixels
     if name == "scene15":
         return load_scene15(root, split, **kwargs)
+    if name == "caltech101":
+        path = _find_copy(_default_root(name, root), _CALTECH101_COPIES)
+        return load_image_folder(path, split, **kwargs)
     path = _default_root(name, root)
     if name == "cifar10":
         return load_cifar10(path, split, **kwargs)
