@@ -627,7 +627,7 @@ def test_cifar10_download_verifies_checksum(tmp_path, http_root):
 
 # --------------------------------------------------------------------------- registry
 def test_load_dataset_names_and_errors(tmp_path):
-    assert set(DATASETS) == {"digits", "cifar10", "scene15", "folder"}
+    assert set(DATASETS) == {"digits", "cifar10", "scene15", "caltech101", "folder"}
     assert all(isinstance(v, str) and v for v in DATASETS.values())
     d = load_dataset("digits", split="test", cache=False, n_jobs=2)
     assert d.images.shape == (599, 8, 8)
@@ -940,7 +940,8 @@ def test_damaged_cache_entry_is_deleted_recomputed_and_rewritten(tmp_path, _priv
         (entry / "CLASSICVISION_ENTRY").unlink()
     else:
         meta.write_text("{")
-    with pytest.warns(RuntimeWarning, match=rf"deleting damaged or incomplete dataset cache entry {re.escape(str(entry))}"):
+    deleting = rf"deleting damaged or incomplete dataset cache entry {re.escape(str(entry))}"
+    with pytest.warns(RuntimeWarning, match=deleting):
         second = load_image_folder(src)
     _assert_same(second, first)
     assert _entries(_private_cache) == [entry]  # rewritten ...

@@ -51,7 +51,7 @@ def test_valid_float_images_are_accepted(extractor, dtype):
     assert all(a.size and np.isfinite(a).all() for a in arrays)
 
 
-def test_check_image_makes_no_full_size_float_copy(monkeypatch):
+def test_check_image_makes_no_full_size_float_copy():
     from classicvision._base import check_image, check_images
 
     img = np.random.default_rng(3).random((64, 64, 3))

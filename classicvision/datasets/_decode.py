@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import sys
-import warnings
 from numbers import Integral
 from typing import Sequence
 
@@ -114,20 +113,20 @@ def _pillow_size(mv: memoryview) -> tuple[int, int] | None:
     Image.init()
     prefix = bytes(mv[:16])
     fp = io.BytesIO(mv)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for fmt in list(Image.ID):
-            try:
-                factory, accept = Image.OPEN[fmt]
-                result = not accept or accept(prefix)
-                if not result or isinstance(result, str):
-                    continue
-                fp.seek(0)
-                im = factory(fp, "")
-                width, height = im.size
-                return int(width), int(height)
-            except Exception:  # noqa: BLE001 - any plugin failure means "not this format"
+    # No warnings.catch_warnings() here: it is not thread-safe, and decoding runs
+    # in threads; the plugins themselves do not run Pillow's bomb check.
+    for fmt in list(Image.ID):
+        try:
+            factory, accept = Image.OPEN[fmt]
+            result = not accept or accept(prefix)
+            if not result or isinstance(result, str):
                 continue
+            fp.seek(0)
+            im = factory(fp, "")
+            width, height = im.size
+            return int(width), int(height)
+        except Exception:  # noqa: BLE001 - any plugin failure means "not this format"
+            continue
     return None
 
 

@@ -118,8 +118,7 @@ def load_dataset(
         Passed to the loader (:func:`load_digits_images`, :func:`load_cifar10`,
         :func:`load_scene15`, :func:`load_image_folder`): e.g.
         ``train_per_class`` / ``test_per_class`` (exactly that many training
-        and up to that many test images per class), ``max_pixels`` (largest
-        image accepted, ``None``: :data:`MAX_IMAGE_PIXELS`), ``max_member_bytes``.
+        and up to that many test images per class), ``max_member_bytes``.
         ``cache``, ``n_jobs``, ``on_error`` and ``max_member_bytes`` are
         accepted and ignored for "digits".
 
