@@ -245,3 +245,106 @@ def test_parameter_counts_match_paper():
     assert round(n20 / 1e6, 2) == 0.27
     assert round(n110 / 1e6, 1) == 1.7
     assert np.isclose(sum(p.numel() for p in create_model("fastnet", 10).parameters()), 1.97e6, rtol=0.01)
+
+
+# ------------------------------------------------------- input sizes, pretrained
+def test_input_size_bounds_in_configs():
+    cfg = get_model_config("small_convnet")
+    assert cfg["input_size"] is None and cfg["max_input_size"] == 64 and cfg["min_input_size"] == 2
+    assert get_model_config("inception_v3")["min_input_size"] == 75
+    # every model runs a training-mode batch of 2 at its smallest declared input
+    for name in ["small_convnet", "fastnet", "vgg_bn_drop", "resnet20"]:
+        size = get_model_config(name)["min_input_size"]
+        out = create_model(name, 3).train()(torch.randn(2, 3, size, size))
+        assert out.shape == (2, 3)
+
+
+def test_check_input_size_names_model_and_minimum():
+    from cnn.models import check_input_size
+
+    check_input_size("small_convnet", 2)
+    with pytest.raises(ValueError, match=r"1x1 is too small for model 'small_convnet'.*smallest supported input is 2x2"):
+        check_input_size("small_convnet", 1)
+    with pytest.raises(ValueError, match="'vgg_bn_drop'.*32x32"):
+        check_input_size("vgg_bn_drop", 16)
+
+
+def _tv_state(name):
+    torch.manual_seed(1)
+    return create_model(name, 1000).state_dict()
+
+
+def test_pretrained_imagenet_reads_the_hub_cache_never_downloads(tmp_path, monkeypatch):
+    from cnn.models import imagenet_weights_file
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    name = "shufflenet_v2_x1_0"
+    path, url = imagenet_weights_file(name)
+    assert path == tmp_path / "hub" / "checkpoints" / "shufflenetv2_x1-5666bf0f80.pth"
+    assert url.startswith("https://") and url.endswith(path.name)
+    with pytest.raises(FileNotFoundError, match=f"{path.name}.*missing.*{url}"):
+        create_model(name, 5, pretrained="imagenet")
+    assert not path.exists()  # nothing was downloaded
+    path.parent.mkdir(parents=True)
+    state = _tv_state(name)
+    torch.save(state, path)
+    model = create_model(name, 5, pretrained="imagenet")
+    rep = model.pretrained_report
+    assert rep["file"] == str(path)
+    assert set(rep["skipped"]) == {"fc.weight", "fc.bias"} and rep["reasons"]["fc.weight"] == "head"
+    assert len(rep["loaded"]) == len(state) - 2
+    torch.testing.assert_close(model.conv1[0].weight, state["conv1.0.weight"])
+    assert model.fc.out_features == 5
+    # one input channel: the first convolution is re-initialised too
+    gray = create_model(name, 5, in_chans=1, pretrained="imagenet")
+    assert "conv1.0.weight" in gray.pretrained_report["skipped"]
+    assert gray.pretrained_report["reasons"]["conv1.0.weight"].startswith("shape")
+
+
+def test_pretrained_imagenet_on_a_model_without_weights_lists_those_with():
+    with pytest.raises(ValueError, match=r"'small_convnet' has no pretrained ImageNet weights.*resnet18"):
+        create_model("small_convnet", 3, pretrained="imagenet")
+    with pytest.raises(ValueError, match="'resnet20' has no pretrained"):
+        create_model("resnet20", 3, pretrained="imagenet")
+
+
+def test_pretrained_file_loads_matching_layers(tmp_path):
+    torch.manual_seed(0)
+    src = create_model("resnet20", 10)
+    path = tmp_path / "w.pth"
+    torch.save(src.state_dict(), path)
+    model = create_model("resnet20", 4, in_chans=1, pretrained=path)
+    rep = model.pretrained_report
+    assert set(rep["skipped"]) == {"stem.0.weight", "fc.weight", "fc.bias"}
+    torch.testing.assert_close(model.layers[8].conv2.weight, src.layers[8].conv2.weight)
+    assert not torch.equal(model.fc.weight[:4], src.fc.weight[:4])
+    # a state dict under "state_dict", and weights of another architecture
+    torch.save({"state_dict": src.state_dict()}, tmp_path / "nested.pt")
+    assert create_model("resnet20", 4, pretrained=tmp_path / "nested.pt").pretrained_report["loaded"]
+    with pytest.raises(ValueError, match="w.pth matches model 'small_convnet'|no layer of .*w.pth"):
+        create_model("small_convnet", 4, pretrained=path)
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        create_model("resnet20", 4, pretrained=tmp_path / "missing.pt")
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("executed",))
+
+
+def test_pretrained_file_with_objects_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"conv1.weight": torch.zeros(1), "x": _Evil()}, path)
+    with pytest.raises(ValueError, match="refusing to load .*evil.pt"):
+        create_model("resnet20", 4, pretrained=path)
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(ValueError, match="list.pt holds no state dict"):
+        create_model("resnet20", 4, pretrained=tmp_path / "list.pt")
+
+
+def test_densenet_checkpoint_keys_are_renamed():
+    from cnn.models._registry import _DENSENET_KEY
+
+    key = "features.denseblock1.denselayer1.norm.1.weight"
+    assert _DENSENET_KEY.sub(r"\1\2", key) == "features.denseblock1.denselayer1.norm1.weight"
+    assert _DENSENET_KEY.sub(r"\1\2", "features.conv0.weight") == "features.conv0.weight"

@@ -5,10 +5,16 @@ Importing this package registers every model; see :func:`list_models`.
 
 from ._registry import (  # noqa: F401
     DEFAULT_CONFIG,
+    check_input_size,
     create_model,
     get_model_config,
+    head_parameter_names,
+    imagenet_weights_file,
     is_model,
     list_models,
+    load_matching_weights,
+    models_with_pretrained_weights,
+    read_pretrained,
     register_model,
 )
 from .cifar_resnet import *  # noqa: F401,F403
@@ -18,4 +24,17 @@ from .imagenet import *  # noqa: F401,F403
 from .small import *  # noqa: F401,F403
 from .vgg_bn_drop import *  # noqa: F401,F403
 
-__all__ = ["create_model", "list_models", "get_model_config", "register_model", "is_model", "DEFAULT_CONFIG"]
+__all__ = [
+    "create_model",
+    "list_models",
+    "get_model_config",
+    "register_model",
+    "is_model",
+    "check_input_size",
+    "head_parameter_names",
+    "imagenet_weights_file",
+    "load_matching_weights",
+    "models_with_pretrained_weights",
+    "read_pretrained",
+    "DEFAULT_CONFIG",
+]

@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import os
+import re
 import sys
+from collections.abc import Mapping
 from copy import deepcopy
+from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlparse
 
+import torch
 from torch import nn
 
 #: Defaults shared by the models built for 32x32 CIFAR images: input size and the
@@ -32,16 +38,29 @@ __all__ = [
     "list_models",
     "get_model_config",
     "is_model",
+    "check_input_size",
+    "head_parameter_names",
+    "imagenet_weights_file",
+    "load_matching_weights",
+    "models_with_pretrained_weights",
+    "read_pretrained",
     "DEFAULT_CONFIG",
 ]
 
 #: Defaults shared by every model; a builder's ``config`` overrides the keys it names.
-#: ``input_size=None`` means "the native size of the training images".
-#: ``test_input_size`` is the smallest input the architecture accepts that the
-#: model-zoo smoke test uses for the expensive ImageNet networks.
+#: ``input_size=None`` means "the native size of the training images" (their
+#: median longer side), capped at ``max_input_size`` when that is set.
+#: ``test_input_size`` is the small input the model-zoo smoke test uses for the
+#: expensive ImageNet networks; ``min_input_size`` the smallest side the
+#: architecture accepts (with a batch of 2 in training mode).
+#: ``torchvision_weights`` names the torchvision model whose ImageNet weights
+#: ``create_model(..., pretrained="imagenet")`` loads (None: there are none).
 DEFAULT_CONFIG: dict[str, Any] = {
     "input_size": 32,
     "test_input_size": None,
+    "min_input_size": 1,
+    "max_input_size": None,
+    "torchvision_weights": None,
     "mean": (0.485, 0.456, 0.406),
     "std": (0.229, 0.224, 0.225),
     "lr": 0.1,
@@ -147,8 +166,220 @@ def get_model_config(name: str) -> dict[str, Any]:
     return deepcopy(_configs[name])
 
 
-def create_model(name: str, num_classes: int, in_chans: int = 3, **kwargs) -> nn.Module:
-    """Build an untrained model by name.
+def check_input_size(name: str, size: int) -> None:
+    """Raise if model ``name`` cannot take ``size`` x ``size`` inputs.
+
+    Raises
+    ------
+    ValueError
+        If ``size`` is below the configured ``min_input_size``; the message names
+        the size, the model and its smallest supported input.
+    """
+    smallest = int(get_model_config(name)["min_input_size"] or 1)
+    if int(size) < smallest:
+        raise ValueError(
+            f"input size {int(size)}x{int(size)} is too small for model {name!r}: its smallest supported "
+            f"input is {smallest}x{smallest} (set input_size >= {smallest}, or use larger images)"
+        )
+
+
+def models_with_pretrained_weights() -> list[str]:
+    """Sorted names of the models ``pretrained="imagenet"`` can load weights for."""
+    return sorted(n for n, c in _configs.items() if c.get("torchvision_weights"))
+
+
+def imagenet_weights_file(name: str) -> tuple[Path, str]:
+    """Where torchvision's ImageNet weights for model ``name`` are expected, and their URL.
+
+    The path is ``torch.hub.get_dir() / "checkpoints" / <file name of the URL>``
+    (``$TORCH_HOME/hub/checkpoints/...``), where torchvision's own loader caches
+    the ``Weights.DEFAULT`` file of the model (:func:`torchvision.models.get_model_weights`).
+
+    Returns
+    -------
+    path : pathlib.Path
+    url : str
+
+    Raises
+    ------
+    ValueError
+        If the model has no pretrained weights (the message lists those that have).
+    """
+    tv_name = get_model_config(name).get("torchvision_weights")
+    if not tv_name:
+        raise ValueError(
+            f"model {name!r} has no pretrained ImageNet weights (only its own random initialisation); "
+            f"models with them: {models_with_pretrained_weights()}"
+        )
+    import torchvision
+
+    url = torchvision.models.get_model_weights(tv_name).DEFAULT.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path), url
+
+
+# torchvision's DenseNet checkpoints name "norm.1" what the modules call "norm1"
+# (torchvision.models.densenet._load_state_dict applies the same renaming).
+_DENSENET_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+)
+
+
+def _as_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    if not isinstance(obj, Mapping) or not obj or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    ):
+        raise ValueError(
+            f"{path} holds no state dict (a non-empty mapping of parameter names to tensors), "
+            "nor a file written by CNNClassifier.save"
+        )
+    return dict(obj)
+
+
+def read_pretrained(name: str, pretrained: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read pretrained weights for model ``name``: ``"imagenet"`` or a weights file.
+
+    Parameters
+    ----------
+    name : str
+        The registered model the weights are for.
+    pretrained : "imagenet", str or path
+        ``"imagenet"``: torchvision's ImageNet weights of the model, read from the
+        torch hub cache (:func:`imagenet_weights_file`); they are never
+        downloaded here. Otherwise a file: a ``state_dict`` saved with
+        ``torch.save`` (``.pt`` / ``.pth``, possibly under a ``"state_dict"`` or
+        ``"model"`` key), a file written by ``CNNClassifier.save`` or a
+        ``CNNClassifier`` checkpoint. Files are read with
+        ``torch.load(weights_only=True)``.
+
+    Returns
+    -------
+    state : dict of str to tensor
+    meta : dict
+        ``file`` (the path read) and, when the file says so, ``mean``, ``std``
+        (normalization the weights were trained with, ``[0, 1]`` units),
+        ``in_chans`` and ``model``.
+
+    Raises
+    ------
+    ValueError
+        The model has no ImageNet weights, or the file holds Python objects
+        other than tensors and plain containers, or no state dict.
+    FileNotFoundError
+        The file is missing (for ``"imagenet"``: the message names the path
+        looked for and the URL to fetch it from).
+    """
+    from ..engine import load_checkpoint  # lazy: cnn.engine imports nothing from here
+
+    if isinstance(pretrained, str) and pretrained == "imagenet":
+        path, url = imagenet_weights_file(name)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"pretrained='imagenet' for model {name!r} needs torchvision's weights file {path}, which is "
+                f"missing (it is not downloaded implicitly). Download {url} and put it there "
+                f"(e.g. curl -L -o '{path}' {url}), or set TORCH_HOME to a folder holding "
+                f"hub/checkpoints/{path.name}"
+            )
+        state = _as_state_dict(load_checkpoint(path, map_location="cpu"), path)
+        state = {(_DENSENET_KEY.sub(r"\1\2", k)): v for k, v in state.items()}
+        cfg = get_model_config(name)
+        return state, {"file": str(path), "mean": list(cfg["mean"]), "std": list(cfg["std"]), "in_chans": 3,
+                       "model": name}
+    path = Path(pretrained)
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained weights file not found: {path} (pretrained is 'imagenet' or a file)")
+    blob = load_checkpoint(path, map_location="cpu")
+    meta: dict[str, Any] = {"file": str(path)}
+    if isinstance(blob, Mapping) and blob.get("format") == "cnn.CNNClassifier":
+        cfg = blob.get("config") if isinstance(blob.get("config"), Mapping) else {}
+        for key in ("mean", "std", "in_chans", "model"):
+            if key in cfg:
+                meta[key] = cfg[key]
+        blob = blob.get("state_dict")
+    elif isinstance(blob, Mapping) and isinstance(blob.get("state_dict"), Mapping):
+        blob = blob["state_dict"]
+    elif isinstance(blob, Mapping) and isinstance(blob.get("model"), Mapping):  # a CNNClassifier checkpoint
+        blob = blob["model"]
+    state = _as_state_dict(blob, path)
+    if "in_chans" not in meta:
+        first = next((v for v in state.values() if v.ndim == 4), None)
+        if first is not None:
+            meta["in_chans"] = int(first.shape[1])
+    return state, meta
+
+
+def head_parameter_names(model: nn.Module) -> list[str]:
+    """Names (``state_dict`` keys) of the classifier head: the last ``nn.Linear`` of ``model``."""
+    head = None
+    for mname, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            head = mname
+    if head is None:
+        return []
+    return [k for k in model.state_dict() if k.startswith(head + ".")]
+
+
+def load_matching_weights(
+    model: nn.Module, state: Mapping[str, torch.Tensor], *, reinit_head: bool = True, source: str = ""
+) -> dict[str, Any]:
+    """Copy into ``model`` every tensor of ``state`` whose name and shape match.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    state : mapping of str to tensor
+    reinit_head : bool, default=True
+        Keep the classifier head (:func:`head_parameter_names`) at its fresh
+        initialisation, for new classes.
+    source : str
+        Where the weights come from (for the report).
+
+    Returns
+    -------
+    dict
+        ``loaded`` (model keys copied), ``skipped`` (model keys left at their
+        initialisation), ``reasons`` (why each was skipped: ``"head"``,
+        ``"missing"`` or ``"shape (a, b) != (c, d)"``), ``unused`` (keys of
+        ``state`` the model has not) and ``file``.
+
+    Raises
+    ------
+    ValueError
+        If no tensor at all matches (the weights are for another architecture).
+    """
+    own = model.state_dict()
+    head = set(head_parameter_names(model)) if reinit_head else set()
+    loaded, skipped, reasons, new = [], [], {}, {}
+    for key, value in own.items():
+        src = state.get(key)
+        if key in head:
+            reasons[key] = "head"
+        elif src is None:
+            reasons[key] = "missing"
+        elif tuple(src.shape) != tuple(value.shape):
+            reasons[key] = f"shape {tuple(src.shape)} != {tuple(value.shape)}"
+        else:
+            new[key] = src
+            loaded.append(key)
+            continue
+        skipped.append(key)
+    if not loaded:
+        raise ValueError(
+            f"no layer of {source or 'the pretrained weights'} matches model "
+            f"{getattr(model, 'model_name', type(model).__name__)!r} by name and shape"
+        )
+    model.load_state_dict(new, strict=False)
+    unused = [k for k in state if k not in own]
+    return {"file": source, "loaded": loaded, "skipped": skipped, "reasons": reasons, "unused": unused}
+
+
+def create_model(
+    name: str,
+    num_classes: int,
+    in_chans: int = 3,
+    pretrained: str | os.PathLike | Mapping | None = None,
+    **kwargs,
+) -> nn.Module:
+    """Build a model by name, untrained or from pretrained weights.
 
     Parameters
     ----------
@@ -158,19 +389,33 @@ def create_model(name: str, num_classes: int, in_chans: int = 3, **kwargs) -> nn
         Size of the classifier output, >= 1.
     in_chans : int, default=3
         Input channels (1 for grayscale, 3 for RGB).
+    pretrained : None, "imagenet", str, path or mapping, default=None
+        None: random initialisation. ``"imagenet"``: torchvision's ImageNet
+        weights (ImageNet models only, see :func:`models_with_pretrained_weights`),
+        read from the torch hub cache, never downloaded (a missing file raises
+        an error naming it and its URL). A file path (see :func:`read_pretrained`)
+        or a state dict: its tensors are copied where name and shape match;
+        the classifier head is re-initialised for the new classes, and so is
+        the first convolution when ``in_chans`` differs. What was loaded and
+        skipped is in the model's ``pretrained_report`` attribute
+        (:func:`load_matching_weights`).
     **kwargs
         Passed to the builder (e.g. ``shortcut="B"`` for the CIFAR ResNets).
 
     Returns
     -------
     torch.nn.Module
-        The model, with attributes ``model_name`` and ``default_config``.
+        The model, with attributes ``model_name``, ``default_config`` and
+        ``pretrained_report`` (None without ``pretrained``).
 
     Raises
     ------
     ValueError
-        Unknown name (close matches are listed) or invalid ``num_classes`` /
-        ``in_chans``.
+        Unknown name (close matches are listed), invalid ``num_classes`` /
+        ``in_chans``, a model without ImageNet weights, or weights that match
+        no layer.
+    FileNotFoundError
+        A missing weights file.
     """
     if name not in _builders:
         raise _unknown(name)
@@ -178,7 +423,17 @@ def create_model(name: str, num_classes: int, in_chans: int = 3, **kwargs) -> nn
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     if int(in_chans) != in_chans or in_chans < 1:
         raise ValueError(f"in_chans must be a positive integer, got {in_chans!r}")
+    state = source = None
+    if pretrained is not None:
+        if isinstance(pretrained, Mapping):
+            state, source = dict(pretrained), "the given state dict"
+        else:
+            state, meta = read_pretrained(name, pretrained)
+            source = meta["file"]
     model = _builders[name](num_classes=int(num_classes), in_chans=int(in_chans), **kwargs)
     model.model_name = name
     model.default_config = get_model_config(name)
+    model.pretrained_report = None
+    if state is not None:
+        model.pretrained_report = load_matching_weights(model, state, source=source)
     return model

@@ -155,6 +155,7 @@ class FastNet(nn.Module):
 @register_model(
     config={
         **CIFAR_DEFAULTS,
+        "min_input_size": 9,  # 2x2 whitening conv, then three 2x2 max-pools
         "lr": 1.5,
         "lr_batch_size": 1024,
         "momentum": 0.85,

@@ -1,5 +1,8 @@
 """ImageNet architectures built through torchvision, untrained (``weights=None``).
 
+Each configuration names the torchvision model (``torchvision_weights``) whose
+ImageNet weights ``create_model(name, ..., pretrained="imagenet")`` loads from the
+torch hub cache, and the smallest input the network accepts (``min_input_size``).
 Each builder passes ``num_classes`` to the torchvision constructor and, when
 ``in_chans != 3``, replaces the first convolution by one with ``in_chans`` input
 channels (same kernel, stride, padding and width). Auxiliary classifiers of
@@ -75,8 +78,8 @@ def _tv(fn, num_classes: int, in_chans: int, **kwargs) -> nn.Module:
     return adapt_first_conv(model, in_chans)
 
 
-def _cfg(paper: str, **kw) -> dict:
-    return {**_IMAGENET, "paper": paper, **kw}
+def _cfg(tv_name: str, paper: str, **kw) -> dict:
+    return {**_IMAGENET, "paper": paper, "torchvision_weights": tv_name, **kw}
 
 
 _ALEX = "Krizhevsky et al. 2012, https://doi.org/10.1145/3065386"
@@ -86,25 +89,27 @@ _RX = "Xie et al. 2017, https://doi.org/10.1109/CVPR.2017.634"
 _EFF = "Tan & Le 2019, https://arxiv.org/abs/1905.11946"
 
 
-@register_model(config=_cfg(_ALEX, lr=0.01, weight_decay=5e-4))
+@register_model(config=_cfg("alexnet", _ALEX, min_input_size=63, lr=0.01, weight_decay=5e-4))
 def alexnet(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> nn.Module:
     """AlexNet (torchvision's single-tower variant)."""
     return _tv(tvm.alexnet, num_classes, in_chans, **kwargs)
 
 
-@register_model(config=_cfg(_VGG, test_input_size=32, lr=0.01, weight_decay=5e-4))
+@register_model(config=_cfg("vgg11_bn", _VGG, test_input_size=32, min_input_size=32, lr=0.01, weight_decay=5e-4))
 def vgg11_bn(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> nn.Module:
     """VGG-11 with batch norm."""
     return _tv(tvm.vgg11_bn, num_classes, in_chans, **kwargs)
 
 
-@register_model(config=_cfg(_VGG, test_input_size=32, lr=0.01, weight_decay=5e-4))
+@register_model(config=_cfg("vgg19", _VGG, test_input_size=32, min_input_size=32, lr=0.01, weight_decay=5e-4))
 def vgg19(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> nn.Module:
     """VGG-19 (configuration E, no batch norm)."""
     return _tv(tvm.vgg19, num_classes, in_chans, **kwargs)
 
 
-@register_model(config=_cfg("Szegedy et al. 2015, https://doi.org/10.1109/CVPR.2015.7298594"))
+@register_model(
+    config=_cfg("googlenet", "Szegedy et al. 2015, https://doi.org/10.1109/CVPR.2015.7298594", min_input_size=15)
+)
 def googlenet(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> nn.Module:
     """GoogLeNet / Inception v1 (with BN, as torchvision builds it), no auxiliary heads."""
     kwargs = {"aux_logits": False, "init_weights": True, **kwargs}
@@ -113,9 +118,11 @@ def googlenet(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> nn.Module
 
 @register_model(
     config=_cfg(
+        "inception_v3",
         "Szegedy et al. 2016, https://doi.org/10.1109/CVPR.2016.308",
         input_size=299,
         test_input_size=75,
+        min_input_size=75,
         mean=(0.5, 0.5, 0.5),
         std=(0.5, 0.5, 0.5),
     )
@@ -126,32 +133,36 @@ def inception_v3(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> nn.Mod
     return _tv(tvm.inception_v3, num_classes, in_chans, **kwargs)
 
 
-@register_model(config=_cfg(_RES))
+@register_model(config=_cfg("resnet18", _RES))
 def resnet18(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> nn.Module:
     """ResNet-18 (ImageNet)."""
     return _tv(tvm.resnet18, num_classes, in_chans, **kwargs)
 
 
-@register_model(config=_cfg(_RES))
+@register_model(config=_cfg("resnet50", _RES))
 def resnet50(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> nn.Module:
     """ResNet-50 (ImageNet, bottleneck blocks)."""
     return _tv(tvm.resnet50, num_classes, in_chans, **kwargs)
 
 
-@register_model(config=_cfg(_RX))
+@register_model(config=_cfg("resnext50_32x4d", _RX))
 def resnext50_32x4d(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> nn.Module:
     """ResNeXt-50 32x4d."""
     return _tv(tvm.resnext50_32x4d, num_classes, in_chans, **kwargs)
 
 
-@register_model(config=_cfg("Huang et al. 2017, https://doi.org/10.1109/CVPR.2017.243"))
+@register_model(
+    config=_cfg("densenet161", "Huang et al. 2017, https://doi.org/10.1109/CVPR.2017.243", min_input_size=29)
+)
 def densenet161(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> nn.Module:
     """DenseNet-161 (growth rate 48)."""
     return _tv(tvm.densenet161, num_classes, in_chans, **kwargs)
 
 
 @register_model(
-    config=_cfg("Sandler et al. 2018, https://doi.org/10.1109/CVPR.2018.00474", lr=0.045, weight_decay=4e-5)
+    config=_cfg(
+        "mobilenet_v2", "Sandler et al. 2018, https://doi.org/10.1109/CVPR.2018.00474", lr=0.045, weight_decay=4e-5
+    )
 )
 def mobilenet_v2(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> nn.Module:
     """MobileNet v2 (width 1.0)."""
@@ -159,7 +170,10 @@ def mobilenet_v2(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> nn.Mod
 
 
 @register_model(
-    config=_cfg("Howard et al. 2019, https://doi.org/10.1109/ICCV.2019.00140", lr=0.064, weight_decay=1e-5)
+    config=_cfg(
+        "mobilenet_v3_large", "Howard et al. 2019, https://doi.org/10.1109/ICCV.2019.00140", lr=0.064,
+        weight_decay=1e-5,
+    )
 )
 def mobilenet_v3_large(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> nn.Module:
     """MobileNet v3 large."""
@@ -167,7 +181,10 @@ def mobilenet_v3_large(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> 
 
 
 @register_model(
-    config=_cfg("Ma et al. 2018, https://doi.org/10.1007/978-3-030-01264-9_8", lr=0.5, lr_batch_size=1024, weight_decay=4e-5)
+    config=_cfg(
+        "shufflenet_v2_x1_0", "Ma et al. 2018, https://doi.org/10.1007/978-3-030-01264-9_8", lr=0.5,
+        lr_batch_size=1024, weight_decay=4e-5,
+    )
 )
 def shufflenet_v2_x1_0(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> nn.Module:
     """ShuffleNet v2, 1.0x width."""
@@ -187,7 +204,10 @@ def _register_efficientnets() -> None:
         builder.__doc__ = f"EfficientNet-B{i} (native input {size}x{size})."
         builder.__module__ = __name__
         globals()[builder.__name__] = register_model(
-            builder, config=_cfg(_EFF, input_size=size, lr=0.256, lr_batch_size=4096, weight_decay=1e-5)
+            builder,
+            config=_cfg(
+                f"efficientnet_b{i}", _EFF, input_size=size, lr=0.256, lr_batch_size=4096, weight_decay=1e-5
+            ),
         )
 
 

@@ -2,8 +2,11 @@
 
 It is the "first CNN" of ``python -m bench compare``: five 3x3 conv-BN-ReLU layers,
 one 2x2 max-pool, global average pooling and a linear classifier. It takes any
-input size (its configured ``input_size`` is ``None``: the training images' own
-size), so 8x8 digits are not up-sampled.
+input from 2x2 up (its configured ``input_size`` is ``None``: the training images'
+own size, so 8x8 digits are not up-sampled), capped at ``max_input_size`` = 64 so
+that a folder of photos is not trained at full resolution (the five convolutions
+keep 32-128 channels at full or half resolution: at 600x600 one image's
+activations alone take hundreds of MB).
 """
 
 from __future__ import annotations
@@ -64,6 +67,8 @@ class SmallConvNet(nn.Module):
 @register_model(
     config={
         "input_size": None,
+        "max_input_size": 64,
+        "min_input_size": 2,  # the 2x2 max-pool
         "test_input_size": 8,
         "mean": (0.5,),
         "std": (0.25,),

@@ -95,6 +95,7 @@ class VGGBNDrop(nn.Module):
 @register_model(
     config={
         **CIFAR_DEFAULTS,
+        "min_input_size": 32,  # five 2x2 max-pools
         "lr": 0.05,
         "paper": "PaddlePaddle book ch. 3; Simonyan & Zisserman 2015, https://arxiv.org/abs/1409.1556",
     }
