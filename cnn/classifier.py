@@ -6,6 +6,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import time
 from numbers import Integral, Real
 from pathlib import Path
@@ -20,22 +21,76 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from .data import DeviceData, channel_stats, images_to_tensor
+from .data import DeviceData, channel_stats, images_to_tensor, normalize
 from .engine import (
     autocast_context,
     load_checkpoint,
+    measure_train_step_memory,
     predict_logits,
     save_checkpoint,
     synchronize,
     train_one_epoch,
 )
-from .models import create_model, get_model_config
+from .models import (
+    check_input_size,
+    create_model,
+    get_model_config,
+    head_parameter_names,
+    is_model,
+    load_matching_weights,
+    read_pretrained,
+)
 
-__all__ = ["CNNClassifier"]
+__all__ = ["CNNClassifier", "MemoryPlanError", "parse_bytes"]
 
 _FORMAT = "cnn.CNNClassifier"
 _FORMAT_VERSION = 1
 _CKPT_NAME = "last.pt"
+
+
+#: Bounds on the sizes a saved file may ask :meth:`CNNClassifier.load` to build.
+_MAX_INPUT_SIZE = 1024
+_MAX_CLASSES = 100_000
+_REQUIRED_CONFIG = ("params", "classes", "mean", "std", "model", "num_classes", "in_chans", "input_size")
+
+_UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40,
+          "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+class MemoryPlanError(MemoryError, ValueError):
+    """Training cannot fit ``memory_limit``, not even at the smallest batch size."""
+
+
+def parse_bytes(value: int | str) -> int:
+    """A memory size in bytes: an int, or a string such as ``"4GiB"``, ``"512 MB"``, ``"2G"``.
+
+    ``KiB``/``MiB``/``GiB``/``TiB`` and the bare ``K``/``M``/``G``/``T`` are powers
+    of 1024; ``KB``/``MB``/``GB``/``TB`` powers of 1000 (case is ignored).
+
+    Raises
+    ------
+    ValueError
+        Not a positive size.
+    """
+    if isinstance(value, Integral) and not isinstance(value, bool):
+        if value < 1:
+            raise ValueError(f"memory_limit must be a positive number of bytes, got {value}")
+        return int(value)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*", str(value))
+    unit = m.group(2).lower() if m else None
+    if m is None or unit not in _UNITS or float(m.group(1)) * _UNITS[unit] < 1:
+        raise ValueError(
+            f"memory_limit must be a number of bytes or a size like '4GiB', '512MB' or '2G', got {value!r}"
+        )
+    return int(float(m.group(1)) * _UNITS[unit])
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
 
 
 def _jsonable(value: Any) -> Any:
@@ -107,9 +162,16 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         Side of the square network input. None: the model's configured size
         (32 for the CIFAR nets, 224 for most ImageNet nets, 299 for
         ``inception_v3``), or for models configured with ``None``
-        (``small_convnet``) the median side of the training images.
+        (``small_convnet``) the median longer side of the training images,
+        capped at the model's ``max_input_size`` (64 for ``small_convnet``).
+        Every image, training or test, is resized to ``input_size`` x
+        ``input_size`` with antialiased bilinear interpolation; a non-square
+        image is stretched to the square (its aspect ratio is not kept,
+        nothing is cropped or padded). Sizes below the model's
+        ``min_input_size`` raise a ValueError.
     in_chans : {1, 3} or None, default=None
-        Network input channels. None: 1 when every training image is
+        Network input channels. None: the channels of the ``pretrained``
+        weights when they are 1 or 3, else 1 when every training image is
         grayscale, else 3. Gray images are replicated to 3 channels and colour
         images converted to gray as needed.
     augment : bool, default=True
@@ -146,6 +208,39 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         integer seed on the CPU give identical weights.
     num_threads : int or None, default=None
         CPU threads torch uses inside fit / predict (restored afterwards).
+    memory_limit : int, str or None, default=None
+        Memory (bytes, or a size such as ``"4GiB"``, see :func:`parse_bytes`)
+        that fit may use for the training tensor and one training step
+        (weights, gradients, optimizer state, activations), on the training
+        device. None: no planning. When set, fit first measures a training
+        step on 2 and 8 images at the chosen input size (a copy of the network;
+        on CUDA with ``torch.cuda.max_memory_allocated``, on the CPU from the
+        process's resident set size), fits ``base + per_image * batch``, adds
+        the training tensor and trains with the largest batch size <=
+        ``batch_size`` that fits (``batch_size_``, ``memory_plan_``). If even
+        the smallest batch (2 for networks with batch norm, else 1) cannot
+        fit, a :class:`MemoryPlanError` (a MemoryError and ValueError) is
+        raised before training.
+    pretrained : None, "imagenet", str or path, default=None
+        Start from pretrained weights instead of a random initialisation.
+        ``"imagenet"``: torchvision's ImageNet weights of the model (ImageNet
+        models only), read from ``torch.hub.get_dir()/checkpoints`` and never
+        downloaded (a missing file raises an error naming it and its URL). A
+        path: a state dict saved with ``torch.save`` or a file written by
+        :meth:`save`, read with ``torch.load(weights_only=True)``. Every layer
+        whose name and shape match is loaded; the classifier head is
+        re-initialised for the new classes (and the first convolution when
+        the channels differ); see ``pretrained_report_``. Images are then
+        normalized with the statistics the weights were trained with, when
+        known (the ImageNet ones, or those saved by :meth:`save`).
+    freeze : {"none", "backbone"}, default="none"
+        ``"backbone"``: train only the classifier head (a linear probe; the
+        batch norms of the backbone keep their running statistics).
+        ``"none"``: train everything (fine-tuning when ``pretrained``).
+    backbone_lr_scale : float >= 0, default=0.1
+        With ``pretrained`` and ``freeze="none"``, the backbone's learning rate
+        is ``lr * backbone_lr_scale`` (the head's is ``lr``). Unused without
+        ``pretrained``.
 
     Attributes
     ----------
@@ -168,6 +263,19 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         Time of ``torch.compile`` plus its warm-up step (0 when off).
     n_params_ : int
         Number of model parameters.
+    batch_size_ : int
+        The batch size used (``batch_size`` capped at the number of images and,
+        with ``memory_limit``, at what fits).
+    memory_plan_ : dict or None
+        With ``memory_limit``: ``per_image_bytes``, ``base_bytes``,
+        ``data_bytes``, ``limit_bytes``, ``batch_size`` (chosen),
+        ``requested_batch_size``, ``measured`` (bytes per probed batch size),
+        ``input_size``, ``device``. None otherwise.
+    pretrained_report_ : dict or None
+        With ``pretrained``: ``file``, ``loaded`` and ``skipped`` (state-dict
+        keys of the network copied from the file / left at initialisation),
+        ``reasons`` (why each was skipped) and ``unused`` (keys of the file the
+        network has not). None otherwise.
 
     Notes
     -----
@@ -210,6 +318,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         "verbose": ["verbose"],
         "random_state": ["random_state"],
         "num_threads": [Interval(Integral, 1, None, closed="left"), None],
+        "memory_limit": [Interval(Integral, 1, None, closed="left"), str, None],
+        "pretrained": [str, os.PathLike, None],
+        "freeze": [StrOptions({"none", "backbone"})],
+        "backbone_lr_scale": [Interval(Real, 0, None, closed="left")],
     }
 
     def __init__(
@@ -240,6 +352,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         verbose: int = 0,
         random_state: int | np.random.RandomState | None = None,
         num_threads: int | None = None,
+        memory_limit: int | str | None = None,
+        pretrained: str | os.PathLike | None = None,
+        freeze: str = "none",
+        backbone_lr_scale: float = 0.1,
     ):
         self.model = model
         self.epochs = epochs
@@ -266,6 +382,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.verbose = verbose
         self.random_state = random_state
         self.num_threads = num_threads
+        self.memory_limit = memory_limit
+        self.pretrained = pretrained
+        self.freeze = freeze
+        self.backbone_lr_scale = backbone_lr_scale
 
     # ------------------------------------------------------------------ tags
     def __sklearn_tags__(self):
@@ -326,14 +446,33 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     def _params_for_saving(self) -> dict:
         return {k: _jsonable(v) for k, v in self.get_params(deep=False).items()}
 
-    def _make_optimizer(self, net: nn.Module, lr: float, momentum: float, wd: float, bias_scale: float):
-        decay, biases = [], []
-        for p in net.parameters():
-            if p.requires_grad:
-                (biases if p.ndim <= 1 else decay).append(p)
-        groups = [{"params": decay, "lr": lr, "weight_decay": wd}]
-        if biases:
-            groups.append({"params": biases, "lr": lr * bias_scale, "weight_decay": wd / bias_scale})
+    def _make_optimizer(
+        self,
+        net: nn.Module,
+        lr: float,
+        momentum: float,
+        wd: float,
+        bias_scale: float,
+        backbone_scale: float = 1.0,
+        head: frozenset = frozenset(),
+    ):
+        """SGD with groups: weights, biases (x ``bias_scale``), and the backbone's (x ``backbone_scale``)."""
+        decay, biases, bb_decay, bb_biases = [], [], [], []
+        for name, p in net.named_parameters():
+            if not p.requires_grad:
+                continue
+            backbone = backbone_scale != 1.0 and name not in head
+            if p.ndim <= 1:
+                (bb_biases if backbone else biases).append(p)
+            else:
+                (bb_decay if backbone else decay).append(p)
+        groups = []
+        for params, scale in ((decay, 1.0), (bb_decay, backbone_scale)):
+            if params or not groups:
+                groups.append({"params": params, "lr": lr * scale, "weight_decay": wd})
+        for params, scale in ((biases, 1.0), (bb_biases, backbone_scale)):
+            if params:
+                groups.append({"params": params, "lr": lr * scale * bias_scale, "weight_decay": wd / bias_scale})
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=self.nesterov and momentum > 0)
 
     # ------------------------------------------------------------------- fit
@@ -358,7 +497,13 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         ------
         ValueError
             Unknown model, length mismatch between images and labels, fewer than
-            two classes, or an invalid image (named by index / file).
+            two classes, an invalid image (named by index / file), an input size
+            below the model's smallest, a model without ImageNet weights for
+            ``pretrained="imagenet"``, or an unreadable weights file.
+        MemoryPlanError
+            With ``memory_limit``: not even the smallest batch fits.
+        FileNotFoundError
+            A missing ``pretrained`` weights file.
         """
         if isinstance(images, (str, bytes)) or not hasattr(images, "__len__"):
             raise TypeError(
@@ -376,15 +521,33 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         if classes.shape[0] < 2:
             raise ValueError(f"need at least 2 classes to train a classifier, got {classes.shape[0]}")
         cfg = get_model_config(self.model)  # ValueError listing close names
+        limit = None if self.memory_limit is None else parse_bytes(self.memory_limit)
 
         t_start = time.perf_counter()
         device = self._resolve_device()
         amp_dtype = self._amp_dtype(device)
         cl = (device.type == "cuda") if self.channels_last == "auto" else bool(self.channels_last)
-        in_chans = self.in_chans if self.in_chans is not None else (1 if self._all_gray(images) else 3)
-        size = self.input_size or cfg["input_size"]
-        if size is None:
-            size = int(np.median([max(s) for s in self._image_sizes(images)]))
+        pre_state, pre_meta = None, {}
+        if self.pretrained is not None:  # fails now on a missing file or a model without weights
+            pre_state, pre_meta = read_pretrained(self.model, self.pretrained)
+        if self.in_chans is not None:
+            in_chans = self.in_chans
+        elif pre_meta.get("in_chans") in (1, 3):
+            in_chans = int(pre_meta["in_chans"])
+        else:
+            in_chans = 1 if self._all_gray(images) else 3
+        size = self._choose_input_size(images, cfg)
+        check_input_size(self.model, size)
+        n = y.shape[0]
+        if limit is not None:
+            data_bytes = n * in_chans * size * size + 8 * n
+            if data_bytes > limit:
+                raise MemoryPlanError(
+                    f"{self.model}: the {n} training images at input_size {size} take "
+                    f"{_fmt_bytes(data_bytes)} as uint8, more than memory_limit={_fmt_bytes(limit)} "
+                    f"before any training step (batch_size {self.batch_size}); lower input_size, "
+                    "train on fewer images or raise memory_limit"
+                )
         pad = self.crop_padding if self.crop_padding is not None else max(1, size // 8)
         rs = check_random_state(self.random_state)
         seed = int(rs.randint(0, 2**31 - 1))
@@ -399,18 +562,103 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
         with self._threads():
             x = images_to_tensor(images, size=size, in_chans=in_chans, filenames=filenames)
-            self.mean_, self.std_ = channel_stats(x)
+            mean, std = pre_meta.get("mean"), pre_meta.get("std")
+            if pre_state is not None and self._valid_stats(mean, std, in_chans):
+                self.mean_, self.std_ = [float(v) for v in mean], [float(v) for v in std]
+            else:
+                self.mean_, self.std_ = channel_stats(x)
             data = DeviceData(x, torch.from_numpy(y_enc), self.mean_, self.std_, device, channels_last=cl)
             del x
-            self._train(data, cfg, seed, pad, device, amp_dtype, cl, t_start)
+            self._train(data, cfg, seed, pad, device, amp_dtype, cl, t_start, limit, pre_state, pre_meta)
         return self
 
-    def _train(self, data, cfg, seed, pad, device, amp_dtype, cl, t_start):
+    @staticmethod
+    def _valid_stats(mean, std, in_chans: int) -> bool:
+        try:
+            return (
+                len(mean) == in_chans == len(std)
+                and all(math.isfinite(float(m)) for m in mean)
+                and all(math.isfinite(float(v)) and float(v) > 0 for v in std)
+            )
+        except (TypeError, ValueError):
+            return False
+
+    def _choose_input_size(self, images, cfg: dict) -> int:
+        """``input_size``, else the model's size, else the images' median longer side capped."""
+        if self.input_size is not None:
+            return int(self.input_size)
+        if cfg["input_size"] is not None:
+            return int(cfg["input_size"])
+        native = int(np.median([max(s) for s in self._image_sizes(images)]))
+        cap = cfg.get("max_input_size")
+        if cap is not None and native > cap:
+            if self.verbose:
+                print(
+                    f"[{self.model}] input size {cap}: the images' median longer side is {native}, capped at "
+                    f"the model's max_input_size (set input_size= to choose another)",
+                    flush=True,
+                )
+            return int(cap)
+        return native
+
+    def _plan_memory(self, net, data, bs, loss_fn, autocast, device, limit):
+        """Largest batch size <= ``bs`` whose measured training step fits ``limit``."""
         n = len(data)
-        bs = min(self.batch_size, n)
-        steps = data.num_batches(bs, drop_last=True)
-        total_steps = steps * self.epochs
-        base_lr = self.lr if self.lr is not None else cfg["lr"] * bs / cfg["lr_batch_size"]
+        data_bytes = data.x.numel() * data.x.element_size() + data.y.numel() * data.y.element_size()
+        has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+        smallest = min(2 if has_bn else 1, bs)
+
+        def make_batch(b):
+            idx = torch.arange(b, device=data.device) % n
+            return data._finish(normalize(data.x[idx], data.mean, data.std)), data.y[idx]
+
+        def measure(sizes):
+            return measure_train_step_memory(
+                net, make_batch, sizes, loss_fn=loss_fn, autocast=autocast, device=device,
+                stop_above=limit - data_bytes,
+            )
+
+        # 2 and 8 images (not 2 and 4: the difference must stand out of the noise of RSS readings)
+        measured = dict(measure([2, 8]))
+        if len(measured) < 2 and smallest < 2:
+            measured.update(measure([1]))
+        (b1, m1), (b2, m2) = sorted(measured.items())[0], sorted(measured.items())[-1]
+        per_image = max((m2 - m1) / (b2 - b1), 0.0) if b2 > b1 else m1 / b1
+        base = max(0.0, max(m - per_image * b for b, m in measured.items()))
+        room = limit - data_bytes - base
+        fits = bs if per_image <= 0 else int(min(bs, room // per_image)) if room > 0 else 0
+        plan = {
+            "per_image_bytes": int(per_image),
+            "base_bytes": int(base),
+            "data_bytes": int(data_bytes),
+            "limit_bytes": int(limit),
+            "batch_size": int(max(fits, 0)),
+            "requested_batch_size": int(self.batch_size),
+            "measured": {int(b): int(m) for b, m in measured.items()},
+            "input_size": int(self.input_size_),
+            "device": str(device),
+        }
+        if fits < smallest:
+            need = base + per_image * smallest + data_bytes
+            raise MemoryPlanError(
+                f"{self.model} at input_size {self.input_size_}: training with batch size {smallest} needs about "
+                f"{_fmt_bytes(need)} ({_fmt_bytes(base)} + {_fmt_bytes(per_image)} per image, measured, plus "
+                f"{_fmt_bytes(data_bytes)} for the {n} training images), more than "
+                f"memory_limit={_fmt_bytes(limit)} (batch_size={self.batch_size} was asked). "
+                "Lower input_size, lower batch_size or raise memory_limit"
+            )
+        if self.verbose:
+            print(
+                f"[{self.model}] memory plan at input_size {self.input_size_}: {_fmt_bytes(base)} + "
+                f"{_fmt_bytes(per_image)}/image + {_fmt_bytes(data_bytes)} data <= memory_limit "
+                f"{_fmt_bytes(limit)}: batch size {fits} (batch_size={self.batch_size})",
+                flush=True,
+            )
+        return int(fits), plan
+
+    def _train(self, data, cfg, seed, pad, device, amp_dtype, cl, t_start, limit=None, pre_state=None,
+               pre_meta=None):
+        n = len(data)
         momentum = self.momentum if self.momentum is not None else cfg["momentum"]
         wd = self.weight_decay if self.weight_decay is not None else cfg["weight_decay"]
         ls = self.label_smoothing if self.label_smoothing is not None else cfg["label_smoothing"]
@@ -431,14 +679,47 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 torch.backends.cudnn.benchmark = True
             try:
                 net = create_model(self.model, len(self.classes_), in_chans=self.in_chans_)
+                report = None
+                if pre_state is not None:
+                    report = load_matching_weights(net, pre_state, source=pre_meta.get("file", ""))
+                    if self.verbose:
+                        print(
+                            f"[{self.model}] pretrained {report['file']}: loaded {len(report['loaded'])} tensors, "
+                            f"kept {len(report['skipped'])} at initialisation "
+                            f"({', '.join(f'{k}: {v}' for k, v in list(report['reasons'].items())[:4])}"
+                            f"{', ...' if len(report['skipped']) > 4 else ''}), "
+                            f"{len(report['unused'])} of the file unused",
+                            flush=True,
+                        )
+                self.pretrained_report_ = report
                 net.to(device)
-                if hasattr(net, "init_whitening"):
+                if hasattr(net, "init_whitening") and not (report and "whiten.weight" in report["loaded"]):
                     sample = next(data.batches(min(n, 5000)))[0]
                     net.init_whitening(sample)
                     del sample
                 if cl:
                     net.to(memory_format=torch.channels_last)
-                optimizer = self._make_optimizer(net, base_lr, momentum, wd, cfg["bias_lr_scale"])
+                head = frozenset(head_parameter_names(net))
+                eval_modules = []
+                if self.freeze == "backbone":
+                    for name, p in net.named_parameters():
+                        if name not in head:
+                            p.requires_grad_(False)
+                    eval_modules = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+                bs = min(self.batch_size, n)
+                self.memory_plan_ = None
+                if limit is not None:
+                    bs, self.memory_plan_ = self._plan_memory(net, data, bs, loss_fn, autocast, device, limit)
+                self.batch_size_ = int(bs)
+                steps = data.num_batches(bs, drop_last=True)
+                total_steps = steps * self.epochs
+                base_lr = self.lr if self.lr is not None else cfg["lr"] * bs / cfg["lr_batch_size"]
+                backbone_scale = (
+                    float(self.backbone_lr_scale) if pre_state is not None and self.freeze == "none" else 1.0
+                )
+                optimizer = self._make_optimizer(
+                    net, base_lr, momentum, wd, cfg["bias_lr_scale"], backbone_scale, head
+                )
                 scheduler = torch.optim.lr_scheduler.LambdaLR(
                     optimizer, _lr_lambda(self.schedule, total_steps, round(self.warmup_epochs * steps))
                 )
@@ -478,6 +759,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                     stats = train_one_epoch(
                         train_net, batches, optimizer, scheduler,
                         loss_fn=loss_fn, autocast=autocast, scaler=self._scaler(amp_dtype), device=device,
+                        eval_modules=eval_modules,
                     )
                     rec = {
                         "epoch": epoch + 1,
@@ -561,7 +843,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"{self._ckpt_path()} is not a CNNClassifier checkpoint")
         saved = state["params"]
         mine = self._params_for_saving()
-        keys = ("model", "epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "random_state")
+        keys = ("model", "epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "random_state",
+                "pretrained", "freeze")
         diff = {k: (saved.get(k), mine[k]) for k in keys if saved.get(k) != mine[k]}
         if diff:
             raise ValueError(f"cannot resume: parameters differ from the checkpoint's (saved, now): {diff}")
@@ -579,7 +862,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         with self._threads():
             x = images_to_tensor(images, size=self.input_size_, in_chans=self.in_chans_, filenames=filenames)
             data = DeviceData(x, None, self.mean_, self.std_, self.device_, channels_last=self._channels_last_)
-            bs = max(self.batch_size, 256)
+            # a planned training batch fits; inference needs less memory per image
+            planned = getattr(self, "memory_plan_", None)
+            bs = self.batch_size_ if planned else max(self.batch_size, 256)
             return predict_logits(
                 self.model_,
                 data.batches(bs),
@@ -588,10 +873,20 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             )
 
     def decision_function(self, images, filenames=None) -> np.ndarray:
-        """Logits, ``(N, n_classes)`` float32 (averaged over the flip when ``tta``)."""
+        """Logits, float32 (averaged over the flip when ``tta``).
+
+        Returns
+        -------
+        ndarray of shape (N, n_classes), or (N,) for two classes
+            With two classes, as scikit-learn's binary classifiers do, the score
+            of ``classes_[1]``: the logit difference ``logit[1] - logit[0]``
+            (positive means ``classes_[1]``).
+        """
         logits = self._logits(images, filenames)
         if logits.ndim == 3:
             logits = logits.mean(0)
+        if logits.shape[1] == 2:
+            logits = logits[:, 1] - logits[:, 0]
         return logits.cpu().numpy()
 
     def predict_proba(self, images, filenames=None) -> np.ndarray:
@@ -618,10 +913,16 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         needs unpickling of Python objects; :meth:`load` reads it with
         ``weights_only=True``.
 
+        The file gets the permissions of a new file (``0o666 & ~umask``); it is
+        written to a temporary file first, so a failed save leaves no partial
+        file (and an earlier file at ``path`` intact).
+
         Raises
         ------
         TypeError
             If the class labels are not str, int, float or bool.
+        OSError
+            If the file cannot be written (e.g. a full disk); names ``path``.
         """
         check_is_fitted(self, "model_")
         classes = self.classes_.tolist()
@@ -640,15 +941,68 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             "fit_seconds": self.fit_seconds_,
             "compile_seconds": self.compile_seconds_,
             "history": self.history_,
+            "batch_size_used": int(getattr(self, "batch_size_", self.batch_size)),
         }
         json.dumps(config)  # guarantees the config is plain data
         state = {k: v.detach().cpu() for k, v in self.model_.state_dict().items()}
         save_checkpoint(path, {"format": _FORMAT, "format_version": _FORMAT_VERSION,
                                "config": config, "state_dict": state})
 
+    @staticmethod
+    def _check_saved(path, cfg, state) -> None:
+        """Refuse a saved file whose config is incomplete or out of bounds, before building anything."""
+        if not isinstance(cfg, dict):
+            raise ValueError(f"{path}: the saved 'config' is not a dict; not a file written by CNNClassifier.save")
+        for key in _REQUIRED_CONFIG:
+            if key not in cfg:
+                raise ValueError(
+                    f"{path}: the saved config lacks the key {key!r}; the file is incomplete or "
+                    "not written by CNNClassifier.save"
+                )
+
+        def bounded(key, lo, hi):
+            v = cfg[key]
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise ValueError(f"{path}: config {key!r} is {v!r}, outside the valid range {lo}..{hi}")
+            return v
+
+        if not isinstance(cfg["model"], str) or not is_model(cfg["model"]):
+            raise ValueError(f"{path}: config 'model' is {cfg['model']!r}, not a registered model")
+        if not isinstance(cfg["params"], dict):
+            raise ValueError(f"{path}: config 'params' is not a dict")
+        bounded("input_size", 1, _MAX_INPUT_SIZE)
+        k = bounded("num_classes", 1, _MAX_CLASSES)
+        c = bounded("in_chans", 1, 3)
+        if c not in (1, 3):
+            raise ValueError(f"{path}: config 'in_chans' is {c}; CNNClassifier supports 1 or 3")
+        if not isinstance(cfg["classes"], list) or len(cfg["classes"]) != k:
+            raise ValueError(f"{path}: config 'classes' does not hold num_classes={k} labels")
+        for key in ("mean", "std"):
+            v = cfg[key]
+            if not (isinstance(v, list) and len(v) == c and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v
+            )) or (key == "std" and min(v) <= 0):
+                raise ValueError(f"{path}: config {key!r} must be {c} finite numbers (one per channel), got {v!r}")
+        if not isinstance(state, dict) or not state or not all(
+            isinstance(n, str) and isinstance(t, torch.Tensor) for n, t in state.items()
+        ):
+            raise ValueError(f"{path}: 'state_dict' is not a mapping of names to tensors")
+        if not any(t.ndim == 2 and t.shape[0] == k for t in state.values()):
+            raise ValueError(f"{path}: config 'num_classes' is {k} but no classifier weight in the file has {k} rows")
+        first = next((t for t in state.values() if t.ndim == 4), None)
+        if first is not None and first.shape[1] != c:
+            raise ValueError(
+                f"{path}: config 'in_chans' is {c} but the first convolution of the file takes {first.shape[1]}"
+            )
+
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto") -> "CNNClassifier":
         """Load a classifier written by :meth:`save`, without unpickling any object.
+
+        Every size read from the file is checked before anything is built:
+        ``input_size`` 1..1024, ``num_classes`` 1..100000 and matching the
+        classes and the classifier weight, ``in_chans`` 1 or 3 and matching the
+        first convolution, one ``mean`` and ``std`` per channel.
 
         Parameters
         ----------
@@ -665,14 +1019,18 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         ------
         ValueError
             If the file carries Python objects other than tensors and plain
-            containers, or is not a file written by :meth:`save`.
+            containers, is not a file written by :meth:`save`, lacks a config
+            key or holds a size out of bounds (the message names the file and
+            the key), or its weights do not fit the model.
         """
         blob = load_checkpoint(path, map_location="cpu")
         if not isinstance(blob, dict) or blob.get("format") != _FORMAT:
             raise ValueError(f"{path} was not written by CNNClassifier.save")
-        if blob.get("format_version", 0) > _FORMAT_VERSION:
-            raise ValueError(f"{path} has format version {blob['format_version']}, newer than this code")
-        cfg = blob["config"]
+        version = blob.get("format_version", 0)
+        if not isinstance(version, int) or version > _FORMAT_VERSION:
+            raise ValueError(f"{path} has format version {version!r}, newer than this code")
+        cfg = blob.get("config")
+        cls._check_saved(path, cfg, blob.get("state_dict"))
         params = dict(cfg["params"])
         params["device"] = device
         valid = cls().get_params(deep=False)
@@ -682,21 +1040,28 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         clf = cls(**params)
         dev = clf._resolve_device()
         net = create_model(cfg["model"], int(cfg["num_classes"]), in_chans=int(cfg["in_chans"]))
-        net.load_state_dict(blob["state_dict"])
+        try:
+            net.load_state_dict(blob["state_dict"])
+        except RuntimeError as exc:
+            raise ValueError(f"{path}: the weights do not fit model {cfg['model']!r}: {exc}") from exc
         net.to(dev).eval()
         clf.classes_ = np.asarray(cfg["classes"])
         clf.model_config_ = get_model_config(cfg["model"])
         clf.input_size_ = int(cfg["input_size"])
         clf.in_chans_ = int(cfg["in_chans"])
-        clf.mean_, clf.std_ = list(cfg["mean"]), list(cfg["std"])
+        clf.mean_, clf.std_ = [float(v) for v in cfg["mean"]], [float(v) for v in cfg["std"]]
         clf.device_ = dev
         clf._amp_dtype_ = clf._amp_dtype(dev)
         clf._channels_last_ = (dev.type == "cuda") if clf.channels_last == "auto" else bool(clf.channels_last)
         if clf._channels_last_:
             net.to(memory_format=torch.channels_last)
         clf.model_ = net
-        clf.n_params_ = int(cfg["n_params"])
-        clf.fit_seconds_ = float(cfg["fit_seconds"])
-        clf.compile_seconds_ = float(cfg["compile_seconds"])
-        clf.history_ = list(cfg["history"])
+        clf.n_params_ = int(sum(p.numel() for p in net.parameters()))
+        clf.fit_seconds_ = float(cfg.get("fit_seconds", float("nan")))
+        clf.compile_seconds_ = float(cfg.get("compile_seconds", 0.0))
+        clf.history_ = list(cfg.get("history", []))
+        used = cfg.get("batch_size_used")
+        clf.batch_size_ = int(used) if isinstance(used, int) and used >= 1 else int(clf.batch_size)
+        clf.memory_plan_ = None
+        clf.pretrained_report_ = None
         return clf

@@ -1,7 +1,7 @@
 """Image data for the CNN track: uint8 tensors held on the device, augmented per batch.
 
-The whole training set is converted once to a ``(N, C, H, W)`` ``uint8`` tensor at
-the model's input size and moved to the device (4x smaller than float32, so
+The whole training set is converted once, a few images at a time, to a
+``(N, C, H, W)`` ``uint8`` tensor at the model's input size and moved to the device (4x smaller than float32, so
 CIFAR-10 takes 150 MB). Every batch is then cast, normalized, randomly cropped
 (with reflect padding) and flipped on the device, as airbench does, so no
 per-batch host-to-device copy or DataLoader worker is needed.
@@ -9,13 +9,14 @@ per-batch host-to-device copy or DataLoader worker is needed.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from classicvision._base import check_images
+from classicvision._base import check_image
 
 __all__ = [
     "images_to_tensor",
@@ -24,6 +25,7 @@ __all__ = [
     "random_crop",
     "random_flip",
     "DeviceData",
+    "CHUNK_BYTES",
 ]
 
 _LUMA = (0.299, 0.587, 0.114)
@@ -63,14 +65,43 @@ def _resize_batch(x: torch.Tensor, size: int, chunk: int = 2048) -> torch.Tensor
     return out
 
 
+#: Float32 working memory of one resize chunk in :func:`images_to_tensor` (bytes).
+CHUNK_BYTES = 32 * 2**20
+
+
+def _chunk_len(h: int, w: int, size: int, in_chans: int, chunk_bytes: int) -> int:
+    """Images per chunk so that the chunk's float32 input and output fit ``chunk_bytes``."""
+    per_image = 4 * in_chans * (h * w + size * size)
+    return max(1, int(chunk_bytes) // per_image)
+
+
+def _fill(out: torch.Tensor, idx, arr: np.ndarray, size: int, in_chans: int) -> None:
+    """Write the (B, H, W[, C]) uint8 chunk ``arr``, resized, into ``out[idx]``."""
+    arr = _stack_channels(np.ascontiguousarray(arr), in_chans)
+    t = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2)
+    out[idx] = _resize_batch(t, size)
+
+
+def _one_image(image, index: int, filenames, in_chans: int) -> np.ndarray:
+    """Validate one image and return it as (H, W, in_chans) uint8."""
+    arr = _to_uint8(check_image(image, index=index, filenames=filenames))
+    return _stack_channels(arr[None], in_chans)[0]
+
+
 def images_to_tensor(
     images,
     *,
     size: int,
     in_chans: int,
     filenames: Sequence[str] | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> torch.Tensor:
     """Convert images to one ``(N, in_chans, size, size)`` ``uint8`` CPU tensor.
+
+    Images are converted chunk by chunk (images of one size at a time, a few
+    images per chunk for large photos): only the uint8 result and one chunk's
+    float working copy (about ``chunk_bytes``) are held, never a float copy of
+    the whole set, nor a stacked copy of full-size images.
 
     Parameters
     ----------
@@ -78,12 +109,15 @@ def images_to_tensor(
         Grayscale, RGB or RGBA; ``uint8`` or float in ``[0, 1]``; any sizes.
     size : int
         Output height and width. Images of another size are resized with
-        antialiased bilinear interpolation (non-square images are stretched).
+        antialiased bilinear interpolation; a non-square image is stretched to
+        the square (its aspect ratio is not kept, nothing is cropped or padded).
     in_chans : {1, 3}
         Output channels: gray is replicated to 3, RGB is converted to gray with
         the BT.601 luma weights.
     filenames : sequence of str, optional
         Used in error messages.
+    chunk_bytes : int, default=CHUNK_BYTES
+        Float32 working memory per resize chunk.
 
     Returns
     -------
@@ -99,41 +133,61 @@ def images_to_tensor(
     if isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.ndim in (3, 4) and (
         images.ndim == 3 or images.shape[-1] in (1, 3, 4)
     ):
-        if images.shape[0] == 0:
-            raise ValueError("got an empty set of images")
-        if images.ndim == 4 and images.shape[-1] == 4:
-            images = images[..., :3]
-        if images.ndim == 4 and images.shape[-1] == 1:
-            images = images[..., 0]
-        groups = [(np.arange(images.shape[0]), images)]
         n = images.shape[0]
-    else:
-        if isinstance(images, np.ndarray) and images.ndim in (3, 4):
-            images = list(images)
-        imgs = check_images(images, filenames=filenames)
-        if len(imgs) == 0:
+        if n == 0:
             raise ValueError("got an empty set of images")
-        n = len(imgs)
-        by_shape: dict[tuple, list[int]] = {}
-        for i, im in enumerate(imgs):
-            by_shape.setdefault(im.shape, []).append(i)
-        groups = [
-            (np.asarray(idx), np.stack([_to_uint8(imgs[i]) for i in idx])) for idx in by_shape.values()
-        ]
-    out = torch.empty((n, in_chans, size, size), dtype=torch.uint8)
-    for idx, arr in groups:
-        arr = _stack_channels(np.ascontiguousarray(arr), in_chans)
-        t = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2)
-        out[torch.from_numpy(idx)] = _resize_batch(t, size)
+        h, w = images.shape[1:3]
+        out = torch.empty((n, in_chans, size, size), dtype=torch.uint8)
+        step = _chunk_len(h, w, size, in_chans, chunk_bytes)
+        for i in range(0, n, step):
+            arr = images[i : i + step]
+            if arr.ndim == 4 and arr.shape[-1] == 4:
+                arr = arr[..., :3]
+            if arr.ndim == 4 and arr.shape[-1] == 1:
+                arr = arr[..., 0]
+            _fill(out, slice(i, i + arr.shape[0]), arr, size, in_chans)
+        return out
+
+    if isinstance(images, np.ndarray):
+        if images.ndim == 2 and images.dtype != object:
+            raise ValueError(
+                f"expected a sequence of images, got one 2-D array of shape {images.shape}; "
+                "wrap a single image in a list"
+            )
+        if images.ndim not in (1, 3, 4):
+            raise ValueError(f"images array must be (N, H, W[, C]), got shape {images.shape}")
+    elif isinstance(images, (str, bytes)) or not isinstance(images, Iterable):
+        raise TypeError(f"expected a sequence of images, got {type(images).__name__}")
+    images = list(images)  # views of an (N, H, W[, C]) array, or the caller's own arrays
+    if not images:
+        raise ValueError("got an empty set of images")
+    by_shape: dict = {}
+    for i, im in enumerate(images):
+        try:
+            key = tuple(np.shape(im)[:2])
+        except ValueError:  # ragged nested lists: check_image names the image
+            key = ("bad", i)
+        by_shape.setdefault(key, []).append(i)
+    out = torch.empty((len(images), in_chans, size, size), dtype=torch.uint8)
+    for key, idx in by_shape.items():
+        h, w = key if len(key) == 2 and key[0] != "bad" else (size, size)
+        step = _chunk_len(int(h), int(w), size, in_chans, chunk_bytes)
+        for j in range(0, len(idx), step):
+            part = idx[j : j + step]
+            arr = np.stack([_one_image(images[i], i, filenames, in_chans) for i in part])
+            _fill(out, torch.as_tensor(part), arr, size, in_chans)
     return out
 
 
-def channel_stats(x: torch.Tensor, chunk: int = 4096) -> tuple[list[float], list[float]]:
+def channel_stats(x: torch.Tensor, chunk: int | None = None) -> tuple[list[float], list[float]]:
     """Per-channel mean and standard deviation of uint8 images, in ``[0, 1]`` units.
 
     Parameters
     ----------
     x : (N, C, H, W) uint8 tensor
+    chunk : int, optional
+        Images converted to float64 at a time; None: as many as fit in
+        :data:`CHUNK_BYTES`.
 
     Returns
     -------
@@ -142,6 +196,8 @@ def channel_stats(x: torch.Tensor, chunk: int = 4096) -> tuple[list[float], list
         constant channel does not divide by zero.
     """
     c = x.shape[1]
+    if chunk is None:
+        chunk = max(1, CHUNK_BYTES // max(1, 8 * x[0].numel()))
     s = torch.zeros(c, dtype=torch.float64, device=x.device)
     s2 = torch.zeros(c, dtype=torch.float64, device=x.device)
     for i in range(0, x.shape[0], chunk):

@@ -10,12 +10,18 @@ epoch, so the GPU is never stalled by a per-batch ``.item()``.
 from __future__ import annotations
 
 import contextlib
+import copy
+import errno
+import gc
 import os
 import pickle
+import resource
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -28,6 +34,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "synchronize",
+    "measure_train_step_memory",
 ]
 
 
@@ -68,6 +75,7 @@ def train_one_epoch(
     autocast: Callable[[], Any] = contextlib.nullcontext,
     scaler: torch.amp.GradScaler | None = None,
     device: torch.device | str | None = None,
+    eval_modules: Sequence[nn.Module] = (),
 ) -> dict[str, float]:
     """Train ``model`` for one pass over ``batches``.
 
@@ -87,6 +95,9 @@ def train_one_epoch(
         For float16 training.
     device : torch.device, optional
         Synchronized before reading the clock.
+    eval_modules : sequence of torch.nn.Module
+        Submodules kept in eval mode (e.g. the batch norms of a frozen
+        backbone, so that their running statistics are used and kept).
 
     Returns
     -------
@@ -97,6 +108,8 @@ def train_one_epoch(
     if loss_fn is None:
         loss_fn = nn.functional.cross_entropy
     model.train()
+    for module in eval_modules:
+        module.eval()
     if device is not None:
         synchronize(device)
     t0 = time.perf_counter()
@@ -209,23 +222,46 @@ def evaluate(
     return {"loss": loss_sum / n, "accuracy": correct / n, "n": n}
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """Write ``state`` with ``torch.save`` atomically (temporary file, then ``os.replace``).
 
-    A crash while writing leaves the previous checkpoint intact.
+    A crash while writing leaves the previous checkpoint intact and no partial
+    file. The file gets the usual permissions of a new file, ``0o666 & ~umask``
+    (0644 under the common umask 022), not the 0600 of a temporary file.
+
+    Raises
+    ------
+    OSError
+        If the file cannot be written (full disk, quota, read-only folder): the
+        message names ``path``; the temporary file is removed.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o666 & ~_umask())
             torch.save(state, fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
+        if isinstance(exc, RuntimeError) and "write" in str(exc).lower():
+            # torch.save reports a failed write (e.g. ENOSPC) as RuntimeError
+            raise OSError(errno.EIO, f"cannot write {path} (disk full?): {exc}") from exc
         raise
 
 
@@ -256,3 +292,161 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
         ) from exc
     except (RuntimeError, EOFError) as exc:
         raise ValueError(f"{path} is not a readable torch checkpoint: {exc}") from exc
+
+
+def _rss_bytes() -> int:
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
+
+
+def _trim_heap() -> None:
+    """Give freed heap memory back to the OS (glibc ``malloc_trim``), so that RSS growth shows new use."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def _maxrss_bytes() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+class _PeakRSS:
+    """Sample the process RSS from a thread while the block runs; ``peak`` in bytes."""
+
+    def __init__(self, interval: float = 0.0005):
+        self.interval = interval
+        self.peak = 0
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _rss_bytes())
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._stop = threading.Event()
+        self.peak = _rss_bytes()
+        self._maxrss0 = _maxrss_bytes()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_bytes())
+        maxrss = _maxrss_bytes()
+        if maxrss > self._maxrss0:  # a new high-water mark was set inside the block
+            self.peak = max(self.peak, maxrss)
+        return False
+
+
+def measure_train_step_memory(
+    model: nn.Module,
+    make_batch: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
+    batch_sizes: Sequence[int],
+    *,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    autocast: Callable[[], Any] = contextlib.nullcontext,
+    device: torch.device | str = "cpu",
+    stop_above: float | None = None,
+) -> dict[int, int]:
+    """Memory one training step takes, measured for each batch size.
+
+    A copy of ``model`` (so that the model, its statistics and the random state
+    are left as they were) runs forward, backward and an SGD-with-momentum step
+    on ``make_batch(b)``: once unmeasured with the first batch size (one-time
+    allocations such as kernel caches then count in every measurement), then
+    for each ``b`` in order.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    make_batch : callable
+        ``make_batch(b) -> (images, labels)`` on ``device``.
+    batch_sizes : sequence of int
+    loss_fn : callable, default=cross-entropy
+    autocast : callable
+        Factory of the mixed-precision context.
+    device : torch.device or str
+    stop_above : float, optional
+        Stop after the first batch size whose step needs more bytes than this.
+
+    Returns
+    -------
+    dict of int to int
+        Bytes the step needed above what the process held before the copy was
+        made: the copy's weights, gradients and momentum, the activations kept
+        for backward and the workspace. On CUDA: the growth of
+        ``torch.cuda.max_memory_allocated``. On the CPU: the peak growth of the
+        process's resident set size (sampled from a thread, and the
+        ``getrusage`` high-water mark), but at least the bytes of the tensors
+        autograd saved plus three times the weights (a lower bound that the
+        reuse of freed memory by the allocator cannot hide); freed heap memory
+        is handed back to the OS (``malloc_trim``) before each step so that the
+        growth is visible.
+    """
+    device = torch.device(device)
+    if loss_fn is None:
+        loss_fn = nn.functional.cross_entropy
+    out: dict[int, int] = {}
+    fork = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork, device_type=device.type):
+        gc.collect()
+        if device.type == "cuda":
+            synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            start = torch.cuda.memory_allocated(device)
+        else:
+            _trim_heap()
+            start = _rss_bytes()
+        probe = copy.deepcopy(model)
+        probe.train()
+        params = [p for p in probe.parameters() if p.requires_grad]
+        # weights, plus a gradient and a momentum buffer for each trained one
+        param_bytes = sum(p.numel() * p.element_size() * (3 if p.requires_grad else 1) for p in probe.parameters())
+        opt = torch.optim.SGD(params, lr=0.0, momentum=0.9) if params else None
+        own = {p.data_ptr() for p in probe.parameters()}
+        for i, b in enumerate([batch_sizes[0], *batch_sizes] if batch_sizes else []):
+            saved: dict[int, int] = {}
+
+            def pack(t: torch.Tensor):
+                if t.data_ptr() not in own:
+                    saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+                return t
+
+            xb, yb = make_batch(int(b))
+            if device.type == "cpu":
+                gc.collect()
+                _trim_heap()
+            meter = _PeakRSS() if device.type == "cpu" else contextlib.nullcontext()
+            with meter:
+                with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                    with autocast():
+                        loss = loss_fn(probe(xb).float(), yb)
+                loss.backward()
+                if opt is not None:
+                    opt.step()
+                    opt.zero_grad(set_to_none=False)
+                del loss
+            if device.type == "cuda":
+                synchronize(device)
+                measured = torch.cuda.max_memory_allocated(device) - start
+            else:
+                measured = meter.peak - start
+            lower = sum(saved.values()) + param_bytes + xb.numel() * xb.element_size()
+            del xb, yb
+            if i == 0:  # the warm-up step
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                continue
+            out[int(b)] = int(max(measured, lower))
+            if stop_above is not None and out[int(b)] > stop_above:
+                break
+        del probe, opt
+        gc.collect()
+    return out

@@ -426,3 +426,277 @@ def test_real_cifar10_jpegs_end_to_end(shared_datasets):
     np.testing.assert_allclose(clf.mean_, get_model_config("resnet20")["mean"], atol=0.03)
     p = clf.predict_proba(images[:20])
     assert np.isfinite(p).all() and p.shape == (20, 10)
+
+
+# ------------------------------------------------- photo folders: sizes, memory
+def _photos(n=6, h=40, w=30, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+    return list(X), np.arange(n) % 2
+
+
+def test_images_to_tensor_converts_chunk_by_chunk(monkeypatch):
+    import cnn.data as data_module
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (30, 20, 3), dtype=np.uint8) for _ in range(7)]
+    images += [rng.random((30, 20)).astype(np.float32)]  # a float gray one in the same size group
+    ref = images_to_tensor(images, size=12, in_chans=3, chunk_bytes=1 << 30)
+    seen = []
+    real = data_module._resize_batch
+
+    def spy(x, size, **kw):
+        seen.append(tuple(x.shape))
+        return real(x, size, **kw)
+
+    monkeypatch.setattr(data_module, "_resize_batch", spy)
+    per_image = 4 * 3 * (30 * 20 + 12 * 12)
+    out = images_to_tensor(images, size=12, in_chans=3, chunk_bytes=3 * per_image)
+    assert torch.equal(out, ref)  # same result, never more than 3 images' float copy at once
+    assert max(s[0] for s in seen) == 3 and sum(s[0] for s in seen) == 8
+    seen.clear()
+    stacked = np.stack(images[:7])
+    assert torch.equal(images_to_tensor(stacked, size=12, in_chans=3, chunk_bytes=2 * per_image), ref[:7])
+    assert max(s[0] for s in seen) == 2
+
+
+def test_native_input_size_is_capped_and_overridable(capsys):
+    X, y = _photos(4, 100, 80)
+    clf = _quick(epochs=1, batch_size=2, verbose=1).fit(X, y)
+    assert clf.input_size_ == 64  # median longer side 100, capped at small_convnet's max_input_size
+    assert "median longer side is 100, capped" in capsys.readouterr().out
+    assert _quick(epochs=1, batch_size=2, input_size=12).fit(X, y).input_size_ == 12
+    assert _quick(epochs=1, batch_size=2).fit([im[:20, :16] for im in X], y).input_size_ == 20
+
+
+def test_too_small_images_name_size_model_and_minimum():
+    X = [np.full((1, 1, 3), v, np.uint8) for v in (0, 50, 100, 200)]
+    with pytest.raises(ValueError, match=r"1x1 is too small for model 'small_convnet'.*smallest supported input is 2x2"):
+        _quick().fit(X, [0, 1, 0, 1])
+    with pytest.raises(ValueError, match=r"16x16 is too small for model 'vgg_bn_drop'.*32x32"):
+        _quick(model="vgg_bn_drop", input_size=16).fit(X, [0, 1, 0, 1])
+
+
+def test_parse_bytes():
+    from cnn.classifier import parse_bytes
+
+    assert parse_bytes(1000) == 1000
+    assert parse_bytes("4GiB") == 4 * 2**30 == parse_bytes("4 g")
+    assert parse_bytes("1.5MB") == 1_500_000
+    for bad in ("lots", "4 parsecs", "-1GB", 0):
+        with pytest.raises(ValueError, match="memory_limit"):
+            parse_bytes(bad)
+
+
+def _fake_measure(base, per_image, calls):
+    def fake(net, make_batch, sizes, stop_above=None, **kw):
+        out = {}
+        for b in sizes:
+            xb, yb = make_batch(b)  # the probe batches have the network's input shape
+            assert xb.shape[0] == b and xb.dtype == torch.float32
+            calls.append(b)
+            out[b] = base + per_image * b
+            if stop_above is not None and out[b] > stop_above:
+                break
+        return out
+
+    return fake
+
+
+def test_memory_limit_too_small_fails_before_training(monkeypatch):
+    from cnn.classifier import MemoryPlanError
+
+    X, y = _photos(6, 16, 16)
+
+    def no_training(*a, **k):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(classifier_module, "train_one_epoch", no_training)
+    # the training tensor alone (6 x 3 x 16 x 16 bytes) is over the limit: nothing is measured
+    with pytest.raises(MemoryPlanError, match="input_size 16.*memory_limit.*batch_size 4"):
+        _quick(batch_size=4, memory_limit=1000).fit(X, y)
+    # the data fit, but not one step at batch size 2 (the minimum with batch norm)
+    calls = []
+    monkeypatch.setattr(classifier_module, "measure_train_step_memory", _fake_measure(10**6, 10**6, calls))
+    with pytest.raises(MemoryError, match=r"input_size 16: training with batch size 2 .*"
+                                          r"Lower input_size, lower batch_size or raise memory_limit") as info:
+        _quick(batch_size=4, memory_limit="2MiB").fit(X, y)
+    assert isinstance(info.value, ValueError) and calls == [2]
+
+
+def test_memory_limit_picks_the_largest_batch_that_fits(monkeypatch):
+    X, y = _photos(16, 16, 16)
+    calls = []
+    monkeypatch.setattr(classifier_module, "measure_train_step_memory", _fake_measure(10**6, 10**5, calls))
+    data_bytes = 16 * 3 * 16 * 16 + 16 * 8
+    generous = _quick(batch_size=8, memory_limit="1GiB", epochs=1).fit(X, y)
+    assert generous.batch_size_ == 8 and calls == [2, 8]
+    plan = generous.memory_plan_
+    assert plan["per_image_bytes"] == 10**5 and plan["base_bytes"] == 10**6
+    assert plan["data_bytes"] == data_bytes and plan["limit_bytes"] == 2**30 and plan["batch_size"] == 8
+    # a planned fit trains exactly as an unplanned one with the same batch size
+    plain = _quick(batch_size=8, epochs=1).fit(X, y)
+    assert plain.memory_plan_ is None and plain.batch_size_ == 8
+    sg, sp = generous.model_.state_dict(), plain.model_.state_dict()
+    assert all(torch.equal(sg[k], sp[k]) for k in sg)
+    middling = _quick(batch_size=8, memory_limit=10**6 + 5 * 10**5 + data_bytes + 10, epochs=1).fit(X, y)
+    assert middling.batch_size_ == 5 == middling.memory_plan_["batch_size"]
+    assert len(middling.history_) == 1
+
+
+def test_memory_plan_real_measurement_is_plausible(capsys):
+    X, y = _photos(8, 24, 24)
+    clf = _quick(batch_size=8, memory_limit="64GiB", epochs=1, verbose=1).fit(X, y)
+    plan = clf.memory_plan_
+    assert set(plan["measured"]) == {2, 8}
+    # the first conv's output alone is 32 x 24 x 24 float32 per image, and several are kept for backward
+    assert 32 * 24 * 24 * 4 * 3 <= plan["per_image_bytes"] <= 2**30
+    n_param_bytes = 4 * sum(p.numel() for p in clf.model_.parameters())
+    assert plan["base_bytes"] + 2 * plan["per_image_bytes"] >= 3 * n_param_bytes
+    assert clf.batch_size_ == 8
+    assert "memory plan at input_size 24" in capsys.readouterr().out
+    # the probe runs on a copy: same weights as without planning
+    plain = _quick(batch_size=8, epochs=1).fit(X, y)
+    assert all(torch.equal(v, plain.model_.state_dict()[k]) for k, v in clf.model_.state_dict().items())
+
+
+# ------------------------------------------------------------- hardening
+def test_binary_decision_function_is_one_column(small):
+    X, y = small
+    keep = y < 2
+    clf = _quick(epochs=1).fit(X[keep][:60], y[keep][:60])
+    d = clf.decision_function(X[:20])
+    assert d.shape == (20,)
+    logits = clf._logits(X[:20]).numpy()
+    np.testing.assert_allclose(d, logits[:, 1] - logits[:, 0], rtol=1e-6)
+    np.testing.assert_array_equal(clf.classes_[(d > 0).astype(int)], clf.predict(X[:20]))
+
+
+@pytest.fixture(scope="module")
+def saved_small(small, tmp_path_factory):
+    X, y = small
+    path = tmp_path_factory.mktemp("saved") / "m.pt"
+    _quick(epochs=1).fit(X[:100], y[:100]).save(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (lambda c: c.pop("mean"), "lacks the key 'mean'"),
+        (lambda c: c.update(input_size=20000), "'input_size' is 20000, outside"),
+        (lambda c: c.update(num_classes=10**7), "'num_classes' is 10000000, outside"),
+        (lambda c: c.update(num_classes=7, classes=list(range(7))), "'num_classes' is 7 but no classifier weight"),
+        (lambda c: c.update(in_chans=3, mean=[0.5] * 3, std=[0.2] * 3), "'in_chans' is 3 but the first conv"),
+        (lambda c: c.update(std=[0.0]), "'std' must be 1 finite"),
+        (lambda c: c.update(model="no_such_net"), "'model' is 'no_such_net'"),
+    ],
+)
+def test_load_refuses_bad_configs_before_building(saved_small, tmp_path, monkeypatch, change, match):
+    blob = torch.load(saved_small, weights_only=True)
+    change(blob["config"])
+    bad = tmp_path / "bad.pt"
+    torch.save(blob, bad)
+
+    def no_build(*a, **k):
+        raise AssertionError("a model was built")
+
+    monkeypatch.setattr(classifier_module, "create_model", no_build)
+    with pytest.raises(ValueError, match=f"bad.pt.*{match}"):
+        CNNClassifier.load(bad)
+
+
+def test_save_mode_follows_umask(fitted, tmp_path):
+    old = os.umask(0o022)
+    try:
+        fitted.save(tmp_path / "a.pt")
+        os.umask(0o027)
+        fitted.save(tmp_path / "b.pt")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.pt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.pt").stat().st_mode & 0o777 == 0o640
+
+
+def test_save_on_a_full_disk_leaves_no_file(fitted, tmp_path):
+    import resource
+    import signal
+
+    # a file size limit makes writes fail (EFBIG) as a full disk does (ENOSPC)
+    old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, old_limit[1]))
+    try:
+        with pytest.raises(OSError, match="cannot write .*full.pt"):
+            fitted.save(tmp_path / "full.pt")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+        signal.signal(signal.SIGXFSZ, old_handler)
+    assert os.listdir(tmp_path) == []
+
+
+def test_save_error_from_torch_becomes_oserror(fitted, tmp_path, monkeypatch):
+    import cnn.engine as engine_module
+
+    def failing(obj, fh):
+        fh.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed writing file "
+                           "data/3: file write failed")
+
+    monkeypatch.setattr(engine_module.torch, "save", failing)
+    with pytest.raises(OSError, match="cannot write .*m.pt"):
+        fitted.save(tmp_path / "m.pt")
+    assert os.listdir(tmp_path) == []
+
+
+# ------------------------------------------------------------- pretrained
+@pytest.fixture(scope="module")
+def source_weights(small, tmp_path_factory):
+    """A small_convnet trained (1 epoch) on 8x8 digits 0-4, saved."""
+    X, y = small
+    keep = y < 5
+    path = tmp_path_factory.mktemp("src") / "src.pt"
+    _quick(epochs=1).fit(X[keep], y[keep]).save(path)
+    return path
+
+
+def test_pretrained_file_fit_reports_and_normalizes(small, source_weights, capsys):
+    X, y = small
+    keep = y >= 5
+    clf = _quick(epochs=1, pretrained=source_weights, verbose=1).fit(X[keep], y[keep])
+    rep = clf.pretrained_report_
+    assert set(rep["skipped"]) == {"fc.weight", "fc.bias"} and rep["file"] == str(source_weights)
+    assert len(rep["loaded"]) == len(clf.model_.state_dict()) - 2
+    src = torch.load(source_weights, weights_only=True)
+    assert clf.mean_ == src["config"]["mean"] and clf.in_chans_ == 1  # the source's normalization
+    out = capsys.readouterr().out
+    assert f"loaded {len(rep['loaded'])} tensors" in out and "fc.weight: head" in out
+    assert _quick(epochs=1).fit(X[:50], y[:50]).pretrained_report_ is None
+
+
+def test_freeze_backbone_trains_only_the_head(small, source_weights):
+    X, y = small
+    keep = y >= 5
+    src = torch.load(source_weights, weights_only=True)["state_dict"]
+    probe = _quick(epochs=1, pretrained=source_weights, freeze="backbone").fit(X[keep], y[keep])
+    state = probe.model_.state_dict()
+    backbone = [k for k in state if not k.startswith("fc.")]
+    assert all(torch.equal(state[k], src[k]) for k in backbone)  # weights and BN statistics kept
+    assert all(p.requires_grad == n.startswith("fc.") for n, p in probe.model_.named_parameters())
+    # fine-tuning with a zero backbone learning rate moves no backbone weight, a normal one does
+    still = _quick(epochs=1, pretrained=source_weights, backbone_lr_scale=0.0).fit(X[keep], y[keep])
+    tuned = _quick(epochs=1, pretrained=source_weights).fit(X[keep], y[keep])
+    w = "features.0.weight"
+    assert torch.equal(still.model_.state_dict()[w], src[w])
+    assert not torch.equal(tuned.model_.state_dict()[w], src[w])
+    with pytest.raises(ValueError, match="freeze.*'backbone'.*'none'|freeze.*'none'.*'backbone'"):
+        _quick(freeze="all").fit(X[:20], y[:20])
+
+
+def test_pretrained_imagenet_on_own_nets_says_so(small, tmp_path, monkeypatch):
+    X, y = small
+    with pytest.raises(ValueError, match="'small_convnet' has no pretrained ImageNet weights.*resnet18"):
+        _quick(pretrained="imagenet").fit(X[:20], y[:20])
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path}.*hub.*checkpoints.*resnet18-.*pth"):
+        _quick(model="resnet18", pretrained="imagenet").fit(X[:20], y[:20])
