@@ -226,3 +226,22 @@ def test_kill_and_resume_never_loses_a_finished_run(tmp_path):
     assert subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                           timeout=300).returncode == 0
     assert sum(r["status"] == "ok" for r in _read(out)["runs"]) == 4 >= best
+
+
+def test_cnn_from_weights_a_compare_saved(tmp_path):
+    """--cnn NAME:pretrained=PATH starts a net from the weights another comparison saved."""
+    first = tmp_path / "first"
+    assert cli.main(["compare", "--pipelines", "none", "--cnn", "small_convnet:batch_size=32", "--limit", "100",
+                     "--epochs", "1", "--save-models", "--out", str(first), "--quiet"]) == 0
+    weights = _read(first)["runs"][0]["model_path"]
+    out = tmp_path / "second"
+    spec = f"small_convnet:batch_size=32:pretrained={weights}"
+    assert cli.main(["compare", "--pipelines", "none", "--cnn", spec, "--limit", "100", "--epochs", "1",
+                     "--out", str(out), "--quiet"]) == 0
+    [rec] = _read(out)["runs"]
+    assert rec["status"] == "ok" and rec["params"]["overrides"]["pretrained"] == weights
+    missing = tmp_path / "nope.pt"
+    assert cli.main(["compare", "--pipelines", "none", "--cnn", f"small_convnet:pretrained={missing}",
+                     "--limit", "100", "--epochs", "1", "--out", str(tmp_path / "third"), "--quiet"]) == 1
+    [rec] = _read(tmp_path / "third")["runs"]
+    assert rec["status"] == "failed" and str(missing) in rec["error"]
