@@ -6,7 +6,7 @@
 ``cnn.classifier``  :class:`CNNClassifier`
 """
 
-from .classifier import CNNClassifier
+from .classifier import CNNClassifier, MemoryPlanError
 from .models import create_model, get_model_config, list_models
 
-__all__ = ["CNNClassifier", "create_model", "list_models", "get_model_config"]
+__all__ = ["CNNClassifier", "MemoryPlanError", "create_model", "list_models", "get_model_config"]

@@ -212,7 +212,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         Memory (bytes, or a size such as ``"4GiB"``, see :func:`parse_bytes`)
         that fit may use for the training tensor and one training step
         (weights, gradients, optimizer state, activations), on the training
-        device. None: no planning. When set, fit first measures a training
+        device, on top of what the process already holds (the caller's images,
+        the libraries): pass the headroom, not the machine's total. None: no
+        planning. When set, fit first measures a training
         step on 2 and 8 images at the chosen input size (a copy of the network;
         on CUDA with ``torch.cuda.max_memory_allocated``, on the CPU from the
         process's resident set size), fits ``base + per_image * batch``, adds

@@ -471,7 +471,9 @@ def test_native_input_size_is_capped_and_overridable(capsys):
 
 def test_too_small_images_name_size_model_and_minimum():
     X = [np.full((1, 1, 3), v, np.uint8) for v in (0, 50, 100, 200)]
-    with pytest.raises(ValueError, match=r"1x1 is too small for model 'small_convnet'.*smallest supported input is 2x2"):
+    with pytest.raises(
+        ValueError, match=r"1x1 is too small for model 'small_convnet'.*smallest supported input is 2x2",
+    ):
         _quick().fit(X, [0, 1, 0, 1])
     with pytest.raises(ValueError, match=r"16x16 is too small for model 'vgg_bn_drop'.*32x32"):
         _quick(model="vgg_bn_drop", input_size=16).fit(X, [0, 1, 0, 1])

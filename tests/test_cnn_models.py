@@ -263,7 +263,9 @@ def test_check_input_size_names_model_and_minimum():
     from cnn.models import check_input_size
 
     check_input_size("small_convnet", 2)
-    with pytest.raises(ValueError, match=r"1x1 is too small for model 'small_convnet'.*smallest supported input is 2x2"):
+    with pytest.raises(
+        ValueError, match=r"1x1 is too small for model 'small_convnet'.*smallest supported input is 2x2",
+    ):
         check_input_size("small_convnet", 1)
     with pytest.raises(ValueError, match="'vgg_bn_drop'.*32x32"):
         check_input_size("vgg_bn_drop", 16)
