@@ -156,11 +156,27 @@ def _kill_group(pid: int) -> None:
         pass
 
 
-def _child(job: Callable[[TextIO | None], Any], write_fd: int, quiet: bool, result_path: Path) -> None:
+def _native_threads() -> int:
+    """Threads of this process, native ones (an OpenMP pool, OpenCV's) included."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return threading.active_count()
+
+
+def _child(job: Callable[[TextIO | None], Any], write_fd: int, quiet: bool, result_path: Path,
+           threaded_parent: bool) -> None:
     """Body of the forked child; never returns."""
     code = 0
     try:
         os.setpgid(0, 0)
+        if threaded_parent:
+            # GNU OpenMP is not fork-safe: a pool the parent started is gone in the child
+            # but still looks alive, and the child's first parallel region would wait for
+            # it forever. One OpenMP thread never touches the pool (slower, never stuck).
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(limits=1, user_api="openmp")
         stream = os.fdopen(write_fd, "w", buffering=1, errors="backslashreplace")
         try:
             payload = {"status": "ok", "value": job(None if quiet else stream)}
@@ -249,11 +265,12 @@ def run_isolated(
                 s.flush()
         except (OSError, ValueError):
             pass
+    threaded_parent = _native_threads() > threading.active_count()
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child
         os.close(read_fd)
-        _child(job, write_fd, progress_stream is None, result_path)
+        _child(job, write_fd, progress_stream is None, result_path, threaded_parent)
     os.close(write_fd)
     try:
         os.setpgid(pid, pid)  # also from this side, so killpg works from the first sample
