@@ -195,6 +195,23 @@ def check_images(images, *, min_size: int = 1, filenames=None) -> list:
     -------
     list of ndarray
     """
+    out = [check_image(im, index=i, min_size=min_size, filenames=filenames)
+           for i, im in enumerate(image_list(images))]
+    return out
+
+
+def image_list(images) -> list:
+    """The images of a sequence or an ``(N, H, W[, C])`` array, as a list (no copy:
+    views of the array, or the caller's own arrays); the images themselves are not
+    checked (see :func:`check_image`).
+
+    Raises
+    ------
+    TypeError
+        ``images`` is not a sequence (a string, a scalar).
+    ValueError
+        One 2-D array (a single image), an array of another rank, or no image.
+    """
     if isinstance(images, np.ndarray):
         if images.ndim == 2 and images.dtype != object:
             raise ValueError(
@@ -205,7 +222,7 @@ def check_images(images, *, min_size: int = 1, filenames=None) -> list:
             raise ValueError(f"images array must be (N, H, W[, C]), got shape {images.shape}")
     elif isinstance(images, (str, bytes)) or not isinstance(images, Iterable):
         raise TypeError(f"expected a sequence of images, got {type(images).__name__}")
-    out = [check_image(im, index=i, min_size=min_size, filenames=filenames) for i, im in enumerate(images)]
+    out = list(images)
     if not out:
         raise ValueError("got an empty sequence of images")
     return out

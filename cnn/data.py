@@ -9,14 +9,13 @@ per-batch host-to-device copy or DataLoader worker is needed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from classicvision._base import check_image
+from classicvision._base import check_image, image_list
 
 __all__ = [
     "images_to_tensor",
@@ -148,19 +147,7 @@ def images_to_tensor(
             _fill(out, slice(i, i + arr.shape[0]), arr, size, in_chans)
         return out
 
-    if isinstance(images, np.ndarray):
-        if images.ndim == 2 and images.dtype != object:
-            raise ValueError(
-                f"expected a sequence of images, got one 2-D array of shape {images.shape}; "
-                "wrap a single image in a list"
-            )
-        if images.ndim not in (1, 3, 4):
-            raise ValueError(f"images array must be (N, H, W[, C]), got shape {images.shape}")
-    elif isinstance(images, (str, bytes)) or not isinstance(images, Iterable):
-        raise TypeError(f"expected a sequence of images, got {type(images).__name__}")
-    images = list(images)  # views of an (N, H, W[, C]) array, or the caller's own arrays
-    if not images:
-        raise ValueError("got an empty set of images")
+    images = image_list(images)  # views of an (N, H, W[, C]) array, or the caller's own arrays
     by_shape: dict = {}
     for i, im in enumerate(images):
         try:

@@ -18,14 +18,7 @@ from cnn.data import DeviceData, channel_stats, images_to_tensor, random_crop, r
 from cnn.engine import evaluate, load_checkpoint, save_checkpoint, train_one_epoch
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # torch's 2-thread pool is many times slower than one thread when other
-    # processes share the 2 cores; the classifiers below also pass num_threads=1.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

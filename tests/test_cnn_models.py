@@ -24,14 +24,7 @@ REQUIRED = (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # On a shared 2-core machine torch's 2-thread pool spins against other
-    # processes and runs many times slower than one thread; keep tests on one.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 OWN = ["vgg_bn_drop", "resnet20", "resnet110", "googlenet_cifar", "fastnet", "small_convnet"]

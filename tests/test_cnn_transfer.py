@@ -11,19 +11,13 @@ asserts a margin of 0.3).
 
 import numpy as np
 import pytest
-import torch
 
 from cnn import CNNClassifier
 
 S = 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _shapes(n_per_class, rng, fg_range, bg_range):

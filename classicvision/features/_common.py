@@ -71,6 +71,21 @@ def resize_max_side(image: np.ndarray, max_size: int | None) -> np.ndarray:
     return cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
 
 
+def no_input_features(estimator, input_features) -> None:
+    """``get_feature_names_out`` of an extractor: images have no input feature names.
+
+    Raises
+    ------
+    ValueError
+        When ``input_features`` is given.
+    """
+    if input_features is not None:
+        raise ValueError(
+            f"{type(estimator).__name__} takes images, which have no input feature names; "
+            f"call get_feature_names_out() without input_features (got {len(input_features)})"
+        )
+
+
 def normalized_positions(cx: np.ndarray, cy: np.ndarray, shape) -> np.ndarray:
     """Turn pixel-index centres into ``(x, y)`` positions in ``[0, 1]``.
 

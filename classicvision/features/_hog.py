@@ -18,7 +18,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from .._base import DescriptorSet, check_image, image_name
-from ._common import BaseExtractor, bounded_shape, normalized_positions
+from ._common import BaseExtractor, bounded_shape, no_input_features, normalized_positions
 
 __all__ = ["HOG", "hog"]
 
@@ -487,7 +487,7 @@ class HOG(BaseExtractor):
         (n_features_out_,) ndarray of str (object dtype)
         """
         check_is_fitted(self, "blocks_shape_")
-        _no_input_features(self, input_features)
+        no_input_features(self, input_features)
         nbr, nbc = self.blocks_shape_
         br, bc = self.block_size_
         names = [
@@ -524,11 +524,3 @@ class HOG(BaseExtractor):
         if self.output == "vector":
             return np.stack([s.descriptors.ravel() for s in sets]).astype(np.float32, copy=False)
         return sets
-
-
-def _no_input_features(estimator, input_features) -> None:
-    if input_features is not None:
-        raise ValueError(
-            f"{type(estimator).__name__} takes images, which have no input feature names; "
-            f"call get_feature_names_out() without input_features (got {len(input_features)})"
-        )

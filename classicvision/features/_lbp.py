@@ -19,7 +19,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from .._base import DescriptorSet, check_image
-from ._common import BaseExtractor, normalized_positions
+from ._common import BaseExtractor, no_input_features, normalized_positions
 
 __all__ = ["LBP", "lbp", "lbp_codes", "lbp_n_bins"]
 
@@ -479,11 +479,7 @@ class LBP(BaseExtractor):
         (n_features_out_,) ndarray of str (object dtype)
         """
         check_is_fitted(self, "grid_")
-        if input_features is not None:
-            raise ValueError(
-                "LBP takes images, which have no input feature names; call "
-                f"get_feature_names_out() without input_features (got {len(input_features)})"
-            )
+        no_input_features(self, input_features)
         gy, gx = self.grid_
         names = [f"lbp_cell{r}_{c}_bin{k}" for r in range(gy) for c in range(gx) for k in range(self.n_bins_)]
         return np.asarray(names, dtype=object)
