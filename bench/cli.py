@@ -155,18 +155,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
-
-
 def _cmd_cache(args: argparse.Namespace, out=None) -> int:
     import time
 
     from bench.cache import FeatureCache
+    from bench.isolation import format_bytes
 
     out = out or sys.stdout
     cache = FeatureCache()
@@ -175,7 +168,7 @@ def _cmd_cache(args: argparse.Namespace, out=None) -> int:
             print("error: cache list takes no KEY, --all, --older-than or --datasets", file=sys.stderr)
             return 2
         entries = cache.entries()
-        print(f"features cache: {cache.root} ({len(entries)} entries, {_size(sum(e['bytes'] for e in entries))})",
+        print(f"features cache: {cache.root} ({len(entries)} entries, {format_bytes(sum(e['bytes'] for e in entries))})",
               file=out)
         if entries:
             print(f"  {'key':<12}  {'size':>9}  {'age':>6}  {'preset':<22} {'train x features':<18} {'test':>6}",
@@ -185,7 +178,7 @@ def _cmd_cache(args: argparse.Namespace, out=None) -> int:
             age = f"{(time.time() - e['modified']) / 86400:.1f}d"
             shape = f"{meta.get('n_train', '?')}x{meta.get('n_features', '?')}"
             preset = "(incomplete)" if e["partial"] else str(meta.get("preset", "?"))
-            print(f"  {e['key'][:12]:<12}  {_size(e['bytes']):>9}  {age:>6}  {preset:<22} {shape:<18} "
+            print(f"  {e['key'][:12]:<12}  {format_bytes(e['bytes']):>9}  {age:>6}  {preset:<22} {shape:<18} "
                   f"{meta.get('n_test', '?'):>6}", file=out)
         return 0
     if not (args.keys or args.all or args.older_than is not None or args.datasets):
@@ -196,7 +189,7 @@ def _cmd_cache(args: argparse.Namespace, out=None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"removed {len(removed)} features cache entries ({_size(sum(e['bytes'] for e in removed))}) "
+    print(f"removed {len(removed)} features cache entries ({format_bytes(sum(e['bytes'] for e in removed))}) "
           f"from {cache.root}", file=out)
     if args.datasets:
         from classicvision.datasets import clear_cache

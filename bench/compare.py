@@ -25,10 +25,8 @@ import fcntl
 import json
 import os
 import shutil
-import sys
-import traceback
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 

@@ -1,7 +1,7 @@
 """Each run of a comparison in a child process of its own, under a memory budget.
 
 :func:`run_isolated` forks the command's process, runs one job in the child and waits
-for it with ``os.wait4``, so whatever ends the child (an exception, the kernel's
+for it, so whatever ends the child (an exception, the kernel's
 out-of-memory killer, a segfault, ``SIGKILL``, ``os._exit``) ends only that run: the
 parent records the outcome in words and goes on with the next run.
 
@@ -10,11 +10,14 @@ sees the parent's decoded images without a copy (the pages are shared copy-on-wr
 and never written). It is the leader of a process group of its own, so the joblib
 workers it starts are stopped with it.
 
-Memory: a watchdog thread in the parent samples the resident memory of the child and
-of its descendants (psutil) a few times a second, keeps the peak, and stops the group
-when it passes the budget (``memory_limit``); the child's own high-water mark from
-``wait4`` (``ru_maxrss``) is folded into the peak, so runs shorter than one sample are
-measured too. The peak goes into every run record as ``max_rss_bytes``.
+Memory: a watchdog thread in the parent samples the memory of the child and of its
+descendants (psutil) a few times a second, keeps the peak, and stops the group when it
+passes the budget (``memory_limit``). What is counted is the run's own resident memory,
+its unique set size (USS): the pages it shares with the command it was forked from (the
+decoded images, the imported libraries) are the command's, not the run's. Its plain
+RSS, and the kernel's ``ru_maxrss``, would count them again in every run: a run forked
+from a process holding 9 GB would start over any budget. The peak goes into every run
+record as ``max_rss_bytes``.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from __future__ import annotations
 import collections
 import json
 import os
-import re
 import signal
 import sys
 import tempfile
@@ -49,44 +51,40 @@ __all__ = [
 #: holds the decoded images, and to the rest of the machine).
 DEFAULT_MEMORY_FRACTION = 0.8
 
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 10**3, "kib": 1 << 10, "m": 1 << 20, "mb": 10**6, "mib": 1 << 20,
-          "g": 1 << 30, "gb": 10**9, "gib": 1 << 30, "t": 1 << 40, "tb": 10**12, "tib": 1 << 40}
-
-
 def format_bytes(n: float | None) -> str:
-    """``1288490188`` -> ``"1.2 GiB"``; None -> ``"?"``."""
+    """A byte count in binary units: ``512 B``, ``3.4 MiB``, ``1.2 GiB``; ``"?"`` for None."""
     if n is None:
         return "?"
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
+    v = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(v) < 1024.0 or unit == "TiB":
+            return f"{int(v)} B" if unit == "B" else f"{v:.1f} {unit}"
+        v /= 1024.0
+    return "?"  # unreachable
 
 
 def parse_memory(text: str | int | float) -> int:
-    """Parse a memory size: ``"8GiB"``, ``"8G"`` (binary), ``"8GB"`` (decimal),
-    ``"512MiB"``, a number of bytes, or a fraction of the available memory
-    (``"0.5"``, below 1).
+    """Parse a memory size: a fraction of the memory available now (a number below 1,
+    ``"0.5"``), or a size as :func:`cnn.classifier.parse_bytes` reads it (``"8GiB"``,
+    ``"8G"`` binary, ``"8GB"`` decimal, ``"512MiB"``, a number of bytes).
 
     Raises
     ------
     ValueError
         For anything else, or a size that is not positive.
     """
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        value, unit = float(text), ""
-    else:
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][0-9]+)?)\s*([A-Za-z]*)\s*", str(text))
-        if m is None or m.group(2).lower() not in _UNITS:
-            raise ValueError(f"memory size {text!r}: expected e.g. 8GiB, 512MiB, 4G or a fraction such as 0.5")
-        value, unit = float(m.group(1)), m.group(2).lower()
-    if value <= 0:
-        raise ValueError(f"memory size {text!r} must be positive")
-    if unit == "" and value < 1:
+    from cnn.classifier import parse_bytes  # delayed: torch, for a command-line check
+
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        value = None
+    if value is not None and not isinstance(text, bool) and 0 < value < 1:
         return int(value * psutil.virtual_memory().available)
-    return int(value * _UNITS[unit])
+    try:
+        return parse_bytes(int(value) if value is not None and value == int(value) else text)
+    except (ValueError, OverflowError):
+        raise ValueError(f"memory size {text!r}: expected e.g. 8GiB, 512MiB, 4G or a fraction such as 0.5") from None
 
 
 def default_memory_limit() -> int:
@@ -113,7 +111,8 @@ class Outcome:
     traceback : str or None
         The child's traceback, or the last lines it printed when it died.
     max_rss_bytes : int or None
-        Peak resident memory of the child and its descendants.
+        Peak unique resident memory (USS) of the child and its descendants: what
+        the run held beyond the pages it shared with its parent.
     """
 
     status: str
@@ -134,16 +133,16 @@ def _jsonable(o: Any) -> Any:
     return str(o)
 
 
-def _tree_rss(proc: psutil.Process) -> int:
-    """Resident memory of ``proc`` and of all its descendants (bytes)."""
+def _tree_memory(proc: psutil.Process) -> int:
+    """Unique resident memory (USS) of ``proc`` and of all its descendants (bytes)."""
+    total = 0
     try:
-        total = proc.memory_info().rss
-        kids = proc.children(recursive=True)
+        procs = [proc, *proc.children(recursive=True)]
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return 0
-    for k in kids:
+    for p in procs:
         try:
-            total += k.memory_info().rss
+            total += p.memory_full_info().uss
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             pass
     return total
@@ -236,8 +235,8 @@ def run_isolated(
     progress_stream : text stream or None
         Where the child's progress lines are copied, line by line, as they come.
     memory_limit : int or None
-        Bytes of resident memory the child and its descendants may use; past it the
-        group is killed and the outcome says so. None: no limit (the peak is still
+        Bytes of their own resident memory (USS) the child and its descendants
+        may use; past it the group is killed and the outcome says so. None: no limit (the peak is still
         measured).
     workdir : path-like or None
         Folder for the child's result file (a temporary folder when None).
@@ -300,9 +299,9 @@ def run_isolated(
         except psutil.NoSuchProcess:
             return
         while not done.is_set():
-            rss = _tree_rss(proc)
-            peak[0] = max(peak[0], rss)
-            if memory_limit is not None and rss > memory_limit and not at_limit[0]:
+            used = _tree_memory(proc)
+            peak[0] = max(peak[0], used)
+            if memory_limit is not None and used > memory_limit and not at_limit[0]:
                 at_limit[0] = True
                 _kill_group(pid)
             done.wait(poll)
@@ -312,7 +311,7 @@ def run_isolated(
     reader.start()
     watchdog.start()
     try:
-        _, status, usage = os.wait4(pid, 0)
+        _, status = os.waitpid(pid, 0)
     except BaseException:
         _kill_group(pid)
         try:
@@ -325,7 +324,7 @@ def run_isolated(
         watchdog.join()
         _kill_group(pid)  # workers the run left behind
         reader.join(timeout=5)
-    peak_bytes = max(peak[0], int(usage.ru_maxrss) * 1024) or None
+    peak_bytes = peak[0] or None
 
     payload = None
     if result_path.is_file():

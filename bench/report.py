@@ -29,6 +29,7 @@ import numpy as np
 
 from bench.published import (JPEG_NOTE, METRIC_NOTE, METRICS, mean_class_accuracy, reproduction_rows,
                              split_stats)
+from bench import isolation
 from bench.specs import UsageError, model_names, parse_specs, preset_names, safe_name
 
 __all__ = [
@@ -243,20 +244,13 @@ def _pct(x: Any, signed: bool = False) -> str:
 
 
 def format_bytes(n: Any) -> str:
-    """A byte count in binary units: ``512 B``, ``3.4 MiB``, ``1.2 GiB``; ``–`` for None."""
-    if n is None:
-        return "–"
+    """A byte count in binary units: ``512 B``, ``3.4 MiB``, ``1.2 GiB``; ``–`` for None
+    (or anything that is not a non-negative number)."""
     try:
         v = float(n)
     except (TypeError, ValueError):
-        return str(n)
-    if not np.isfinite(v) or v < 0:
-        return "–"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if v < 1024.0 or unit == "TiB":
-            return f"{int(v)} B" if unit == "B" else f"{v:.1f} {unit}"
-        v /= 1024.0
-    return "–"  # unreachable
+        return "–" if n is None else str(n)
+    return isolation.format_bytes(v) if np.isfinite(v) and v >= 0 else "–"
 
 
 def _pm(mean: Any, std: Any, decimals: int = 2) -> str:

@@ -41,7 +41,10 @@ def test_a_killed_run_is_recorded_and_the_next_one_finishes(tmp_path, monkeypatc
 
     def killing(spec, *a, **k):
         if spec.name == "hog_svm":
+            held = np.ones(64 << 20, np.uint8)  # memory of its own, seen by the watchdog
+            time.sleep(1.0)
             os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's OOM killer would
+            del held
         return real(spec, *a, **k)
 
     monkeypatch.setattr(cmp, "run_classic", killing)
