@@ -4,7 +4,7 @@ Flow: check every requested name and the ``--out`` folder (fail fast, before loa
 or training), lock ``--out`` against a second compare, load the train and test splits
 (optionally capped by ``--limit``, stratified and seeded; ``--splits K`` draws K random
 per-class splits), then run each pipeline (built with the preset's settings for the
-images, see :func:`classic_run`) and each CNN in turn, each in a child process of its own
+images, see :func:`classic_run`) and each CNN in turn, each in a process of its own
 under a memory budget (:mod:`bench.isolation`), so a run that dies is recorded as failed
 with its cause and the others go on. After every run ``report.json`` is rewritten
 atomically together with ``report.md``, the figures and ``report.html``.
@@ -24,7 +24,9 @@ import errno
 import fcntl
 import json
 import os
+import pickle
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -511,31 +513,52 @@ def _aggregate(records: Sequence[dict], seeds: Sequence[int]) -> dict:
     return rec
 
 
-def _execute(spec: RunSpec, build_spec: RunSpec, params: dict, sets: Sequence[tuple[int, Split, Split]],
-             ctx: Mapping[str, Any], progress: Progress) -> dict:
-    """Run one spec on every split in a child process; return its record."""
+def run_job(job: Mapping[str, Any], stream: Any) -> dict:
+    """One run on every split (in the run's own process, :mod:`bench.worker`); its record.
 
-    def job(stream):
-        child = Progress(stream, interval=progress.interval, heartbeat=progress.heartbeat)
-        records = []
-        for i, (seed, train, test) in enumerate(sets):
-            if len(sets) > 1:
-                child.line(f"{spec.name}: split {i + 1}/{len(sets)} (seed {seed})")
-            models_dir = ctx["models_dir"]
-            if models_dir is not None and len(sets) > 1:
-                models_dir = models_dir / f"split{i}"
-            if spec.track == "classic":
-                rec = run_classic(build_spec, train, test, seed=seed, n_jobs=ctx["n_jobs"], cache=ctx["cache"],
-                                  data_identity=ctx["identities"][i], models_dir=models_dir, progress=child)
-            else:
-                rec = run_cnn(spec, train, test, seed=seed, epochs=ctx["epochs"], device=ctx["device"],
-                              defaults=ctx["cnn_defaults"], models_dir=models_dir, progress=child,
-                              memory_limit=ctx["memory_limit"])
-            records.append(rec)
-        return records[0] if len(records) == 1 else _aggregate(records, [s for s, _, _ in sets])
+    ``job`` is what :func:`_execute` writes: ``spec``, ``build_spec``, ``splits`` (the
+    index of :func:`bench.handoff.save_split_sets`), ``ctx`` (the runners' options) and
+    ``progress`` (``quiet``, ``interval``, ``heartbeat``).
+    """
+    from bench.handoff import load_split_sets as mapped_splits
 
-    outcome: Outcome = run_isolated(job, progress_stream=progress.stream, memory_limit=ctx["memory_limit"],
-                                    workdir=ctx["out"] / ".runs")
+    spec, build_spec, ctx = job["spec"], job["build_spec"], job["ctx"]
+    opts = job["progress"]
+    progress = Progress(None if opts["quiet"] else stream, interval=opts["interval"], heartbeat=opts["heartbeat"])
+    sets = mapped_splits(job["splits"])
+    records = []
+    for i, (seed, train, test) in enumerate(sets):
+        if len(sets) > 1:
+            progress.line(f"{spec.name}: split {i + 1}/{len(sets)} (seed {seed})")
+        models_dir = ctx["models_dir"]
+        if models_dir is not None and len(sets) > 1:
+            models_dir = models_dir / f"split{i}"
+        if spec.track == "classic":
+            rec = run_classic(build_spec, train, test, seed=seed, n_jobs=ctx["n_jobs"], cache=ctx["cache"],
+                              data_identity=ctx["identities"][i], models_dir=models_dir, progress=progress)
+        else:
+            rec = run_cnn(spec, train, test, seed=seed, epochs=ctx["epochs"], device=ctx["device"],
+                          defaults=ctx["cnn_defaults"], models_dir=models_dir, progress=progress,
+                          memory_limit=ctx["memory_limit"])
+        records.append(rec)
+    return records[0] if len(records) == 1 else _aggregate(records, [s for s, _, _ in sets])
+
+
+def _execute(spec: RunSpec, build_spec: RunSpec, params: dict, ctx: Mapping[str, Any], progress: Progress) -> dict:
+    """Run one spec on every split in a process of its own; return its record."""
+    job_dir = Path(tempfile.mkdtemp(prefix=f".run-{safe_name(spec.name)}-", dir=ctx["out"]))  # mode 0700
+    try:
+        job_path = job_dir / "job.pkl"
+        job = {"spec": spec, "build_spec": build_spec, "splits": ctx["splits"],
+               "ctx": {k: ctx[k] for k in ("n_jobs", "cache", "identities", "models_dir", "epochs", "device",
+                                           "memory_limit", "cnn_defaults")},
+               "progress": {"quiet": progress.stream is None, "interval": progress.interval,
+                            "heartbeat": progress.heartbeat}}
+        with open(job_path, "wb") as fh:
+            pickle.dump(job, fh)
+        outcome: Outcome = run_isolated(job_path, progress_stream=progress.stream, memory_limit=ctx["memory_limit"])
+    finally:
+        shutil.rmtree(job_dir, ignore_errors=True)
     if outcome.status == "interrupted":
         raise KeyboardInterrupt
     if outcome.status == "ok":
@@ -668,7 +691,6 @@ def run_compare(args: Any, *, command: str | None = None, progress: Progress | N
         The dataset could not be loaded.
     """
     from bench.cache import FeatureCache, dataset_digest
-    from bench.published import published_figure
 
     progress = progress or Progress()
     classic, cnns = _requested(args)
@@ -677,6 +699,8 @@ def run_compare(args: Any, *, command: str | None = None, progress: Progress | N
     check_out_dir(out)
     options = data_options(args)
     with OutputLock(out):
+        for stale in [*out.glob(".data-*"), *out.glob(".run-*")]:  # left by a compare that was killed
+            shutil.rmtree(stale, ignore_errors=True)
         fresh = bool(getattr(args, "fresh", False))
         prev = None
         if fresh:
@@ -732,7 +756,7 @@ def run_compare(args: Any, *, command: str | None = None, progress: Progress | N
             "out": out, "n_jobs": args.n_jobs, "cache": FeatureCache(enabled=not args.no_cache),
             "models_dir": out / "models" if args.save_models else None,
             "epochs": args.epochs, "device": args.device, "memory_limit": memory_limit,
-            "cnn_defaults": dict(CNN_DATASET_DEFAULTS.get(args.dataset, {})),
+            "cnn_defaults": dict(CNN_DATASET_DEFAULTS.get(args.dataset, {})), "sets": sets,
         }
         specs = classic + cnns
         planned = [classic_run(spec, args.seed, args.dataset, image_side) if spec.track == "classic"
@@ -753,37 +777,55 @@ def run_compare(args: Any, *, command: str | None = None, progress: Progress | N
                 identity["image_bound"] = list(bound)
             ctx["identities"].append(identity)
         n_failed = 0
-        for i, (spec, (build_spec, params)) in enumerate(zip(specs, planned), 1):
-            done = next((r for r in runs if r.get("status") == "ok" and _same_run(r, spec.name, spec.track, params)),
-                        None)
-            if done is not None and ctx["models_dir"] is not None and not _model_file_ok(done):
-                progress.line(f"[{i}/{len(specs)}] {spec.name}: its saved model {done.get('model_path')} is "
-                              "missing; redoing the run")
-                done = None
-            if done is not None:
-                progress.line(f"[{i}/{len(specs)}] {spec.name}: already done in {out}, skipping")
-                continue
-            progress.line(f"[{i}/{len(specs)}] {spec.name} ({spec.track}) ...")
-            rec = _execute(spec, build_spec, params, sets, ctx, progress)
-            if rec["status"] == "ok":
-                progress.line(f"[{i}/{len(specs)}] {spec.name}: top-1 {100 * rec['top1']:.2f}% "
-                              f"(fit {rec['fit_seconds']:.1f}s, predict {rec['predict_seconds']:.1f}s, "
-                              f"peak RSS {format_bytes(rec.get('max_rss_bytes'))})")
-            else:
-                n_failed += 1
-                progress.line(f"[{i}/{len(specs)}] {spec.name}: FAILED: {rec['error']} (details in {rec['log']})")
-            fig = published_figure(spec.base, spec.track, args.dataset)
-            if fig:
-                rec["published"] = fig
-            pos = next((j for j, r in enumerate(runs) if r.get("name") == spec.name), None)
-            if pos is None:
-                runs.append(rec)
-            else:
-                runs[pos] = rec
-            write_reports(report, out)
-
+        try:
+            n_failed = _run_all(specs, planned, runs, report, ctx, progress, out, args)
+        finally:
+            if ctx.get("data_dir") is not None:
+                shutil.rmtree(ctx["data_dir"], ignore_errors=True)
         asked = {s.name for s in specs}
         n_ok = sum(r.get("status") == "ok" for r in runs if r.get("name") in asked)
         progress.line(f"{n_ok}/{len(specs)} runs ok; report in {out / 'report.md'} and {out / 'report.html'}")
         report["out"] = str(out)
     return report, (1 if n_failed or n_ok < len(specs) else 0)
+
+
+def _run_all(specs, planned, runs: list[dict], report: dict, ctx: dict, progress: Progress, out: Path,
+             args: Any) -> int:
+    """The run loop of :func:`run_compare`; returns the number of failed runs."""
+    from bench.handoff import save_split_sets
+    from bench.published import published_figure
+
+    n_failed = 0
+    for i, (spec, (build_spec, params)) in enumerate(zip(specs, planned), 1):
+        done = next((r for r in runs if r.get("status") == "ok" and _same_run(r, spec.name, spec.track, params)),
+                    None)
+        if done is not None and ctx["models_dir"] is not None and not _model_file_ok(done):
+            progress.line(f"[{i}/{len(specs)}] {spec.name}: its saved model {done.get('model_path')} is "
+                          "missing; redoing the run")
+            done = None
+        if done is not None:
+            progress.line(f"[{i}/{len(specs)}] {spec.name}: already done in {out}, skipping")
+            continue
+        progress.line(f"[{i}/{len(specs)}] {spec.name} ({spec.track}) ...")
+        if ctx.get("splits") is None:  # the images on disk, once, for the runs to map
+            ctx["data_dir"] = Path(tempfile.mkdtemp(prefix=".data-", dir=out))
+            ctx["splits"] = save_split_sets(ctx["sets"], ctx["data_dir"])
+        rec = _execute(spec, build_spec, params, ctx, progress)
+        if rec["status"] == "ok":
+            progress.line(f"[{i}/{len(specs)}] {spec.name}: top-1 {100 * rec['top1']:.2f}% "
+                          f"(fit {rec['fit_seconds']:.1f}s, predict {rec['predict_seconds']:.1f}s, "
+                          f"peak RSS {format_bytes(rec.get('max_rss_bytes'))})")
+        else:
+            n_failed += 1
+            progress.line(f"[{i}/{len(specs)}] {spec.name}: FAILED: {rec['error']} (details in {rec['log']})")
+        fig = published_figure(spec.base, spec.track, args.dataset)
+        if fig:
+            rec["published"] = fig
+        pos = next((j for j, r in enumerate(runs) if r.get("name") == spec.name), None)
+        if pos is None:
+            runs.append(rec)
+        else:
+            runs[pos] = rec
+        write_reports(report, out)
+
+    return n_failed

@@ -1,22 +1,22 @@
-"""Each run of a comparison in a child process of its own, under a memory budget.
+"""Each run of a comparison in a process of its own, under a memory budget.
 
-:func:`run_isolated` forks the command's process, runs one job in the child and waits
-for it, so whatever ends the child (an exception, the kernel's
+:func:`run_isolated` starts ``python -m bench.worker JOB RESULT`` (:mod:`bench.worker`)
+for one run and waits for it, so whatever ends that process (an exception, the kernel's
 out-of-memory killer, a segfault, ``SIGKILL``, ``os._exit``) ends only that run: the
-parent records the outcome in words and goes on with the next run.
+command records the outcome in words and goes on with the next run.
 
-The child is forked, not spawned: it starts at once (no re-import of torch), and it
-sees the parent's decoded images without a copy (the pages are shared copy-on-write
-and never written). It is the leader of a process group of its own, so the joblib
-workers it starts are stopped with it.
+The run is a fresh interpreter, not a fork of the command: a fork would inherit thread
+pools it cannot use (GNU OpenMP's, torch's), and its first parallel region could wait
+forever for threads that only exist in the parent. The decoded images reach it without a
+copy through memory-mapped files (:mod:`bench.handoff`). It leads a process group of its
+own, so the joblib workers it starts are stopped with it, and Ctrl-C in the terminal
+reaches only the command, which stops the run.
 
-Memory: a watchdog thread in the parent samples the memory of the child and of its
-descendants (psutil) a few times a second, keeps the peak, and stops the group when it
-passes the budget (``memory_limit``). What is counted is the run's own resident memory,
-its unique set size (USS): the pages it shares with the command it was forked from (the
-decoded images, the imported libraries) are the command's, not the run's. Its plain
-RSS, and the kernel's ``ru_maxrss``, would count them again in every run: a run forked
-from a process holding 9 GB would start over any budget. The peak goes into every run
+Memory: a watchdog thread in the command samples the memory of the run's process and of
+its descendants (psutil) a few times a second, keeps the peak, and stops the group when
+it passes the budget (``memory_limit``). What is counted is the run's own resident
+memory, its unique set size (USS): the pages of shared libraries and of the mapped
+images that other processes map too are not the run's. The peak goes into every run
 record as ``max_rss_bytes``.
 """
 
@@ -26,13 +26,12 @@ import collections
 import json
 import os
 import signal
+import subprocess
 import sys
-import tempfile
 import threading
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Sequence, TextIO
 
 import numpy as np
 import psutil
@@ -43,6 +42,7 @@ __all__ = [
     "default_memory_limit",
     "parse_memory",
     "format_bytes",
+    "write_result",
     "DEFAULT_MEMORY_FRACTION",
 ]
 
@@ -155,93 +155,48 @@ def _kill_group(pid: int) -> None:
         pass
 
 
-def _native_threads() -> int:
-    """Threads of this process, native ones (an OpenMP pool, OpenCV's) included."""
-    try:
-        return len(os.listdir("/proc/self/task"))
-    except OSError:
-        return threading.active_count()
-
-
-def _child(job: Callable[[TextIO | None], Any], write_fd: int, quiet: bool, result_path: Path,
-           threaded_parent: bool) -> None:
-    """Body of the forked child; never returns."""
-    code = 0
-    try:
-        os.setpgid(0, 0)
-        if threaded_parent:
-            # GNU OpenMP is not fork-safe: a pool the parent started is gone in the child
-            # but still looks alive, and the child's first parallel region would wait for
-            # it forever. One OpenMP thread never touches the pool (slower, never stuck).
-            from threadpoolctl import threadpool_limits
-
-            threadpool_limits(limits=1, user_api="openmp")
-        stream = os.fdopen(write_fd, "w", buffering=1, errors="backslashreplace")
-        try:
-            payload = {"status": "ok", "value": job(None if quiet else stream)}
-        except KeyboardInterrupt:
-            payload = {"status": "interrupted"}
-        except BaseException as exc:  # noqa: BLE001 - every failure is reported to the parent
-            payload = {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
-                       "traceback": traceback.format_exc()}
-        text = json.dumps(payload, default=_jsonable)
-        tmp = result_path.with_name(result_path.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, result_path)
-        stream.flush()
-    except BaseException:  # noqa: BLE001 - nothing may escape a forked child
-        code = 70
-        try:
-            traceback.print_exc()
-        except BaseException:  # noqa: BLE001
-            pass
-    finally:
-        os._exit(code)
-
-
-def _death_cause(status: int, peak: int | None, limit: int | None, stopped_at_limit: bool) -> str:
+def _death_cause(returncode: int, peak: int | None, limit: int | None, stopped_at_limit: bool) -> str:
     peak_txt = f"peak RSS {format_bytes(peak)}"
     if stopped_at_limit:
         return (f"stopped at the memory limit: resident memory reached {format_bytes(peak)} of the "
                 f"{format_bytes(limit)} allowed per run (--memory-limit)")
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
+    if returncode < 0:
+        sig = -returncode
         try:
             name = signal.Signals(sig).name
         except ValueError:
             name = f"signal {sig}"
         hint = ", probably out of memory (the kernel's OOM killer sends it)" if sig == signal.SIGKILL else ""
         return f"killed by signal {sig} ({name}){hint}; {peak_txt}"
-    code = os.waitstatus_to_exitcode(status)
-    return f"the run's process exited with code {code} without a result; {peak_txt}"
+    return f"the run's process exited with code {returncode} without a result; {peak_txt}"
 
 
 def run_isolated(
-    job: Callable[[TextIO | None], Any],
+    job_path: str | os.PathLike,
     *,
     progress_stream: TextIO | None,
     memory_limit: int | None = None,
-    workdir: str | os.PathLike | None = None,
     poll: float = 0.2,
+    command: Sequence[str] | None = None,
 ) -> Outcome:
-    """Run ``job(stream)`` in a forked child process and report how it ended.
+    """Run the job in ``job_path`` in a process of its own and report how it ended.
 
     Parameters
     ----------
-    job : callable
-        Called in the child with a text stream for progress lines (None when
-        ``progress_stream`` is None); its return value must be JSON-serializable
-        (numpy scalars and arrays are converted).
+    job_path : path-like
+        A job file of :mod:`bench.worker`; the result is written beside it.
     progress_stream : text stream or None
-        Where the child's progress lines are copied, line by line, as they come.
+        Where the run's output (its progress lines) is copied, line by line, as it
+        comes; None drops it (the last lines are kept for the log of a run that dies).
     memory_limit : int or None
-        Bytes of their own resident memory (USS) the child and its descendants
-        may use; past it the group is killed and the outcome says so. None: no limit (the peak is still
-        measured).
-    workdir : path-like or None
-        Folder for the child's result file (a temporary folder when None).
+        Bytes of their own resident memory (USS) the run's processes may use; past
+        it the group is killed and the outcome says so. None: no limit (the peak is
+        still measured).
     poll : float
         Seconds between two memory samples.
+    command : sequence of str, optional
+        The worker's command line before the two file arguments (default:
+        ``python -m bench.worker``).
 
     Returns
     -------
@@ -250,44 +205,26 @@ def run_isolated(
     Raises
     ------
     KeyboardInterrupt
-        When the parent is interrupted while waiting; the child is stopped first.
+        When the command is interrupted while waiting; the run is stopped first.
     """
-    folder = Path(workdir) if workdir is not None else Path(tempfile.gettempdir())
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=".run-", suffix=".json", dir=folder)
-    os.close(fd)
-    result_path = Path(name)
-    result_path.unlink()
-    for s in (sys.stdout, sys.stderr, progress_stream):
-        try:
-            if s is not None:
-                s.flush()
-        except (OSError, ValueError):
-            pass
-    threaded_parent = _native_threads() > threading.active_count()
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child
-        os.close(read_fd)
-        _child(job, write_fd, progress_stream is None, result_path, threaded_parent)
-    os.close(write_fd)
-    try:
-        os.setpgid(pid, pid)  # also from this side, so killpg works from the first sample
-    except OSError:
-        pass
-
+    job_path = Path(job_path)
+    result_path = job_path.with_name(job_path.name + ".result.json")
+    result_path.unlink(missing_ok=True)
+    argv = [*(command or (sys.executable, "-m", "bench.worker")), os.fspath(job_path), os.fspath(result_path)]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
     tail: collections.deque[str] = collections.deque(maxlen=60)
 
     def forward() -> None:
-        with os.fdopen(read_fd, "r", errors="backslashreplace") as pipe:
-            for text in pipe:
-                tail.append(text)
-                if progress_stream is not None:
-                    try:
-                        progress_stream.write(text)
-                        progress_stream.flush()
-                    except (OSError, ValueError):
-                        pass
+        for raw in proc.stdout:
+            text = raw.decode("utf-8", errors="backslashreplace")
+            tail.append(text)
+            if progress_stream is not None:
+                try:
+                    progress_stream.write(text)
+                    progress_stream.flush()
+                except (OSError, ValueError):
+                    pass
 
     peak = [0]
     at_limit = [False]
@@ -295,15 +232,15 @@ def run_isolated(
 
     def watch() -> None:
         try:
-            proc = psutil.Process(pid)
+            root = psutil.Process(proc.pid)
         except psutil.NoSuchProcess:
             return
         while not done.is_set():
-            used = _tree_memory(proc)
+            used = _tree_memory(root)
             peak[0] = max(peak[0], used)
             if memory_limit is not None and used > memory_limit and not at_limit[0]:
                 at_limit[0] = True
-                _kill_group(pid)
+                _kill_group(proc.pid)
             done.wait(poll)
 
     reader = threading.Thread(target=forward, daemon=True)
@@ -311,19 +248,17 @@ def run_isolated(
     reader.start()
     watchdog.start()
     try:
-        _, status = os.waitpid(pid, 0)
+        returncode = proc.wait()
     except BaseException:
-        _kill_group(pid)
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
+        _kill_group(proc.pid)
+        proc.wait()
         raise
     finally:
         done.set()
         watchdog.join()
-        _kill_group(pid)  # workers the run left behind
+        _kill_group(proc.pid)  # workers the run left behind
         reader.join(timeout=5)
+        proc.stdout.close()
     peak_bytes = peak[0] or None
 
     payload = None
@@ -333,14 +268,22 @@ def run_isolated(
         except (OSError, ValueError):
             payload = None
         result_path.unlink(missing_ok=True)
-    if payload is not None and not at_limit[0] and os.WIFEXITED(status):
+    if payload is not None and not at_limit[0] and returncode == 0:
         if payload.get("status") == "ok":
             return Outcome("ok", value=payload.get("value"), max_rss_bytes=peak_bytes)
         if payload.get("status") == "interrupted":
             return Outcome("interrupted", max_rss_bytes=peak_bytes)
         return Outcome("failed", error=payload.get("error"), traceback=payload.get("traceback"),
                        max_rss_bytes=peak_bytes)
-    cause = _death_cause(status, peak_bytes, memory_limit, at_limit[0])
+    cause = _death_cause(returncode, peak_bytes, memory_limit, at_limit[0])
     short = "MemoryLimitExceeded" if at_limit[0] else "ChildProcessDied"
     return Outcome("failed", error=f"{short}: {cause}", cause=cause, traceback="".join(tail) or None,
                    max_rss_bytes=peak_bytes)
+
+
+def write_result(path: str | os.PathLike, payload: dict) -> None:
+    """Write a worker's result atomically (what :func:`run_isolated` reads back)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, default=_jsonable), encoding="utf-8")
+    os.replace(tmp, path)

@@ -45,3 +45,32 @@ def torch_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+@pytest.fixture
+def in_runs(tmp_path, monkeypatch):
+    """``in_runs(code)``: run ``code`` in every run's process of ``bench compare``.
+
+    Runs are processes of their own (``bench.worker``), so a monkeypatch made in the test
+    does not reach them; the code goes into a module that the worker imports first
+    (``CLASSICVISION_BENCH_PRELOAD``). ``bench.compare`` is imported as ``cmp`` and
+    ``real_classic`` / ``real_cnn`` hold the runners before any change; ``MARKS`` is a
+    folder the code can leave files in, for the test to read.
+    """
+    folder = tmp_path / "run_hooks"
+    marks = tmp_path / "run_marks"
+    folder.mkdir()
+    marks.mkdir()
+    names = []
+
+    def add(code: str) -> Path:
+        name = f"bench_run_hook_{len(names)}"
+        header = ("import os, signal, time\nimport numpy as np\nimport bench.compare as cmp\n"
+                  f"MARKS = {str(marks)!r}\nreal_classic, real_cnn = cmp.run_classic, cmp.run_cnn\n")
+        (folder / f"{name}.py").write_text(header + code)
+        names.append(name)
+        monkeypatch.setenv("CLASSICVISION_BENCH_PRELOAD", names[-1])
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")])))
+        return marks
+
+    return add

@@ -47,13 +47,6 @@ def _private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("CLASSICVISION_CACHE", str(tmp_path / "feature-cache"))
 
 
-def _raiser(exc: BaseException):
-    def run(*args, **kwargs):
-        raise exc
-
-    return run
-
-
 def _read(out: Path) -> dict:
     return json.loads((out / "report.json").read_text())
 
@@ -259,31 +252,22 @@ def test_cache_hit_gives_identical_scores(tmp_path):
 
 
 @needs_presets
-def test_resume_after_interrupt(tmp_path, monkeypatch):
-    import bench.compare as cmp
-
+def test_resume_after_interrupt(tmp_path, in_runs):
     out = tmp_path / "run"
     argv = ["compare", "--pipelines", "hog_svm", "--cnn", "small_convnet", "--limit", "100", "--epochs", "1",
             "--out", str(out), "--quiet"]
 
-    real_cnn = cmp.run_cnn
-    monkeypatch.setattr(cmp, "run_cnn", _raiser(KeyboardInterrupt()))
+    in_runs("def run_cnn(*a, **k):\n    raise KeyboardInterrupt\ncmp.run_cnn = run_cnn\n")
     assert cli.main(argv) == 130
     rep = _read(out)
     assert [(r["name"], r["status"]) for r in rep["runs"]] == [("hog_svm", "ok")]
     first = rep["runs"][0]
 
-    calls = []
-    real_classic = cmp.run_classic
-
-    def counting(*a, **k):
-        calls.append(a[0].name)
-        return real_classic(*a, **k)
-
-    monkeypatch.setattr(cmp, "run_classic", counting)
-    monkeypatch.setattr(cmp, "run_cnn", real_cnn)
+    marks = in_runs("def counting(*a, **k):\n    open(os.path.join(MARKS, a[0].name), 'w').close()\n"
+                    "    return real_classic(*a, **k)\ncmp.run_classic = counting\n")
     assert cli.main(argv) == 0
     rep = _read(out)
+    calls = sorted(p.name for p in marks.iterdir())
     assert calls == []  # the finished run was not redone
     assert [(r["name"], r["status"]) for r in rep["runs"]] == [("hog_svm", "ok"), ("small_convnet", "ok")]
     assert rep["runs"][0] == first
@@ -291,10 +275,8 @@ def test_resume_after_interrupt(tmp_path, monkeypatch):
         assert RUN_KEYS <= set(r)
 
 
-def test_failed_runs_are_recorded(tmp_path, monkeypatch, capsys):
-    import bench.compare as cmp
-
-    monkeypatch.setattr(cmp, "run_cnn", _raiser(RuntimeError("boom in training")))
+def test_failed_runs_are_recorded(tmp_path, in_runs, capsys):
+    in_runs("def run_cnn(*a, **k):\n    raise RuntimeError('boom in training')\ncmp.run_cnn = run_cnn\n")
     out = tmp_path / "run"
     rc = cli.main(["compare", "--pipelines", "none", "--cnn", "small_convnet,resnet20", "--limit", "50",
                    "--out", str(out), "--quiet"])
@@ -312,10 +294,8 @@ def test_failed_runs_are_recorded(tmp_path, monkeypatch, capsys):
 
 
 @needs_presets
-def test_one_failed_run_does_not_stop_the_others(tmp_path, monkeypatch):
-    import bench.compare as cmp
-
-    monkeypatch.setattr(cmp, "run_cnn", _raiser(MemoryError("out of memory")))
+def test_one_failed_run_does_not_stop_the_others(tmp_path, in_runs):
+    in_runs("def run_cnn(*a, **k):\n    raise MemoryError('out of memory')\ncmp.run_cnn = run_cnn\n")
     out = tmp_path / "run"
     # exit code 1: some run failed (the others finished and are in the report)
     assert cli.main(["compare", "--cnn", "small_convnet", "--limit", "80", "--out", str(out), "--quiet"]) == 1
@@ -323,18 +303,17 @@ def test_one_failed_run_does_not_stop_the_others(tmp_path, monkeypatch):
     assert [r["status"] for r in rep["runs"]] == ["ok", "failed"]
     assert rep["runs"][1]["error"].startswith("MemoryError")
     # re-running redoes only the failed run
-    calls = []
-    monkeypatch.setattr(cmp, "run_classic", lambda *a, **k: calls.append(1))
-    monkeypatch.setattr(cmp, "run_cnn", _raiser(ValueError("still broken")))
+    marks = in_runs("def run_classic(*a, **k):\n    open(os.path.join(MARKS, 'classic'), 'w').close()\n"
+                    "def run_cnn(*a, **k):\n    raise ValueError('still broken')\n"
+                    "cmp.run_classic, cmp.run_cnn = run_classic, run_cnn\n")
     assert cli.main(["compare", "--cnn", "small_convnet", "--limit", "80", "--out", str(out), "--quiet"]) == 1
+    calls = list(marks.iterdir())
     assert calls == []
     assert _read(out)["runs"][1]["error"] == "ValueError: still broken"
 
 
-def test_other_options_in_same_out_refused(tmp_path, monkeypatch, capsys):
-    import bench.compare as cmp
-
-    monkeypatch.setattr(cmp, "run_cnn", _raiser(RuntimeError("x")))
+def test_other_options_in_same_out_refused(tmp_path, in_runs, capsys):
+    in_runs("def run_cnn(*a, **k):\n    raise RuntimeError('x')\ncmp.run_cnn = run_cnn\n")
     out = tmp_path / "run"
     cli.main(["compare", "--pipelines", "none", "--limit", "40", "--out", str(out), "--quiet"])
     capsys.readouterr()
@@ -529,7 +508,7 @@ def test_classic_runs_use_the_dataset_settings_of_the_preset():
 
 
 @needs_presets
-def test_dataset_settings_reach_the_run_record_and_the_cache_key(tmp_path, monkeypatch):
+def test_dataset_settings_reach_the_run_record_and_the_cache_key(tmp_path, monkeypatch, in_runs):
     """End to end on an image folder whose name has (patched-in) lbp_svm settings: the run
     record holds the effective parameters, and the features cache is not shared with
     the default settings."""
@@ -546,6 +525,7 @@ def test_dataset_settings_reach_the_run_record_and_the_cache_key(tmp_path, monke
                 img = rng.integers(0, 256, (24, 24), dtype=np.uint8) // (1 + 3 * c)
                 cv2.imwrite(str(root / split / str(c) / f"{i}.png"), img)
     monkeypatch.setitem(PRESETS["lbp_svm"]["datasets"], "folder", {"grid": (2, 2)})
+    in_runs("from classicvision.presets import PRESETS\nPRESETS['lbp_svm']['datasets']['folder'] = {'grid': (2, 2)}\n")
     assert features_step_signature(make_preset("lbp_svm", dataset="folder")[0]) != \
         features_step_signature(make_preset("lbp_svm")[0])
     base = ["compare", "--dataset", "folder", "--root", str(root), "--cnn", "none", "--quiet"]

@@ -33,21 +33,17 @@ def _statuses(out: Path) -> dict:
     return {r["name"]: r["status"] for r in _read(out)["runs"]}
 
 
-def test_a_killed_run_is_recorded_and_the_next_one_finishes(tmp_path, monkeypatch):
+def test_a_killed_run_is_recorded_and_the_next_one_finishes(tmp_path, in_runs):
     out = tmp_path / "run"
     assert cli.main(BASE + ["--pipelines", "lbp_svm", "--out", str(out)]) == 0
     finished = _read(out)["runs"][0]
-    real = cmp.run_classic
-
-    def killing(spec, *a, **k):
-        if spec.name == "hog_svm":
-            held = np.ones(64 << 20, np.uint8)  # memory of its own, seen by the watchdog
-            time.sleep(1.0)
-            os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's OOM killer would
-            del held
-        return real(spec, *a, **k)
-
-    monkeypatch.setattr(cmp, "run_classic", killing)
+    in_runs("def killing(spec, *a, **k):\n"
+            "    if spec.name == 'hog_svm':\n"
+            "        held = np.ones(64 << 20, np.uint8)  # memory of its own, seen by the watchdog\n"
+            "        time.sleep(1.0)\n"
+            "        os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's OOM killer would\n"
+            "    return real_classic(spec, *a, **k)\n"
+            "cmp.run_classic = killing\n")
     rc = cli.main(BASE + ["--pipelines", "hog_svm,lbp_svm:svm__C=3", "--out", str(out)])
     assert rc == 1  # some run failed
     runs = {r["name"]: r for r in _read(out)["runs"]}
@@ -60,13 +56,12 @@ def test_a_killed_run_is_recorded_and_the_next_one_finishes(tmp_path, monkeypatc
     assert "killed by signal 9" in (out / "report.md").read_text()
 
 
-def test_the_memory_limit_stops_a_run(tmp_path, monkeypatch):
-    def greedy(spec, *a, **k):
-        hog = [np.ones(64 << 20, np.uint8) for _ in range(40)]  # 2.5 GiB, 64 MiB at a time
-        time.sleep(5)
-        return hog
-
-    monkeypatch.setattr(cmp, "run_classic", greedy)
+def test_the_memory_limit_stops_a_run(tmp_path, in_runs):
+    in_runs("def greedy(spec, *a, **k):\n"
+            "    hog = [np.ones(64 << 20, np.uint8) for _ in range(40)]  # 2.5 GiB, 64 MiB at a time\n"
+            "    time.sleep(5)\n"
+            "    return hog\n"
+            "cmp.run_classic = greedy\n")
     out = tmp_path / "run"
     assert cli.main(BASE + ["--pipelines", "hog_svm", "--memory-limit", "700MiB", "--out", str(out)]) == 1
     [rec] = _read(out)["runs"]
@@ -74,11 +69,8 @@ def test_the_memory_limit_stops_a_run(tmp_path, monkeypatch):
     assert 700 << 20 < rec["max_rss_bytes"] < 2 << 30
 
 
-def test_an_exception_in_the_child_is_an_ordinary_failure(tmp_path, monkeypatch):
-    def broken(*a, **k):
-        raise RuntimeError("bad preset")
-
-    monkeypatch.setattr(cmp, "run_classic", broken)
+def test_an_exception_in_the_child_is_an_ordinary_failure(tmp_path, in_runs):
+    in_runs("def broken(*a, **k):\n    raise RuntimeError('bad preset')\ncmp.run_classic = broken\n")
     out = tmp_path / "run"
     assert cli.main(BASE + ["--pipelines", "hog_svm", "--out", str(out)]) == 1
     [rec] = _read(out)["runs"]
