@@ -24,7 +24,6 @@ import errno
 import fcntl
 import json
 import os
-import pickle
 import shutil
 import tempfile
 from pathlib import Path
@@ -546,19 +545,15 @@ def run_job(job: Mapping[str, Any], stream: Any) -> dict:
 
 def _execute(spec: RunSpec, build_spec: RunSpec, params: dict, ctx: Mapping[str, Any], progress: Progress) -> dict:
     """Run one spec on every split in a process of its own; return its record."""
-    job_dir = Path(tempfile.mkdtemp(prefix=f".run-{safe_name(spec.name)}-", dir=ctx["out"]))  # mode 0700
-    try:
-        job_path = job_dir / "job.pkl"
-        job = {"spec": spec, "build_spec": build_spec, "splits": ctx["splits"],
-               "ctx": {k: ctx[k] for k in ("n_jobs", "cache", "identities", "models_dir", "epochs", "device",
-                                           "memory_limit", "cnn_defaults")},
-               "progress": {"quiet": progress.stream is None, "interval": progress.interval,
-                            "heartbeat": progress.heartbeat}}
-        with open(job_path, "wb") as fh:
-            pickle.dump(job, fh)
-        outcome: Outcome = run_isolated(job_path, progress_stream=progress.stream, memory_limit=ctx["memory_limit"])
-    finally:
-        shutil.rmtree(job_dir, ignore_errors=True)
+    from bench.worker import run_child
+
+    job = {"spec": spec, "build_spec": build_spec, "splits": ctx["splits"], "environ": dict(os.environ),
+           "ctx": {k: ctx[k] for k in ("n_jobs", "cache", "identities", "models_dir", "epochs", "device",
+                                       "memory_limit", "cnn_defaults")},
+           "progress": {"quiet": progress.stream is None, "interval": progress.interval,
+                        "heartbeat": progress.heartbeat}}
+    outcome: Outcome = run_isolated(run_child, (job,), progress_stream=progress.stream,
+                                    memory_limit=ctx["memory_limit"])
     if outcome.status == "interrupted":
         raise KeyboardInterrupt
     if outcome.status == "ok":
@@ -699,7 +694,7 @@ def run_compare(args: Any, *, command: str | None = None, progress: Progress | N
     check_out_dir(out)
     options = data_options(args)
     with OutputLock(out):
-        for stale in [*out.glob(".data-*"), *out.glob(".run-*")]:  # left by a compare that was killed
+        for stale in out.glob(".data-*"):  # left by a compare that was killed
             shutil.rmtree(stale, ignore_errors=True)
         fresh = bool(getattr(args, "fresh", False))
         prev = None

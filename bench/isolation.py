@@ -1,23 +1,26 @@
 """Each run of a comparison in a process of its own, under a memory budget.
 
-:func:`run_isolated` starts ``python -m bench.worker JOB RESULT`` (:mod:`bench.worker`)
-for one run and waits for it, so whatever ends that process (an exception, the kernel's
+:func:`run_isolated` runs one job (:func:`bench.worker.run_child`) in a child process
+and waits for it, so whatever ends that process (an exception, the kernel's
 out-of-memory killer, a segfault, ``SIGKILL``, ``os._exit``) ends only that run: the
 command records the outcome in words and goes on with the next run.
 
-The run is a fresh interpreter, not a fork of the command: a fork would inherit thread
-pools it cannot use (GNU OpenMP's, torch's), and its first parallel region could wait
-forever for threads that only exist in the parent. The decoded images reach it without a
-copy through memory-mapped files (:mod:`bench.handoff`). It leads a process group of its
-own, so the joblib workers it starts are stopped with it, and Ctrl-C in the terminal
-reaches only the command, which stops the run.
+The children come from a fork server (``multiprocessing``'s ``"forkserver"``): a clean
+process started once per command that has imported the libraries a run needs (torch,
+scikit-learn, skops: seconds each) and never run a thread pool. A child forked from it
+starts at once and can use every pool, where a fork of the command itself would inherit
+GNU OpenMP and torch pools it cannot use and could wait forever for threads that exist
+only in the parent. The decoded images reach the child without a copy through
+memory-mapped files (:mod:`bench.handoff`). It leads a process group of its own, so the
+joblib workers it starts are stopped with it, and Ctrl-C in the terminal reaches only the
+command, which stops the run. Its progress lines and its result come back over a pipe.
 
-Memory: a watchdog thread in the command samples the memory of the run's process and of
-its descendants (psutil) a few times a second, keeps the peak, and stops the group when
-it passes the budget (``memory_limit``). What is counted is the run's own resident
-memory, its unique set size (USS): the pages of shared libraries and of the mapped
-images that other processes map too are not the run's. The peak goes into every run
-record as ``max_rss_bytes``.
+Memory: a watchdog thread in the command samples the memory of the child and of its
+descendants (psutil) a few times a second, keeps the peak, and stops the group when it
+passes the budget (``memory_limit``). What is counted is the run's own resident memory,
+its unique set size (USS): the pages it shares with the fork server (the imported
+libraries) and with other processes (the mapped images) are not the run's. The peak goes
+into every run record as ``max_rss_bytes``.
 """
 
 from __future__ import annotations
@@ -26,12 +29,11 @@ import collections
 import json
 import os
 import signal
-import subprocess
-import sys
+import multiprocessing
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence, TextIO
+from typing import Any, Callable, TextIO
 
 import numpy as np
 import psutil
@@ -42,7 +44,7 @@ __all__ = [
     "default_memory_limit",
     "parse_memory",
     "format_bytes",
-    "write_result",
+    "jsonable_payload",
     "DEFAULT_MEMORY_FRACTION",
 ]
 
@@ -151,8 +153,11 @@ def _tree_memory(proc: psutil.Process) -> int:
 def _kill_group(pid: int) -> None:
     try:
         os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    except (ProcessLookupError, PermissionError):  # not (yet) a group leader: the process alone
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def _death_cause(returncode: int, peak: int | None, limit: int | None, stopped_at_limit: bool) -> str:
@@ -171,32 +176,48 @@ def _death_cause(returncode: int, peak: int | None, limit: int | None, stopped_a
     return f"the run's process exited with code {returncode} without a result; {peak_txt}"
 
 
+_FORKSERVER: Any = None
+
+
+def _context() -> Any:
+    """The fork server's multiprocessing context (started on first use, preloaded)."""
+    global _FORKSERVER
+    if _FORKSERVER is None:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["bench.worker"])
+        _FORKSERVER = ctx
+    return _FORKSERVER
+
+
 def run_isolated(
-    job_path: str | os.PathLike,
+    target: Callable[..., Any],
+    args: tuple = (),
     *,
     progress_stream: TextIO | None,
     memory_limit: int | None = None,
     poll: float = 0.2,
-    command: Sequence[str] | None = None,
 ) -> Outcome:
-    """Run the job in ``job_path`` in a process of its own and report how it ended.
+    """Run ``target(*args, conn)`` in a child process and report how it ended.
 
     Parameters
     ----------
-    job_path : path-like
-        A job file of :mod:`bench.worker`; the result is written beside it.
+    target : callable
+        A module-level function (it is named to the fork server, not sent): it gets
+        ``args`` and a connection on which it sends ``("line", text)`` progress lines
+        and, last, ``("result", payload)`` with ``payload`` a dict whose ``status`` is
+        ``"ok"`` (with ``value``), ``"failed"`` (``error``, ``traceback``) or
+        ``"interrupted"``; :func:`bench.worker.run_child` is that function.
+    args : tuple
+        Picklable arguments.
     progress_stream : text stream or None
-        Where the run's output (its progress lines) is copied, line by line, as it
-        comes; None drops it (the last lines are kept for the log of a run that dies).
+        Where the progress lines are copied as they come; None drops them (the last
+        ones are kept for the log of a run that dies).
     memory_limit : int or None
         Bytes of their own resident memory (USS) the run's processes may use; past
         it the group is killed and the outcome says so. None: no limit (the peak is
         still measured).
     poll : float
         Seconds between two memory samples.
-    command : sequence of str, optional
-        The worker's command line before the two file arguments (default:
-        ``python -m bench.worker``).
 
     Returns
     -------
@@ -207,21 +228,27 @@ def run_isolated(
     KeyboardInterrupt
         When the command is interrupted while waiting; the run is stopped first.
     """
-    job_path = Path(job_path)
-    result_path = job_path.with_name(job_path.name + ".result.json")
-    result_path.unlink(missing_ok=True)
-    argv = [*(command or (sys.executable, "-m", "bench.worker")), os.fspath(job_path), os.fspath(result_path)]
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    ctx = _context()
+    receive, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=target, args=(*args, send), name="bench-run")
+    proc.start()
+    send.close()
     tail: collections.deque[str] = collections.deque(maxlen=60)
+    payload: list[dict] = []
 
     def forward() -> None:
-        for raw in proc.stdout:
-            text = raw.decode("utf-8", errors="backslashreplace")
-            tail.append(text)
+        while True:
+            try:
+                kind, data = receive.recv()
+            except (EOFError, OSError):
+                return
+            if kind == "result":  # the last message
+                payload.append(data)
+                return
+            tail.append(data)
             if progress_stream is not None:
                 try:
-                    progress_stream.write(text)
+                    progress_stream.write(data)
                     progress_stream.flush()
                 except (OSError, ValueError):
                     pass
@@ -248,32 +275,26 @@ def run_isolated(
     reader.start()
     watchdog.start()
     try:
-        returncode = proc.wait()
+        proc.join()
     except BaseException:
         _kill_group(proc.pid)
-        proc.wait()
+        proc.join()
         raise
     finally:
         done.set()
         watchdog.join()
         _kill_group(proc.pid)  # workers the run left behind
         reader.join(timeout=5)
-        proc.stdout.close()
+        receive.close()
+    returncode = proc.exitcode if proc.exitcode is not None else -signal.SIGKILL
     peak_bytes = peak[0] or None
-
-    payload = None
-    if result_path.is_file():
-        try:
-            payload = json.loads(result_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            payload = None
-        result_path.unlink(missing_ok=True)
-    if payload is not None and not at_limit[0] and returncode == 0:
-        if payload.get("status") == "ok":
-            return Outcome("ok", value=payload.get("value"), max_rss_bytes=peak_bytes)
-        if payload.get("status") == "interrupted":
+    result = payload[0] if payload else None
+    if result is not None and not at_limit[0] and returncode == 0:
+        if result.get("status") == "ok":
+            return Outcome("ok", value=result.get("value"), max_rss_bytes=peak_bytes)
+        if result.get("status") == "interrupted":
             return Outcome("interrupted", max_rss_bytes=peak_bytes)
-        return Outcome("failed", error=payload.get("error"), traceback=payload.get("traceback"),
+        return Outcome("failed", error=result.get("error"), traceback=result.get("traceback"),
                        max_rss_bytes=peak_bytes)
     cause = _death_cause(returncode, peak_bytes, memory_limit, at_limit[0])
     short = "MemoryLimitExceeded" if at_limit[0] else "ChildProcessDied"
@@ -281,9 +302,6 @@ def run_isolated(
                    max_rss_bytes=peak_bytes)
 
 
-def write_result(path: str | os.PathLike, payload: dict) -> None:
-    """Write a worker's result atomically (what :func:`run_isolated` reads back)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, default=_jsonable), encoding="utf-8")
-    os.replace(tmp, path)
+def jsonable_payload(payload: dict) -> dict:
+    """``payload`` after a JSON round trip (numpy values, paths made plain)."""
+    return json.loads(json.dumps(payload, default=_jsonable))

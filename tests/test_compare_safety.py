@@ -202,15 +202,15 @@ def test_kill_and_resume_never_loses_a_finished_run(tmp_path):
     """compare on digits killed with SIGKILL at random moments, then resumed: report.json
     is valid every time and never holds fewer finished runs than before."""
     out = tmp_path / "run"
-    argv = [sys.executable, "-m", "bench", "compare", "--pipelines", "hog_svm,lbp_svm,hog_svm:svm__C=1",
-            "--cnn", "small_convnet:epochs=1", "--limit", "80", "--out", str(out), "--quiet"]
+    argv = [sys.executable, "-m", "bench", "compare", "--pipelines", "hog_svm,lbp_svm,hog_svm:svm__C=1,lbp_svm:C=3",
+            "--cnn", "none", "--limit", "60", "--out", str(out), "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     rng = np.random.default_rng(0)
     best = 0
     for _ in range(10):
         proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
-        time.sleep(float(rng.uniform(0.5, 4.0)))
+        time.sleep(float(rng.uniform(0.5, 3.0)))
         os.killpg(proc.pid, signal.SIGKILL)  # the command and its run's child
         proc.wait()
         if (out / "report.json").exists():
@@ -226,17 +226,17 @@ def test_kill_and_resume_never_loses_a_finished_run(tmp_path):
 def test_cnn_from_weights_a_compare_saved(tmp_path):
     """--cnn NAME:pretrained=PATH starts a net from the weights another comparison saved."""
     first = tmp_path / "first"
-    assert cli.main(["compare", "--pipelines", "none", "--cnn", "small_convnet:batch_size=32", "--limit", "100",
+    assert cli.main(["compare", "--pipelines", "none", "--cnn", "small_convnet:batch_size=32", "--limit", "60",
                      "--epochs", "1", "--save-models", "--out", str(first), "--quiet"]) == 0
     weights = _read(first)["runs"][0]["model_path"]
     out = tmp_path / "second"
     spec = f"small_convnet:batch_size=32:pretrained={weights}"
-    assert cli.main(["compare", "--pipelines", "none", "--cnn", spec, "--limit", "100", "--epochs", "1",
+    assert cli.main(["compare", "--pipelines", "none", "--cnn", spec, "--limit", "60", "--epochs", "1",
                      "--out", str(out), "--quiet"]) == 0
     [rec] = _read(out)["runs"]
     assert rec["status"] == "ok" and rec["params"]["overrides"]["pretrained"] == weights
     missing = tmp_path / "nope.pt"
     assert cli.main(["compare", "--pipelines", "none", "--cnn", f"small_convnet:pretrained={missing}",
-                     "--limit", "100", "--epochs", "1", "--out", str(tmp_path / "third"), "--quiet"]) == 1
+                     "--limit", "60", "--epochs", "1", "--out", str(tmp_path / "third"), "--quiet"]) == 1
     [rec] = _read(tmp_path / "third")["runs"]
     assert rec["status"] == "failed" and str(missing) in rec["error"]

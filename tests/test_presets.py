@@ -47,7 +47,7 @@ def test_registry_lists_the_published_systems():
     for name, info in PRESETS.items():
         assert info["description"] and info["citation"] and info["url"].startswith("http")
         for dataset, figure in info["published"].items():
-            assert dataset in {"cifar10", "scene15"}
+            assert dataset in {"cifar10", "scene15", "caltech101"}
             if isinstance(figure, dict):  # a figure that names its metric
                 assert figure["metric"] in {"top1", "mean_class_accuracy"} and figure["note"]
                 figure = figure["value"]
