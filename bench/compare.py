@@ -771,7 +771,6 @@ def run_compare(args: Any, *, command: str | None = None, progress: Progress | N
             if bound is not None:
                 identity["image_bound"] = list(bound)
             ctx["identities"].append(identity)
-        n_failed = 0
         try:
             n_failed = _run_all(specs, planned, runs, report, ctx, progress, out, args)
         finally:
