@@ -79,6 +79,10 @@ COMPARE_OPTIONS: tuple[tuple[tuple[str, ...], dict], ...] = (
     (("--seed",), dict(type=int, default=0, metavar="S", help="seed for subsets, pipelines and CNNs (default: 0)")),
     (("--limit",), dict(type=_positive_int, default=None, metavar="N",
                         help="cap train and test images at N each (stratified, seeded) for quick checks")),
+    (("--max-pixels",), dict(type=_positive_int, default=None, metavar="N",
+                             help="largest image decoded, in pixels (default: classicvision.datasets."
+                                  "MAX_IMAGE_PIXELS, 89,478,485); a larger one is refused as a possible "
+                                  "decompression bomb")),
     (("--epochs",), dict(type=_positive_int, default=None, metavar="E", help="CNN epochs (default: the classifier's)")),
     (("--memory-limit",), dict(type=_memory, default=None, metavar="SIZE",
                                help="resident memory one run may use, e.g. 8GiB or 0.5 (of the available memory); "

@@ -33,7 +33,7 @@ import numpy as np
 
 from classicvision.presets import SMALL_IMAGE_SIDE, median_image_side
 
-from bench.isolation import Outcome, default_memory_limit, format_bytes, parse_memory, run_isolated
+from bench.isolation import Outcome, default_memory_limit, format_bytes, headroom, parse_memory, run_isolated
 from bench.report import environment_info, write_reports
 from bench.runners import (
     Progress,
@@ -152,6 +152,8 @@ def _load(args: Any, root: Path | None, split: str | None, **kw: Any) -> Any:
 
     if args.dataset != "digits":
         kw["root"] = root
+        if getattr(args, "max_pixels", None) is not None:
+            kw["max_pixels"] = args.max_pixels
     try:
         return load_dataset(args.dataset, split=split, **kw)
     except Exception as exc:
@@ -536,9 +538,11 @@ def run_job(job: Mapping[str, Any], stream: Any) -> dict:
             rec = run_classic(build_spec, train, test, seed=seed, n_jobs=ctx["n_jobs"], cache=ctx["cache"],
                               data_identity=ctx["identities"][i], models_dir=models_dir, progress=progress)
         else:
+            # the classifier plans on top of what this process holds: hand it the headroom
+            room = None if ctx["memory_limit"] is None else headroom(ctx["memory_limit"])
             rec = run_cnn(spec, train, test, seed=seed, epochs=ctx["epochs"], device=ctx["device"],
                           defaults=ctx["cnn_defaults"], models_dir=models_dir, progress=progress,
-                          memory_limit=ctx["memory_limit"])
+                          memory_limit=room)
         records.append(rec)
     return records[0] if len(records) == 1 else _aggregate(records, [s for s, _, _ in sets])
 

@@ -45,6 +45,7 @@ __all__ = [
     "parse_memory",
     "format_bytes",
     "jsonable_payload",
+    "headroom",
     "DEFAULT_MEMORY_FRACTION",
 ]
 
@@ -148,6 +149,20 @@ def _tree_memory(proc: psutil.Process) -> int:
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             pass
     return total
+
+
+def headroom(limit: int, *, margin: float = 0.1) -> int:
+    """Bytes of ``limit`` a run may still take: the limit less what this process
+    tree holds now (counted as the watchdog counts it, USS) and a ``margin``
+    (fraction of ``limit``) for what a memory plan does not count (scoring
+    buffers, the allocator's slack); at least 1 byte, so that a plan made on it
+    fails with its own message rather than on a zero.
+
+    This is what a run hands to :class:`cnn.CNNClassifier` as ``memory_limit``,
+    which plans the training on top of what the process already holds.
+    """
+    own = _tree_memory(psutil.Process())
+    return max(int(limit - own - margin * limit), 1)
 
 
 def _kill_group(pid: int) -> None:

@@ -830,3 +830,22 @@ def test_compare_on_image_folder(tmp_path):
     assert rep["dataset"]["classes"] == ["horizontal", "vertical"]
     assert (rep["dataset"]["n_train"], rep["dataset"]["n_test"]) == (24, 12)
     assert rep["runs"][0]["top1"] == 1.0
+
+
+def test_compare_max_pixels_refuses_larger_images_naming_the_file(tmp_path, capsys):
+    """--max-pixels reaches the loader: an image over it is a clear error naming it."""
+    import cv2
+
+    root = tmp_path / "data"
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            d = root / split / cls
+            d.mkdir(parents=True)
+            for i in range(3):
+                cv2.imwrite(str(d / f"{i}.png"), np.full((40, 30), 60 * i, np.uint8))
+    args = ["compare", "--dataset", "folder", "--root", str(root), "--pipelines", "hog_svm", "--cnn", "none",
+            "--quiet", "--no-cache", "--max-pixels", "1000"]
+    assert cli.main(args + ["--out", str(tmp_path / "refused")]) == 2
+    err = capsys.readouterr().err
+    assert "1,200" in err and "0.png" in err and "max_pixels" in err
+    assert cli.main(args[:-1] + ["1200", "--out", str(tmp_path / "ok")]) == 0

@@ -69,6 +69,22 @@ def test_the_memory_limit_stops_a_run(tmp_path, in_runs):
     assert 700 << 20 < rec["max_rss_bytes"] < 2 << 30
 
 
+def test_a_cnn_run_plans_on_the_headroom_not_the_whole_limit(tmp_path, in_runs):
+    marks = in_runs("def spy(spec, *a, memory_limit=None, **k):\n"
+                    "    open(os.path.join(MARKS, 'limit'), 'w').write(str(memory_limit))\n"
+                    "    return real_cnn(spec, *a, memory_limit=memory_limit, **k)\n"
+                    "cmp.run_cnn = spy\n")
+    out = tmp_path / "run"
+    args = ["compare", "--pipelines", "none", "--cnn", "small_convnet", "--limit", "60", "--epochs", "1",
+            "--quiet", "--memory-limit", "3GiB", "--out", str(out)]
+    assert cli.main(args) == 0
+    room = int((marks / "limit").read_text())
+    # what the run's process already holds (torch, the images) and a margin are not offered again
+    assert 0 < room < 0.9 * (3 << 30)
+    [rec] = _read(out)["runs"]
+    assert rec["status"] == "ok"
+
+
 def test_an_exception_in_the_child_is_an_ordinary_failure(tmp_path, in_runs):
     in_runs("def broken(*a, **k):\n    raise RuntimeError('bad preset')\ncmp.run_classic = broken\n")
     out = tmp_path / "run"
