@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from classicvision._base import DescriptorSet
+from classicvision.base import DescriptorSet
 from classicvision.encoding import FisherVector
 
 __all__ = ["time_fisher", "reference_fisher"]

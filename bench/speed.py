@@ -97,7 +97,7 @@ def make_images(n: int, size: int = 256, seed: int = 0) -> list:
     """``n`` deterministic ``size x size`` uint8 grayscale crops of skimage's pictures."""
     import skimage.data
 
-    from classicvision._base import check_image
+    from classicvision.base import check_image
 
     pictures = []
     for name in _SKIMAGE_PICTURES:

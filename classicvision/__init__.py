@@ -2,20 +2,34 @@
 
 Submodules
 ----------
-datasets   dataset loaders returning one ``Bunch`` (images, target, target_names)
-features   local feature extractors (dense SIFT, HOG, LBP, color SIFT, raw patches)
-encoding   codebooks and encoders (VQ, soft VQ, sparse coding, LLC, Fisher, VLAD, ...)
-pooling    spatial pyramids and sum / max pooling
-kernels    additive kernels, explicit kernel maps and kernel SVMs
-presets    ``make_preset(name)``: the published systems as unfitted pipelines
-metrics    ``classification_report``: one report for both tracks
+base           the shared types and checks: ``DescriptorSet``, ``check_image(s)``, ``image_list``
+datasets       dataset loaders returning one ``Bunch`` (images, target, target_names)
+features       local feature extractors (dense SIFT, HOG, LBP, color SIFT, raw patches)
+encoding       codebooks and encoders (VQ, soft VQ, sparse coding, LLC, Fisher, VLAD, ...)
+pooling        spatial pyramids and sum / max pooling
+kernels        additive kernels, explicit kernel maps and kernel SVMs
+presets        ``make_preset(name)``: the published systems as unfitted pipelines
+metrics        ``classification_report``: one report for both tracks
+augment        mirror augmentation: ``MirrorAugmented``, ``MirrorSymmetric``
+preprocessing  ``ChunkedStandardScaler``: standardization with bounded memory
 """
 
 import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("datasets", "features", "encoding", "pooling", "kernels", "presets", "metrics")
+_SUBMODULES = (
+    "base",
+    "datasets",
+    "features",
+    "encoding",
+    "pooling",
+    "kernels",
+    "presets",
+    "metrics",
+    "augment",
+    "preprocessing",
+)
 
 __all__ = list(_SUBMODULES) + ["__version__"]
 

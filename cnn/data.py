@@ -9,13 +9,13 @@ per-batch host-to-device copy or DataLoader worker is needed.
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from classicvision._base import check_image, image_list
+from classicvision.base import check_image, image_list
 
 __all__ = [
     "images_to_tensor",

@@ -11,12 +11,11 @@ from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import Pipeline
 
 import cnn.classifier as classifier_module
-from classicvision._base import to_gray
+from classicvision.base import to_gray
 from classicvision.datasets import load_digits_images
 from cnn import CNNClassifier, get_model_config
 from cnn.data import DeviceData, channel_stats, images_to_tensor, random_crop, random_flip
 from cnn.engine import evaluate, load_checkpoint, save_checkpoint, train_one_epoch
-
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

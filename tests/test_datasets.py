@@ -26,6 +26,7 @@ from sklearn.utils import Bunch
 
 from classicvision.datasets import (
     DATASETS,
+    dataset_root,
     decode_image,
     get_cache_dir,
     load_cifar10,
@@ -640,6 +641,17 @@ def test_load_dataset_names_and_errors(tmp_path):
     s = load_dataset("scene15", tmp_path, "test", cache=False)
     assert s.target_names == ["Coast", "Forest"] and len(s.images) == 4
     _assert_same(load_scene15(tmp_path / "scene15", "train"), load_dataset("folder", tmp_path / "scene15"))
+
+
+def test_dataset_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert dataset_root("cifar10", tmp_path / "c.tar") == tmp_path / "c.tar"
+    assert dataset_root("cifar10", "~/data") == tmp_path / "data"  # ~ expanded
+    monkeypatch.setenv("CLASSICVISION_DATA", "~/shared")
+    assert dataset_root("scene15") == tmp_path / "shared"
+    monkeypatch.delenv("CLASSICVISION_DATA")
+    with pytest.raises(ValueError, match="dataset 'scene15' needs root="):
+        dataset_root("scene15")
 
 
 # --------------------------------------------------------------------------- real archives

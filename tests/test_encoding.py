@@ -13,7 +13,7 @@ from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_sp
 from sklearn.pipeline import Pipeline
 from sklearn.svm import LinearSVC
 
-from classicvision._base import DescriptorSet
+from classicvision.base import DescriptorSet
 from classicvision.encoding import (
     LLC,
     VLAD,
@@ -678,7 +678,7 @@ def test_image_encoder_parallel_and_fit_fraction():
 
 
 def test_pyramid_max_pooling_that_the_encoder_would_ignore_is_an_error():
-    from classicvision._base import DescriptorSet
+    from classicvision.base import DescriptorSet
     from classicvision.encoding import LLC, BagOfWords
     from classicvision.pooling import SpatialPyramid
 

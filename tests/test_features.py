@@ -13,7 +13,7 @@ from skimage.feature import hog as sk_hog
 from skimage.feature import local_binary_pattern
 from sklearn.base import clone
 
-from classicvision._base import DescriptorSet
+from classicvision.base import DescriptorSet
 from classicvision.features import (
     HOG,
     LBP,

@@ -52,7 +52,7 @@ def test_valid_float_images_are_accepted(extractor, dtype):
 
 
 def test_check_image_makes_no_full_size_float_copy():
-    from classicvision._base import check_image, check_images
+    from classicvision.base import check_image, check_images
 
     img = np.random.default_rng(3).random((64, 64, 3))
     out = check_image(img)
@@ -62,3 +62,13 @@ def test_check_image_makes_no_full_size_float_copy():
     stack[1, 3, 3] = np.nan
     with pytest.raises(ValueError, match=r"image 1 \(s\.png\) has non-finite"):
         check_images(stack, filenames=["r.png", "s.png"])
+
+
+def test_base_is_a_public_submodule():
+    import classicvision
+    from classicvision import base
+
+    assert {"base", "augment", "preprocessing"} <= set(classicvision.__all__)
+    assert classicvision.base is base and classicvision.augment.MirrorAugmented
+    assert {"DescriptorSet", "check_image", "check_images", "image_list"} <= set(base.__all__)
+    assert all(hasattr(base, name) for name in base.__all__)

@@ -5,7 +5,7 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.decomposition import sparse_encode
 
-from classicvision._base import DescriptorSet
+from classicvision.base import DescriptorSet
 from classicvision.encoding import SparseCoding, fista_lasso
 from classicvision.encoding._sparse import learn_dictionary, working_set_lasso
 

@@ -14,6 +14,7 @@ assigning ``classicvision.datasets.MAX_IMAGE_PIXELS`` for the process).
 :func:`load_cifar10`        CIFAR-10 (official python format, or ImageFolder copy)
 :func:`load_scene15`        15-Scene (ImageFolder copy)
 :func:`load_dataset`        any of the above by name (:data:`DATASETS`)
+:func:`dataset_root`        where a named dataset is read from (``$CLASSICVISION_DATA``)
 :func:`split_per_class`     reproducible per-class train/test split
 =========================  ====================================================
 """
@@ -23,7 +24,7 @@ from ._cifar import CIFAR10_MD5, CIFAR10_URL, download_file, load_cifar10
 from ._decode import MAX_IMAGE_PIXELS, decode_image, read_image
 from ._digits import load_digits_images
 from ._folder import load_image_folder
-from ._registry import DATASETS, load_dataset, load_scene15
+from ._registry import DATASETS, dataset_root, load_dataset, load_scene15
 from ._split import split_per_class
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "CIFAR10_MD5",
     "CIFAR10_URL",
     "clear_cache",
+    "dataset_root",
     "decode_image",
     "download_file",
     "get_cache_dir",

@@ -13,7 +13,7 @@ from ._decode import resolve_max_pixels
 from ._digits import load_digits_images
 from ._folder import load_image_folder
 
-__all__ = ["DATASETS", "load_dataset", "load_scene15"]
+__all__ = ["DATASETS", "dataset_root", "load_dataset", "load_scene15"]
 
 #: Name -> one-line description of every dataset :func:`load_dataset` knows.
 DATASETS: dict[str, str] = {
@@ -42,7 +42,36 @@ def _find_copy(path: Path, names: tuple[str, ...]) -> Path:
     return path
 
 
-def _default_root(name: str, root) -> Path:
+def dataset_root(name: str, root: str | os.PathLike | None = None) -> Path:
+    """Where dataset ``name`` is read from: ``root``, else ``$CLASSICVISION_DATA``.
+
+    The one resolver the named loaders use (:func:`load_dataset`,
+    :func:`load_scene15`); ``~`` is expanded. The path is not checked for
+    existence (the loaders report a missing path with their own message).
+
+    Parameters
+    ----------
+    name : str
+        The dataset's name, used in the error message (e.g. ``"cifar10"``).
+    root : str, path-like or None, default=None
+        The dataset's archive or folder, or the folder holding it.
+
+    Returns
+    -------
+    path : pathlib.Path
+        ``root`` (or ``$CLASSICVISION_DATA``) with ``~`` expanded.
+
+    Raises
+    ------
+    ValueError
+        ``root`` is None and ``$CLASSICVISION_DATA`` is unset or empty.
+
+    Examples
+    --------
+    >>> from classicvision.datasets import dataset_root
+    >>> dataset_root("cifar10", "/data/cifar10.tar.gz").name
+    'cifar10.tar.gz'
+    """
     if root is None:
         env = os.environ.get("CLASSICVISION_DATA")
         if not env:
@@ -89,7 +118,7 @@ def load_scene15(root: str | os.PathLike | None = None, split: str | None = "tra
     Matching for Recognizing Natural Scene Categories", CVPR 2006.
     https://doi.org/10.1109/CVPR.2006.68
     """
-    path = _find_copy(_default_root("scene15", root), _SCENE15_COPIES)
+    path = _find_copy(dataset_root("scene15", root), _SCENE15_COPIES)
     return load_image_folder(path, split, **kwargs)
 
 
@@ -148,9 +177,9 @@ def load_dataset(
     if name == "scene15":
         return load_scene15(root, split, **kwargs)
     if name == "caltech101":
-        path = _find_copy(_default_root(name, root), _CALTECH101_COPIES)
+        path = _find_copy(dataset_root(name, root), _CALTECH101_COPIES)
         return load_image_folder(path, split, **kwargs)
-    path = _default_root(name, root)
+    path = dataset_root(name, root)
     if name == "cifar10":
         return load_cifar10(path, split, **kwargs)
     return load_image_folder(path, split, **kwargs)

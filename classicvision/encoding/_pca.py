@@ -11,7 +11,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
-from .._base import DescriptorSet, check_descriptor_sets
+from ..base import DescriptorSet, check_descriptor_sets
 from ._base import sample_descriptors
 
 __all__ = ["DescriptorPCA"]

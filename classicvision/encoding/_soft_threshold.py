@@ -80,7 +80,7 @@ class SoftThreshold(BaseEncoder):
     Examples
     --------
     >>> import numpy as np
-    >>> from classicvision._base import DescriptorSet
+    >>> from classicvision.base import DescriptorSet
     >>> from classicvision.encoding import SoftThreshold
     >>> rng = np.random.RandomState(0)
     >>> sets = [DescriptorSet(rng.randn(50, 8).astype(np.float32), rng.rand(50, 2), np.full(50, 6.0))

@@ -8,7 +8,7 @@ import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from .._base import check_descriptor_sets
+from ..base import check_descriptor_sets
 
 from ._base import BaseEncoder, fit_kmeans, k_smallest, nearest_codeword, normalize_rows, squared_distances
 
@@ -65,7 +65,7 @@ class BagOfWords(BaseEncoder):
     Examples
     --------
     >>> import numpy as np
-    >>> from classicvision._base import DescriptorSet
+    >>> from classicvision.base import DescriptorSet
     >>> from classicvision.pooling import SpatialPyramid
     >>> rng = np.random.default_rng(0)
     >>> sets = [DescriptorSet(rng.random((50, 8), dtype=np.float32), rng.random((50, 2)), np.ones(50))

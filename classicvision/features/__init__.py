@@ -1,7 +1,7 @@
 """Local feature extractors: images in, one descriptor set per image out.
 
 Every extractor is a scikit-learn transformer (``fit`` validates, ``transform``
-returns a list of :class:`~classicvision._base.DescriptorSet`, or a 2-D array for
+returns a list of :class:`~classicvision.base.DescriptorSet`, or a 2-D array for
 ``HOG``/``LBP`` with ``output="vector"``), with a function twin for one image.
 
 ==================  ========================================================  ====================

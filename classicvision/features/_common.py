@@ -1,7 +1,7 @@
 """Machinery shared by the feature extractors.
 
 Every extractor in :mod:`classicvision.features` is a scikit-learn transformer that
-takes a sequence of images and returns one :class:`~classicvision._base.DescriptorSet`
+takes a sequence of images and returns one :class:`~classicvision.base.DescriptorSet`
 per image.  This module holds the common base class (parameter validation, tags,
 joblib over chunks of images) and small helpers (resizing, dense grids).
 """
@@ -16,7 +16,7 @@ import numpy as np
 from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from .._base import DescriptorSet, check_images
+from ..base import DescriptorSet, check_images
 
 __all__ = [
     "BaseExtractor",

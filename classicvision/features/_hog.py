@@ -17,7 +17,7 @@ from sklearn.utils._available_if import available_if
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from .._base import DescriptorSet, check_image, image_name
+from ..base import DescriptorSet, check_image, image_name
 from ._common import BaseExtractor, bounded_shape, no_input_features, normalized_positions
 
 __all__ = ["HOG", "hog"]
@@ -268,7 +268,7 @@ class HOG(BaseExtractor):
         Images whose longer side exceeds this many pixels are downscaled to it first
         (area interpolation, aspect ratio kept; before ``resize``). None: no bound.
     output : {'descriptors', 'vector'}, default='descriptors'
-        ``'descriptors'``: a list of :class:`~classicvision._base.DescriptorSet`, one
+        ``'descriptors'``: a list of :class:`~classicvision.base.DescriptorSet`, one
         row per block (positions = block centres). ``'vector'``: a 2-D
         ``(n_images, n_features)`` float32 array, each row the flattened blocks in
         scikit-image's order (all images must then give the same number of blocks).

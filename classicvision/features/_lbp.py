@@ -18,7 +18,7 @@ from sklearn.utils._available_if import available_if
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from .._base import DescriptorSet, check_image
+from ..base import DescriptorSet, check_image
 from ._common import BaseExtractor, no_input_features, normalized_positions
 
 __all__ = ["LBP", "lbp", "lbp_codes", "lbp_n_bins"]
@@ -321,7 +321,7 @@ class LBP(BaseExtractor):
     output : {'vector', 'descriptors'}, default='vector'
         ``'vector'``: 2-D ``(n_images, n_cells * n_bins)`` float32 array (grid mode
         only). ``'descriptors'``: one histogram per cell as a
-        :class:`~classicvision._base.DescriptorSet` with cell-centre positions.
+        :class:`~classicvision.base.DescriptorSet` with cell-centre positions.
     cell_size : int or None, default=None
         Square patches of this many pixels instead of the grid (descriptor mode),
         as LBP over dense patches in the NEC system.

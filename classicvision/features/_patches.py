@@ -10,7 +10,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
-from .._base import DescriptorSet, check_image, check_images
+from ..base import DescriptorSet, check_image, check_images
 from ._common import BaseExtractor, normalized_positions, resize_max_side
 
 __all__ = ["RawPatches", "raw_patches"]

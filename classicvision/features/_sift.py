@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 from sklearn.utils._param_validation import Interval
 
-from .._base import DescriptorSet, check_image, to_gray
+from ..base import DescriptorSet, check_image, to_gray
 from ._common import BaseExtractor, empty_set, normalized_positions, resize_max_side
 
 __all__ = ["DenseSIFT", "dense_sift", "sift_grid"]
