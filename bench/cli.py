@@ -361,7 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_cache(args)
     if args.command == "compare":
         from bench.compare import DatasetError, UsageError, run_compare
-        from bench.runners import Progress
+        from bench.progress import Progress
 
         progress = Progress(None if args.quiet else sys.stderr)
         command = "python -m bench " + shlex.join(argv)

@@ -31,24 +31,28 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from classicvision.presets import SMALL_IMAGE_SIDE, median_image_side
+from classicvision.datasets import load_dataset, split_per_class
+from classicvision.features import resize_max_side
+from classicvision.presets import SMALL_IMAGE_SIDE, median_image_side, preset_params, setting_for
 
+from bench.cache import FeatureCache, dataset_digest
+from bench.environment import environment_info
+from bench.handoff import load_split_sets as mapped_splits
+from bench.handoff import save_split_sets
 from bench.isolation import Outcome, default_memory_limit, format_bytes, headroom, parse_memory, run_isolated
-from bench.report import environment_info, write_reports
-from bench.runners import (
-    Progress,
-    classic_params,
-    cnn_params,
-    empty_record,
-    run_classic,
-    run_cnn,
-)
+from bench.progress import Progress
+from bench.published import published_figure
+from bench.report import write_reports
+from bench.runners import run_classic, run_cnn
 from bench.specs import (
     DatasetError,
     RunSpec,
     Split,
     UsageError,
     check_names,
+    classic_params,
+    cnn_params,
+    empty_record,
     model_names,
     parse_specs,
     preset_names,
@@ -148,8 +152,6 @@ def _dataset_root(args: Any) -> Path | None:
 
 
 def _load(args: Any, root: Path | None, split: str | None, **kw: Any) -> Any:
-    from classicvision.datasets import load_dataset
-
     if args.dataset != "digits":
         kw["root"] = root
         if getattr(args, "max_pixels", None) is not None:
@@ -231,8 +233,6 @@ def load_split_sets(args: Any) -> tuple[list[tuple[int, Split, Split]], dict]:
     if args.train_per_class is None:
         raise UsageError(f"--splits {k} draws random per-class splits: it needs --train-per-class N "
                          "(and --test-per-class M for up to M test images per class)")
-    from classicvision.datasets import split_per_class
-
     root = _dataset_root(args)
     pool = _to_split(_load(args, root, None))
     sets = []
@@ -258,7 +258,7 @@ def load_split_sets(args: Any) -> tuple[list[tuple[int, Split, Split]], dict]:
 # ----------------------------------------------------------------------------- defaults
 def _pretrained_available(model: str) -> bool:
     """Whether torchvision's ImageNet weights of ``model`` are in the torch hub cache."""
-    try:
+    try:  # torch only when the defaults are chosen for a folder of photos
         import torch
         import torchvision.models as tvm
 
@@ -438,8 +438,6 @@ def classic_run(spec: RunSpec, seed: int | None, dataset: str,
     ``random_state``, which bench sets); they identify the run for resume, so runs
     recorded before a preset's settings changed are redone.
     """
-    from classicvision.presets import preset_params, setting_for
-
     kwargs = dict(spec.overrides)
     forced = "dataset" in kwargs
     chosen = kwargs.pop("dataset", dataset)
@@ -521,8 +519,6 @@ def run_job(job: Mapping[str, Any], stream: Any) -> dict:
     index of :func:`bench.handoff.save_split_sets`), ``ctx`` (the runners' options) and
     ``progress`` (``quiet``, ``interval``, ``heartbeat``).
     """
-    from bench.handoff import load_split_sets as mapped_splits
-
     spec, build_spec, ctx = job["spec"], job["build_spec"], job["ctx"]
     opts = job["progress"]
     progress = Progress(None if opts["quiet"] else stream, interval=opts["interval"], heartbeat=opts["heartbeat"])
@@ -549,6 +545,7 @@ def run_job(job: Mapping[str, Any], stream: Any) -> dict:
 
 def _execute(spec: RunSpec, build_spec: RunSpec, params: dict, ctx: Mapping[str, Any], progress: Progress) -> dict:
     """Run one spec on every split in a process of its own; return its record."""
+    # bench.worker imports this module (the runs' code) and torch: imported when a run starts
     from bench.worker import run_child
 
     job = {"spec": spec, "build_spec": build_spec, "splits": ctx["splits"], "environ": dict(os.environ),
@@ -591,6 +588,7 @@ def _needed_size(spec: RunSpec, params: Mapping[str, Any]) -> tuple[str, int] | 
         if "image_size" in eff and "max_size" not in eff:
             return ("short", int(eff["image_size"]))
         return ("long", int(eff["max_size"])) if eff.get("max_size") else None
+    # torch only when a CNN run is planned: a classic-only comparison never imports it
     from cnn import get_model_config
 
     cfg = get_model_config(spec.base)
@@ -618,8 +616,6 @@ def bound_images(splits: Sequence[Split], needs: Sequence[tuple[str, int] | None
     """
     if not needs or any(n is None for n in needs):
         return None
-    from classicvision.features import resize_max_side
-
     long_need = max((n for kind, n in needs if kind == "long"), default=0)
     short_need = max((n for kind, n in needs if kind == "short"), default=0)
     done: dict[int, np.ndarray] = {}
@@ -670,6 +666,56 @@ def _memory_limit(args: Any) -> int:
         raise UsageError(f"--memory-limit: {exc}") from exc
 
 
+def _defaults(args: Any, classic, cnns, train: Split, progress: Progress) -> tuple[list, list]:
+    """Fill in the runs not asked for (``None``) with :func:`default_runs`, saying which."""
+    if classic is not None and cnns is not None:
+        return classic, cnns
+    pipelines, cnn, why = default_runs(args.dataset, train)
+    if classic is None and cnns is None:
+        progress.line(f"default runs: {why}")
+    else:  # one side was asked for: only the other is chosen
+        flag, names = ("--pipelines", pipelines) if classic is None else ("--cnn", cnn)
+        progress.line(f"default {flag} {names} (for {why.split(':', 1)[0]})")
+    return (parse_specs(pipelines, "classic") if classic is None else classic,
+            parse_specs(cnn, "cnn") if cnns is None else cnns)
+
+
+def _previous_runs(out: Path, options: Mapping[str, Any], fresh: bool, progress: Progress) -> dict | None:
+    """The previous report of ``out`` to resume from (None with ``--fresh``, set aside)."""
+    for stale in out.glob(".data-*"):  # left by a compare that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+    if fresh:
+        _set_aside(out, "--fresh", progress)
+        return None
+    return _load_previous(out, options)
+
+
+def _kept_runs(prev: dict | None, info: Mapping[str, Any], out: Path, progress: Progress) -> list[dict]:
+    """The runs of the previous report, if it was made on the same data; else none (set aside)."""
+    if prev is None:
+        return []
+    data = prev.get("dataset", {})
+    if data.get("digest") == info["digest"] and data.get("split_digests") == info.get("split_digests"):
+        return [r for r in prev.get("runs", []) if isinstance(r, dict)]
+    _set_aside(out, "the data changed since the previous report; redoing every run", progress)
+    return []
+
+
+def _identities(sets, digests: list[dict], options: Mapping[str, Any], bound) -> list[dict]:
+    """What the features cache keys on, per split: the full-size images' digest, the split
+    and the downscaling bound (the same files give other pixels under another bound)."""
+    identities = []
+    for (seed, _, _), digest in zip(sets, digests):
+        identity = {k: v for k, v in options.items() if k not in ("root", "splits")}
+        identity["digest"] = digest
+        if len(sets) > 1:
+            identity["seed"] = seed
+        if bound is not None:
+            identity["image_bound"] = list(bound)
+        identities.append(identity)
+    return identities
+
+
 def run_compare(args: Any, *, command: str | None = None, progress: Progress | None = None) -> tuple[dict, int]:
     """Run the comparison described by parsed ``compare`` arguments.
 
@@ -689,8 +735,6 @@ def run_compare(args: Any, *, command: str | None = None, progress: Progress | N
     DatasetError
         The dataset could not be loaded.
     """
-    from bench.cache import FeatureCache, dataset_digest
-
     progress = progress or Progress()
     classic, cnns = _requested(args)
     out = Path(args.out) if args.out else default_out_dir(args.dataset)
@@ -698,44 +742,20 @@ def run_compare(args: Any, *, command: str | None = None, progress: Progress | N
     check_out_dir(out)
     options = data_options(args)
     with OutputLock(out):
-        for stale in out.glob(".data-*"):  # left by a compare that was killed
-            shutil.rmtree(stale, ignore_errors=True)
-        fresh = bool(getattr(args, "fresh", False))
-        prev = None
-        if fresh:
-            _set_aside(out, "--fresh", progress)
-        else:
-            prev = _load_previous(out, options)
-
+        prev = _previous_runs(out, options, bool(getattr(args, "fresh", False)), progress)
         with progress.stage("dataset", f"load {args.dataset!r}"):
             sets, info = load_split_sets(args)
-        train0 = sets[0][1]
-        if classic is None or cnns is None:
-            pipelines, cnn, why = default_runs(args.dataset, train0)
-            progress.line(f"default runs: {why}")
-            if classic is None:
-                classic = parse_specs(pipelines, "classic")
-            if cnns is None:
-                cnns = parse_specs(cnn, "cnn")
+        classic, cnns = _defaults(args, classic, cnns, sets[0][1], progress)
         digests = [{"train": dataset_digest(tr.images, tr.target), "test": dataset_digest(te.images, te.target)}
                    for _, tr, te in sets]
         info["digest"] = digests[0]
         if len(sets) > 1:
             info["split_digests"] = digests
-        image_side = median_image_side(train0.images)
-        info["median_side"] = image_side
+        info["median_side"] = image_side = median_image_side(sets[0][1].images)
         progress.line(f"dataset {args.dataset}: {info['n_train']} train, {info['n_test']} test, "
                       f"{len(info['classes'])} classes" + (f", {len(sets)} splits" if len(sets) > 1 else "")
                       + f"; output in {out}; memory limit per run {format_bytes(memory_limit)}")
-        runs: list[dict] = []
-        if prev is not None:
-            same = prev.get("dataset", {}).get("digest") == info["digest"] and \
-                prev.get("dataset", {}).get("split_digests") == info.get("split_digests")
-            if same:
-                runs = [r for r in prev.get("runs", []) if isinstance(r, dict)]
-            else:
-                _set_aside(out, "the data changed since the previous report; redoing every run", progress)
-
+        runs = _kept_runs(prev, info, out, progress)
         report: dict[str, Any] = {
             "schema_version": REPORT_SCHEMA_VERSION,
             "created": _now(),
@@ -764,17 +784,7 @@ def run_compare(args: Any, *, command: str | None = None, progress: Progress | N
                              [_needed_size(spec, params) for spec, (_, params) in zip(specs, planned)], progress)
         if bound is not None:
             info["image_bound"] = {"long": bound[0], "short": bound[1]}
-        # What the features cache keys on: the full-size images' digest, the split and
-        # the downscaling bound (the same files give other pixels under another bound).
-        ctx["identities"] = []
-        for (seed, _, _), digest in zip(sets, digests):
-            identity = {k: v for k, v in options.items() if k not in ("root", "splits")}
-            identity["digest"] = digest
-            if len(sets) > 1:
-                identity["seed"] = seed
-            if bound is not None:
-                identity["image_bound"] = list(bound)
-            ctx["identities"].append(identity)
+        ctx["identities"] = _identities(sets, digests, options, bound)
         try:
             n_failed = _run_all(specs, planned, runs, report, ctx, progress, out, args)
         finally:
@@ -790,9 +800,6 @@ def run_compare(args: Any, *, command: str | None = None, progress: Progress | N
 def _run_all(specs, planned, runs: list[dict], report: dict, ctx: dict, progress: Progress, out: Path,
              args: Any) -> int:
     """The run loop of :func:`run_compare`; returns the number of failed runs."""
-    from bench.handoff import save_split_sets
-    from bench.published import published_figure
-
     n_failed = 0
     for i, (spec, (build_spec, params)) in enumerate(zip(specs, planned), 1):
         done = next((r for r in runs if r.get("status") == "ok" and _same_run(r, spec.name, spec.track, params)),

@@ -35,8 +35,13 @@ import importlib
 import inspect
 import os
 import tempfile
+import json
 from pathlib import Path
 from typing import Any, Callable
+
+import numpy as np
+
+from bench.specs import RunSpec, Split, safe_name
 
 __all__ = [
     "VETTED_TYPES",
@@ -51,6 +56,8 @@ __all__ = [
     "load_model",
     "model_kind",
     "cnn_nbytes",
+    "write_sidecar",
+    "store_model",
 ]
 
 # Third-party types skops does not trust by default and that we reviewed: plain data
@@ -333,3 +340,54 @@ def cnn_nbytes(model: Any) -> int:
         model.save(p)
         return p.stat().st_size
 
+
+def write_sidecar(path: Path, spec: RunSpec, train: Split) -> None:
+    """Describe a saved model for ``bench predict``: class names and input format."""
+    shape = None
+    if isinstance(train.images, np.ndarray):
+        shape = list(train.images.shape[1:])
+    else:
+        shapes = {tuple(np.shape(im)) for im in train.images[:1000]}
+        if len(shapes) == 1:
+            shape = list(next(iter(shapes)))
+    first = np.asarray(train.images[0])
+    info = {
+        "name": spec.name,
+        "track": spec.track,
+        "base": spec.base,
+        "target_names": list(train.target_names),
+        "color": bool(first.ndim == 3 and first.shape[-1] == 3),
+        "image_shape": shape,
+        "dtype": str(first.dtype),
+        "max_value": int(np.iinfo(first.dtype).max) if np.issubdtype(first.dtype, np.integer) else 1,
+    }
+    path.with_suffix(".json").write_text(json.dumps(info, indent=1))
+
+
+def store_model(model: Any, track: str, spec: RunSpec, train: Split, models_dir: str | os.PathLike | None) -> dict:
+    """Save a fitted run's model with its sidecar under ``models_dir``, or only size it.
+
+    Parameters
+    ----------
+    model : estimator
+        A fitted classic pipeline (``track="classic"``, saved with skops) or a fitted
+        ``cnn.CNNClassifier`` (``track="cnn"``).
+    track : {"classic", "cnn"}
+    spec : RunSpec
+        Names the file (``safe_name(spec.name)``) and fills the sidecar.
+    train : Split
+        The training split (class names and input format for the sidecar).
+    models_dir : path or None
+        ``None``: nothing is written and only the size of the file that would be is
+        measured.
+
+    Returns
+    -------
+    dict
+        The run record's ``model_bytes``, and ``model_path`` when the model was saved.
+    """
+    if models_dir is not None:
+        path = save_model(model, models_dir, safe_name(spec.name), track)
+        write_sidecar(path, spec, train)
+        return {"model_path": str(path), "model_bytes": path.stat().st_size}
+    return {"model_bytes": skops_nbytes(model) if track == "classic" else cnn_nbytes(model)}

@@ -30,7 +30,7 @@ _MAX_SIDECAR_BYTES = 16 * 2**20
 _MAX_NAME_CHARS = 4096
 _DTYPES = frozenset({"bool", "uint8", "uint16", "uint32", "int8", "int16", "int32", "int64",
                      "float16", "float32", "float64"})
-#: The fields ``bench.runners._write_sidecar`` writes; all are required.
+#: The fields ``bench.models_io.write_sidecar`` writes; all are required.
 SIDECAR_FIELDS = ("name", "track", "base", "target_names", "color", "image_shape", "dtype", "max_value")
 
 

@@ -20,7 +20,6 @@ import datetime as _dt
 import html
 import json
 import os
-import platform
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -33,7 +32,6 @@ from bench import isolation
 from bench.specs import UsageError, model_names, parse_specs, preset_names, safe_name
 
 __all__ = [
-    "environment_info",
     "write_json_atomic",
     "load_report",
     "md_table",
@@ -48,59 +46,6 @@ __all__ = [
     "confusion_filename",
 ]
 
-_PACKAGES = {
-    "numpy": "numpy",
-    "scikit-learn": "sklearn",
-    "scikit-image": "skimage",
-    "opencv": "cv2",
-    "torch": "torch",
-    "torchvision": "torchvision",
-    "classicvision": "classicvision",
-}
-
-
-def _version(module_name: str) -> str | None:
-    import importlib
-
-    try:
-        mod = importlib.import_module(module_name)
-    except Exception:
-        return None
-    return str(getattr(mod, "__version__", None) or "unknown")
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def environment_info() -> dict:
-    """Python and package versions, CPU model and core count, GPU name (or None)."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count()
-    gpu = None
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            gpu = torch.cuda.get_device_name(0)
-    except Exception:
-        gpu = None
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "packages": {name: _version(mod) for name, mod in _PACKAGES.items()},
-        "cpu": {"model": _cpu_model(), "count": os.cpu_count(), "usable": usable},
-        "gpu": gpu,
-    }
 
 
 def _umask() -> int:
@@ -394,9 +339,6 @@ def md_table(rows: Sequence[Mapping[str, str]], columns: Sequence[str] | None = 
     for r in rows:
         out.append("| " + " | ".join(esc(r.get(c, "")) for c in columns) + " |")
     return "\n".join(out) + "\n"
-
-
-
 
 
 _md_table = md_table  # the former private name, kept for scripts that import it

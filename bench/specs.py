@@ -1,4 +1,5 @@
-"""What a comparison runs: run specs, their command-line parsing, the splits' containers.
+"""What a comparison runs: run specs, their command-line parsing, the splits' containers,
+and the empty run records (:func:`empty_record`) with the ``params`` that identify a run.
 
 A leaf module: :mod:`bench.compare`, :mod:`bench.runners` and :mod:`bench.report` all
 import it, and it imports none of them (it is where the names a report needs to list
@@ -27,6 +28,9 @@ __all__ = [
     "n_images",
     "take",
     "safe_name",
+    "empty_record",
+    "classic_params",
+    "cnn_params",
 ]
 
 
@@ -175,3 +179,36 @@ def model_names() -> list[str]:
     except Exception as exc:
         raise UsageError(f"the cnn package is not available ({type(exc).__name__}: {exc})") from exc
     return list(list_models())
+
+
+# ----------------------------------------------------------------------------- run records
+def empty_record(spec: RunSpec, params: Mapping[str, Any]) -> dict:
+    """A run record with every contract key present and no results."""
+    return {
+        "name": spec.name,
+        "track": spec.track,
+        "params": dict(params),
+        "status": None,
+        "error": None,
+        "top1": None,
+        "top5": None,
+        "macro_f1": None,
+        "mean_class_accuracy": None,
+        "per_class_recall": None,
+        "confusion": None,
+        "fit_seconds": None,
+        "predict_seconds": None,
+        "images_per_second": None,
+        "model_bytes": None,
+    }
+
+def classic_params(spec: RunSpec, seed: int | None) -> dict:
+    """The ``params`` of a classic run record (what identifies it for resume)."""
+    return {"preset": spec.base, "overrides": dict(spec.overrides), "random_state": seed}
+
+def cnn_params(
+    spec: RunSpec, seed: int | None, epochs: int | None, defaults: Mapping[str, Any] | None = None
+) -> dict:
+    """The ``params`` of a CNN run record (what identifies it for resume)."""
+    return {"model": spec.base, "overrides": dict(spec.overrides), "random_state": seed, "epochs": epochs,
+            "dataset_defaults": dict(defaults or {})}

@@ -11,7 +11,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from ._base import check_images
 
-__all__ = ["MirrorAugmented", "MirrorSymmetric", "mirror_images"]
+__all__ = ["MirrorAugmented", "MirrorSymmetric", "mirror_images", "with_mirrors"]
 
 
 def mirror_images(images) -> list:
@@ -27,6 +27,35 @@ def mirror_images(images) -> list:
         Each image with its columns reversed (contiguous copies).
     """
     return [np.ascontiguousarray(im[:, ::-1]) for im in images]
+
+
+def with_mirrors(images, y=None):
+    """The images followed by their left-right mirrors, and the labels repeated.
+
+    The training set of :class:`MirrorAugmented`, for callers that fit its steps
+    themselves (``bench`` caches the features of the mirrors with the others).
+
+    Parameters
+    ----------
+    images : (N, H, W[, C]) ndarray, or sequence of (H, W) or (H, W, C) ndarray
+    y : (N,) array-like or None, default=None
+
+    Returns
+    -------
+    images : (2N, H, W[, C]) ndarray, or list of 2N ndarray
+        An array stays an array (mirrors as a contiguous copy); a sequence becomes a
+        list of the images and then their mirrors.
+    y : (2N,) ndarray
+        Only when ``y`` is given: ``y`` twice.
+    """
+    if isinstance(images, np.ndarray) and images.ndim >= 3 and images.dtype != object:
+        out = np.concatenate([images, images[:, :, ::-1]])
+    else:
+        out = list(images) + mirror_images(images)
+    if y is None:
+        return out
+    y = np.asarray(y)
+    return out, np.concatenate([y, y])
 
 
 def _images_and_labels(X, y, filenames=None):
@@ -114,16 +143,59 @@ class MirrorAugmented(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         """
         images, y = _images_and_labels(X, y, filenames)
         check_classification_targets(y)
-        self.estimator_ = clone(self.estimator).fit(images + mirror_images(images), np.concatenate([y, y]))
+        self.estimator_ = clone(self.estimator).fit(*with_mirrors(images, y))
         self.classes_ = self.estimator_.classes_
         return self
+
+    @classmethod
+    def from_fitted(cls, estimator, *, test_time: bool = True) -> "MirrorAugmented":
+        """A fitted wrapper around an ``estimator`` already fitted on the images and
+        their mirrors (:func:`with_mirrors`), as :meth:`fit` would have made it.
+
+        Parameters
+        ----------
+        estimator : fitted classifier
+            Becomes ``estimator_`` (and, unfitted clones aside, ``estimator``).
+        test_time : bool, default=True
+
+        Returns
+        -------
+        MirrorAugmented
+            Fitted: ``estimator_`` is ``estimator``, ``classes_`` its classes.
+        """
+        check_is_fitted(estimator)
+        wrapper = cls(estimator, test_time=test_time)
+        wrapper.estimator_ = estimator
+        wrapper.classes_ = estimator.classes_
+        return wrapper
+
+    @staticmethod
+    def average_mirrored(scores) -> np.ndarray:
+        """Average the scores of each image and of its mirror.
+
+        Parameters
+        ----------
+        scores : (2N, ...) array-like
+            The scores of the images of :func:`with_mirrors`: the N images, then their
+            mirrors in the same order.
+
+        Returns
+        -------
+        (N, ...) ndarray of float64
+        """
+        scores = np.asarray(scores, dtype=np.float64)
+        if scores.shape[0] % 2:
+            raise ValueError(f"scores of images and their mirrors come in pairs, got {scores.shape[0]} rows")
+        n = scores.shape[0] // 2
+        return 0.5 * (scores[:n] + scores[n:])
 
     def _averaged(self, method: str, X):
         check_is_fitted(self)
         images = check_images(X)
         out = np.asarray(getattr(self.estimator_, method)(images), dtype=np.float64)
         if self.test_time:
-            out = 0.5 * (out + np.asarray(getattr(self.estimator_, method)(mirror_images(images))))
+            mirrored = np.asarray(getattr(self.estimator_, method)(mirror_images(images)), dtype=np.float64)
+            out = self.average_mirrored(np.concatenate([out, mirrored]))
         return out
 
     @available_if(_final_has("decision_function"))

@@ -10,7 +10,7 @@ from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from classicvision.augment import MirrorAugmented, MirrorSymmetric, mirror_images
+from classicvision.augment import MirrorAugmented, MirrorSymmetric, mirror_images, with_mirrors
 
 
 def _flatten(images):
@@ -64,6 +64,30 @@ def test_test_time_averaging(images):
     # a left-right antisymmetric score averages to zero over an image and its mirror
     np.testing.assert_allclose(tta.decision_function(X), 0, atol=1e-12)
     np.testing.assert_array_equal(plain.predict(X), inner.predict(X))
+
+
+def test_public_pieces_give_what_fit_and_predict_give(images):
+    """with_mirrors, from_fitted and average_mirrored: fitting the steps outside the
+    wrapper (as bench does, to cache features) gives the wrapper's own results."""
+    X, y = images
+    Xa, ya = with_mirrors(X, y)
+    assert isinstance(Xa, np.ndarray) and Xa.shape == (80, 8, 10, 3)
+    np.testing.assert_array_equal(Xa[40 + 5], X[5][:, ::-1])
+    np.testing.assert_array_equal(ya, np.concatenate([y, y]))
+    as_list = with_mirrors(list(X))
+    assert isinstance(as_list, list) and len(as_list) == 80
+    np.testing.assert_array_equal(as_list[41], X[1][:, ::-1])
+
+    own = MirrorAugmented(_LeftRight()).fit(X, y)
+    built = MirrorAugmented.from_fitted(_LeftRight().fit(Xa, ya))
+    np.testing.assert_array_equal(built.classes_, own.classes_)
+    np.testing.assert_array_equal(built.decision_function(X), own.decision_function(X))
+    scores = built.estimator_.decision_function(with_mirrors(X))
+    np.testing.assert_array_equal(MirrorAugmented.average_mirrored(scores), own.decision_function(X))
+    with pytest.raises(ValueError, match="pairs"):
+        MirrorAugmented.average_mirrored(np.zeros(3))
+    with pytest.raises(Exception, match="not fitted"):
+        MirrorAugmented.from_fitted(_LeftRight())
 
 
 def test_multiclass_pipeline_clone_pickle_and_cross_validation(images):

@@ -18,7 +18,7 @@ from bench.cache import FeatureCache, dataset_digest, features_step_signature
 from bench.compare import UsageError, check_names, parse_specs, stratified_subset
 from bench.models_io import UntrustedModelError, dump_skops, load_skops
 from bench.report import write_json_atomic
-from bench.runners import compute_scores
+from bench.scoring import compute_scores
 
 RUN_KEYS = {
     "name", "track", "params", "status", "error", "top1", "top5", "macro_f1", "per_class_recall",
@@ -219,10 +219,10 @@ def test_idle_workers_are_released_and_respawned():
     from joblib import Parallel, delayed
     from joblib.externals.loky import reusable_executor
 
-    from bench.runners import _release_idle_workers
+    from bench.runners import release_idle_workers
 
     first = set(Parallel(n_jobs=2)(delayed(os.getpid)() for _ in range(4)))
-    _release_idle_workers()
+    release_idle_workers()
     executor = reusable_executor._executor
     assert executor is None or executor._flags.shutdown  # no live workers left behind
     again = set(Parallel(n_jobs=2)(delayed(os.getpid)() for _ in range(4)))
@@ -756,7 +756,7 @@ def test_progress_lines():
     import io
     import time
 
-    from bench.runners import Progress
+    from bench.progress import Progress
 
     buf = io.StringIO()
     p = Progress(buf, interval=0.0, heartbeat=0.05)
@@ -783,14 +783,14 @@ def test_linear_svm_progress_goes_to_the_progress_stream_and_verbose_is_restored
 
     from sklearn.datasets import load_digits
 
-    from bench.runners import Progress, _solver_progress
+    from bench.progress import Progress, solver_progress
     from classicvision.kernels import LinearSVM
 
     X, y = load_digits(return_X_y=True)
     buf = io.StringIO()
     p = Progress(buf, heartbeat=0)
     svm = LinearSVM(C=0.1, solver="newton")
-    with _solver_progress(svm, len(X), p) as note:
+    with solver_progress(svm, len(X), p) as note:
         assert note == "ETA in the LinearSVM lines"
         svm.fit(X / 16, y)
     assert svm.verbose == 0
@@ -802,7 +802,7 @@ def test_linear_svm_progress_goes_to_the_progress_stream_and_verbose_is_restored
     assert lines[-1].endswith("converged") and "ETA unknown" in lines[3] and "ETA " in lines[4]
     # liblinear (auto on few samples), other classifiers and a silent Progress: the heartbeat note
     for est, stream in ((LinearSVM(), buf), (LinearSVM(solver="newton"), None), ("passthrough", buf)):
-        with _solver_progress(est, len(X), Progress(stream)) as note:
+        with solver_progress(est, len(X), Progress(stream)) as note:
             assert note.startswith("no ETA")
 
 

@@ -211,11 +211,11 @@ def test_a_model_that_cannot_be_serialized_is_not_reported_as_a_disk_error(tmp_p
 @pytest.fixture
 def saved(hog_model, digits, tmp_path):
     """A saved hog_svm model with the sidecar bench writes, and one digit image."""
-    from bench.runners import _write_sidecar
+    from bench.models_io import write_sidecar
 
     images, _, names = digits
     path = save_model(hog_model, tmp_path, "hog", "classic")
-    _write_sidecar(path, SimpleNamespace(name="hog", track="classic", base="hog_svm"),
+    write_sidecar(path, SimpleNamespace(name="hog", track="classic", base="hog_svm"),
                    SimpleNamespace(images=images, target_names=names))
     img = tmp_path / "digit.png"
     cv2.imwrite(str(img), images[0])
