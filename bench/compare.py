@@ -31,7 +31,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from classicvision.datasets import load_dataset, split_per_class
+from classicvision.datasets import dataset_root, load_dataset, split_per_class
 from classicvision.features import resize_max_side
 from classicvision.presets import SMALL_IMAGE_SIDE, median_image_side, preset_params, setting_for
 
@@ -105,16 +105,17 @@ def stratified_subset(y: np.ndarray, n: int, seed: int | None) -> np.ndarray:
 
 
 def default_dataset_root(name: str) -> Path | None:
-    """Where ``cifar10`` / ``scene15`` are looked for when ``--root`` is not given:
-    ``$CLASSICVISION_DATA`` if set, else the project's shared ``../shared/datasets``
-    folder next to the repository when it exists, else None."""
+    """Where a named dataset is looked for when ``--root`` is not given:
+    ``$CLASSICVISION_DATA`` if set (:func:`classicvision.datasets.dataset_root`), else
+    the project's shared ``../shared/datasets`` folder next to the repository when it
+    exists, else None (digits need no root, a folder needs ``--root``)."""
     if name in ("digits", "folder"):
         return None
-    env = os.environ.get("CLASSICVISION_DATA")
-    if env:
-        return Path(env)
-    shared = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-    return shared if shared.is_dir() else None
+    try:
+        return dataset_root(name)
+    except ValueError:  # no $CLASSICVISION_DATA
+        shared = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+        return shared if shared.is_dir() else None
 
 
 def data_options(args: Any) -> dict:
@@ -143,7 +144,7 @@ def _to_split(b: Any, names: list[str] | None = None) -> Split:
 
 
 def _dataset_root(args: Any) -> Path | None:
-    root = Path(args.root).expanduser() if args.root is not None else default_dataset_root(args.dataset)
+    root = dataset_root(args.dataset, args.root) if args.root is not None else default_dataset_root(args.dataset)
     if args.dataset == "folder" and root is None:
         raise DatasetError("--dataset folder needs --root PATH (an ImageFolder directory or .tar/.tar.gz)")
     if root is not None and not root.exists():

@@ -9,7 +9,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
-from ._base import check_images
+from .base import check_images
 
 __all__ = ["MirrorAugmented", "MirrorSymmetric", "mirror_images", "with_mirrors"]
 
