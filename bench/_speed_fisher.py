@@ -11,6 +11,7 @@ SIFT-like descriptors.
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import numpy as np
@@ -99,8 +100,6 @@ def _synthetic_sets(n_images=50, n_desc=1000, dim=64, seed=0):
 
 
 if __name__ == "__main__":  # pragma: no cover
-    import argparse
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=50)
     ap.add_argument("--descriptors", type=int, default=1000)

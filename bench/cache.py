@@ -51,6 +51,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from bench.models_io import dump_skops
+
 __all__ = [
     "cache_root",
     "dataset_digest",
@@ -484,8 +486,6 @@ class FeatureCache:
         """
         if not self.enabled:
             return False
-        from bench.models_io import dump_skops
-
         dest = self._dir(key)
         if dest.exists() and _read_meta(dest) is None and not _looks_like_entry(dest):
             warnings.warn(f"features cache: {dest} exists and is not an entry of this cache; "

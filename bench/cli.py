@@ -7,6 +7,10 @@ FILE.yaml`` reads defaults from a YAML mapping (option names with ``-`` or ``_``
 flags given on the command line override them, and the resolved options are stored in
 ``report.json`` (``options``). ``speed`` is dispatched to ``bench.speed.main(argv)``,
 imported only when asked for.
+
+Each command imports what it needs inside its function, on purpose: ``python -m bench
+--help`` and ``list`` stay quick, and only ``compare``, ``predict`` and the benchmarks
+pay for scikit-learn, the extractors and torch.
 """
 
 from __future__ import annotations

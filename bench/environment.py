@@ -44,7 +44,7 @@ def environment_info() -> dict:
     except (AttributeError, OSError):
         usable = os.cpu_count()
     gpu = None
-    try:
+    try:  # torch imported here only: a report of classic runs alone does not need it loaded
         import torch
 
         if torch.cuda.is_available():

@@ -34,12 +34,16 @@ import functools
 import importlib
 import inspect
 import os
-import tempfile
 import json
+import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import skops.io as sio
+from skops.io.exceptions import UntrustedTypesFoundException
+from sklearn.base import BaseEstimator
 
 from bench.specs import RunSpec, Split, safe_name
 
@@ -108,8 +112,6 @@ def trusted_estimator_types() -> frozenset[str]:
     -------
     names : frozenset of str
     """
-    from sklearn.base import BaseEstimator
-
     names = set(HELPER_TYPES)
     for module_name in ESTIMATOR_MODULES:
         module = importlib.import_module(module_name)
@@ -187,10 +189,6 @@ def dump_skops(obj: Any, path: str | os.PathLike) -> int:
         When the file cannot be written (e.g. no space left on device); the message
         names ``path``, and no partial file is left behind.
     """
-    import zipfile
-
-    import skops.io as sio
-
     path = Path(path)
     data = sio.dumps(obj, compression=zipfile.ZIP_DEFLATED)
     _atomic_write(path, lambda tmp: _write_file(tmp, data))
@@ -199,10 +197,6 @@ def dump_skops(obj: Any, path: str | os.PathLike) -> int:
 
 def skops_nbytes(obj: Any) -> int:
     """Size in bytes of ``obj`` serialized with skops (compressed), without touching disk."""
-    import zipfile
-
-    import skops.io as sio
-
     return len(sio.dumps(obj, compression=zipfile.ZIP_DEFLATED))
 
 
@@ -232,11 +226,6 @@ def load_skops(path: str | os.PathLike) -> Any:
     ValueError
         When the file is not a skops file.
     """
-    import zipfile
-
-    import skops.io as sio
-    from skops.io.exceptions import UntrustedTypesFoundException
-
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"model path {path} is a folder, not a .skops model file")
@@ -326,15 +315,13 @@ def load_model(path: str | os.PathLike) -> tuple[Any, str]:
     kind = model_kind(path)
     if kind == "classic":
         return load_skops(path), kind
-    from cnn import CNNClassifier
+    from cnn import CNNClassifier  # torch, only to load a CNN
 
     return CNNClassifier.load(path), kind
 
 
 def cnn_nbytes(model: Any) -> int:
     """Size in bytes of the weights file ``CNNClassifier.save`` writes."""
-    import tempfile
-
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / "model.pt"
         model.save(p)

@@ -20,7 +20,12 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence, TextIO
 
+import cv2
 import numpy as np
+
+from classicvision.datasets import read_image
+
+from bench.models_io import load_model
 
 __all__ = ["SidecarError", "read_sidecar", "load_for_predict", "prepare_image", "class_scores", "predict_main"]
 
@@ -149,8 +154,6 @@ def load_for_predict(path: str | Path) -> tuple[Any, str, dict]:
     SidecarError
         When the sidecar exists but is invalid (the message names it).
     """
-    from bench.models_io import load_model
-
     path = Path(path)
     model, track = load_model(path)
     side = path.with_suffix(".json")
@@ -163,8 +166,6 @@ def load_for_predict(path: str | Path) -> tuple[Any, str, dict]:
 
 def prepare_image(image: np.ndarray, info: dict) -> np.ndarray:
     """Convert an RGB / gray uint8 image to the training images' format in ``info``."""
-    import cv2
-
     img = np.asarray(image)
     color = info.get("color")
     if color is False and img.ndim == 3:
@@ -221,8 +222,6 @@ def predict_main(model_path: str, image_paths: Sequence[str], top_k: int = 5, ou
     """
     out = out or sys.stdout
     err = err or sys.stderr
-    from classicvision.datasets import read_image
-
     if top_k < 1:
         _print(f"error: --top-k must be >= 1, got {top_k}", err)
         return 2

@@ -144,10 +144,10 @@ def _figure(value: Any, citation: str = "") -> dict | None:
 
 
 def _preset_figure(name: str, dataset: str) -> dict | None:
-    try:
-        from classicvision.presets import PRESETS
-    except Exception:
-        return None
+    # delayed: the presets import every extractor and encoder, which rendering a report
+    # from its JSON does not need until a classic run's figure is looked up
+    from classicvision.presets import PRESETS
+
     meta = PRESETS.get(name)
     if not isinstance(meta, Mapping):
         return None

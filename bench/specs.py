@@ -164,20 +164,16 @@ def preset_names() -> list[str]:
     """The classic presets' names (``classicvision.presets.PRESETS``)."""
     # Delayed on purpose: the presets pull in every extractor and encoder, which the
     # report renderer (a user of this module) does not need.
-    try:
-        from classicvision.presets import PRESETS
-    except Exception as exc:
-        raise UsageError(f"classicvision.presets is not available ({type(exc).__name__}: {exc})") from exc
+    from classicvision.presets import PRESETS
+
     return list(PRESETS)
 
 
 def model_names() -> list[str]:
     """The CNN registry's names (``cnn.list_models()``)."""
     # Delayed on purpose: importing cnn imports torch (seconds).
-    try:
-        from cnn import list_models
-    except Exception as exc:
-        raise UsageError(f"the cnn package is not available ({type(exc).__name__}: {exc})") from exc
+    from cnn import list_models
+
     return list(list_models())
 
 
