@@ -339,6 +339,9 @@ def _working_set_pool(X, D, G, lam, m, start, tol, max_iter, pool, out, index):
 
     ``start`` is None (working sets from the correlations) or ``(W, u)``, both
     ``(n, m)``, to warm-start every row. Row ``i``'s code goes to ``out[index[i]]``.
+    A round runs coordinate descent (and Newton steps) on the rows of the pool,
+    checks their KKT conditions on all atoms and swaps violating atoms into their
+    working sets; finished rows make room for new ones.
     """
     n, K = X.shape[0], D.shape[0]
     tol = max(float(tol), 1e-5)  # float32 gradients
@@ -360,23 +363,7 @@ def _working_set_pool(X, D, G, lam, m, start, tol, max_iter, pool, out, index):
         if room > 0 and admitted < n:
             new = np.arange(admitted, min(n, admitted + room))
             admitted = new[-1] + 1
-            Cn = X[new] @ D.T
-            if start is None:
-                nonzero = np.abs(Cn).max(axis=1) > lam  # the others have the zero code
-                new, Cn = new[nonzero], Cn[nonzero]
-                if m < K:  # the m largest correlations, sorted (the Gram gathers read G in order)
-                    Wn = np.sort(np.argpartition(-np.abs(Cn), m - 1, axis=1)[:, :m], axis=1)
-                else:
-                    Wn = np.tile(np.arange(K), (new.size, 1))
-                un = np.zeros((m, new.size), np.float32)
-            else:
-                Wn, un = start[0][new], np.ascontiguousarray(start[1][new].T, dtype=np.float32)
-            # fancy indexing lays its result out like its index: keep the index C-contiguous
-            WnT = np.ascontiguousarray(Wn.T)
-            Gsn = G[WnT[:, None, :], WnT[None, :, :]]
-            cn = np.take_along_axis(Cn, Wn, 1).T
-            gn = cn - np.einsum("jkp,kp->jp", Gsn, un) if start is not None else cn
-            for part, a in zip(parts, (new, np.zeros(new.size, np.int64), WnT, Gsn, cn, gn, un, diagK[WnT])):
+            for part, a in zip(parts, _admit_rows(X, D, G, diagK, lam, m, start, new)):
                 part.append(a)
         state = [np.concatenate(part, axis=-1) if len(part) > 1 or keep is not None else part[0] for part in parts]
         keep = None
@@ -390,43 +377,13 @@ def _working_set_pool(X, D, G, lam, m, start, tol, max_iter, pool, out, index):
         if settled.size:
             u[:, settled] = _newton_on_support(G, WT[:, settled].T, c[:, settled].T, u[:, settled].T, lam)[0].T
 
-        # KKT conditions on all atoms, from grad_j = <d_j, x - u D>
-        nr = rows.size
-        W = WT.T
-        U = sp.csr_matrix((u.T.ravel(), W.ravel(), np.arange(0, nr * m + 1, m)), shape=(nr, K))
-        grad = (X[rows] - U @ D) @ D.T
-        g[...] = np.take_along_axis(grad, W, 1).T  # fresh restricted gradient
-        inside_ok = np.where(u != 0, np.abs(g - lam * np.sign(u)) <= lam * tol, np.abs(g) <= thr).all(axis=0)
-        viol = np.abs(grad)
-        np.put_along_axis(viol, W, 0, 1)
-        rr, cc = np.nonzero(viol > thr)  # violations outside the working sets
-        outside_bad = np.zeros(nr, dtype=bool)
-        outside_bad[rr] = True
-        done = inside_ok & ~outside_bad
-
-        # The worst violators replace atoms of W with a zero, non-violating coefficient.
-        free = (u == 0) & (np.abs(g) <= thr)  # (m, nr)
-        n_free = free.sum(axis=0)
-        overflow = outside_bad & (n_free == 0)
-        if rr.size:
-            order = np.lexsort((-viol[rr, cc], rr))
-            rr, cc = rr[order], cc[order]
-            rank = np.arange(rr.size) - np.searchsorted(rr, rr)
-            fits = rank < n_free[rr]
-            rr, cc, rank = rr[fits], cc[fits], rank[fits]
-            grown = np.unique(rr)
-            slots = np.argsort(~free[:, grown], axis=0, kind="stable")[rank, np.searchsorted(grown, rr)]
-            WT[slots, rr] = cc
-            block = G[cc[None, :], WT[:, rr]]  # (m, p), including the row's other new atoms
-            Gs[slots, :, rr] = block.T
-            Gs[:, slots, rr] = block
-            g[slots, rr] = grad[rr, cc]
-            c[slots, rr] = grad[rr, cc] + np.einsum("kp,kp->p", block, u[:, rr])  # <d, x> = grad + <d, u D>
-            diag[slots, rr] = diagK[cc]
+        grad, viol, rr, cc, done, outside_bad = _check_kkt(X[rows], D, lam, tol, thr, WT, g, u)
+        overflow = _swap_in_violators(G, diagK, state, grad, viol, rr, cc, outside_bad, thr)
 
         give_up = ~done & ~overflow & (used >= max_iter)
         finished = done | overflow | give_up
         if finished.any():
+            W = WT.T
             if done.any():
                 codes = np.zeros((int(done.sum()), K), np.float32)
                 np.put_along_axis(codes, W[done], u[:, done].T, 1)
@@ -435,7 +392,100 @@ def _working_set_pool(X, D, G, lam, m, start, tol, max_iter, pool, out, index):
                 wider.append((rows[overflow], W[overflow], u[:, overflow].T, viol[overflow]))
             failed.append(rows[give_up])
             keep = ~finished
+    _solve_left_over(X, D, G, lam, m, tol, max_iter, pool, out, index, wider, failed)
 
+
+def _admit_rows(X, D, G, diagK, lam, m, start, new):
+    """The state arrays ``(rows, used, WT, Gs, c, g, u, diag)`` of rows ``new`` entering the pool.
+
+    Without ``start``, a row's working set is its ``m`` atoms of largest
+    ``|<x, d_j>|``, and rows whose correlations all stay within ``lam`` (the
+    zero code, already in ``out``) are left out.
+    """
+    K = D.shape[0]
+    Cn = X[new] @ D.T
+    if start is None:
+        nonzero = np.abs(Cn).max(axis=1) > lam  # the others have the zero code
+        new, Cn = new[nonzero], Cn[nonzero]
+        if m < K:  # the m largest correlations, sorted (the Gram gathers read G in order)
+            Wn = np.sort(np.argpartition(-np.abs(Cn), m - 1, axis=1)[:, :m], axis=1)
+        else:
+            Wn = np.tile(np.arange(K), (new.size, 1))
+        un = np.zeros((m, new.size), np.float32)
+    else:
+        Wn, un = start[0][new], np.ascontiguousarray(start[1][new].T, dtype=np.float32)
+    # fancy indexing lays its result out like its index: keep the index C-contiguous
+    WnT = np.ascontiguousarray(Wn.T)
+    Gsn = G[WnT[:, None, :], WnT[None, :, :]]
+    cn = np.take_along_axis(Cn, Wn, 1).T
+    gn = cn - np.einsum("jkp,kp->jp", Gsn, un) if start is not None else cn
+    return new, np.zeros(new.size, np.int64), WnT, Gsn, cn, gn, un, diagK[WnT]
+
+
+def _check_kkt(Xr, D, lam, tol, thr, WT, g, u):
+    """KKT conditions of every row's lasso on all atoms, from ``grad_j = <d_j, x - u D>``.
+
+    Refreshes the restricted gradients ``g`` (m, p) in place.
+
+    Returns
+    -------
+    grad : (p, K) ndarray
+        Full gradients.
+    viol : (p, K) ndarray
+        ``|grad|`` outside the working sets, zero inside.
+    rr, cc : (v,) ndarray of int
+        Row and atom of every violation outside the working sets.
+    done : (p,) ndarray of bool
+        Rows that pass the check on all atoms.
+    outside_bad : (p,) ndarray of bool
+        Rows with a violation outside their working set.
+    """
+    m, nr = u.shape
+    W = WT.T
+    U = sp.csr_matrix((u.T.ravel(), W.ravel(), np.arange(0, nr * m + 1, m)), shape=(nr, D.shape[0]))
+    grad = (Xr - U @ D) @ D.T
+    g[...] = np.take_along_axis(grad, W, 1).T  # fresh restricted gradient
+    inside_ok = np.where(u != 0, np.abs(g - lam * np.sign(u)) <= lam * tol, np.abs(g) <= thr).all(axis=0)
+    viol = np.abs(grad)
+    np.put_along_axis(viol, W, 0, 1)
+    rr, cc = np.nonzero(viol > thr)  # violations outside the working sets
+    outside_bad = np.zeros(nr, dtype=bool)
+    outside_bad[rr] = True
+    return grad, viol, rr, cc, inside_ok & ~outside_bad, outside_bad
+
+
+def _swap_in_violators(G, diagK, state, grad, viol, rr, cc, outside_bad, thr):
+    """The worst violators replace atoms of W with a zero, non-violating coefficient (in place).
+
+    Updates the working sets, Gram blocks, correlations, gradients and
+    diagonals of ``state``; the new coefficients are zero. Returns the rows
+    with a violation outside their working set and no free slot, ``(p,)`` bool.
+    """
+    _, _, WT, Gs, c, g, u, diag = state
+    free = (u == 0) & (np.abs(g) <= thr)  # (m, nr)
+    n_free = free.sum(axis=0)
+    overflow = outside_bad & (n_free == 0)
+    if rr.size:
+        order = np.lexsort((-viol[rr, cc], rr))
+        rr, cc = rr[order], cc[order]
+        rank = np.arange(rr.size) - np.searchsorted(rr, rr)
+        fits = rank < n_free[rr]
+        rr, cc, rank = rr[fits], cc[fits], rank[fits]
+        grown = np.unique(rr)
+        slots = np.argsort(~free[:, grown], axis=0, kind="stable")[rank, np.searchsorted(grown, rr)]
+        WT[slots, rr] = cc
+        block = G[cc[None, :], WT[:, rr]]  # (m, p), including the row's other new atoms
+        Gs[slots, :, rr] = block.T
+        Gs[:, slots, rr] = block
+        g[slots, rr] = grad[rr, cc]
+        c[slots, rr] = grad[rr, cc] + np.einsum("kp,kp->p", block, u[:, rr])  # <d, x> = grad + <d, u D>
+        diag[slots, rr] = diagK[cc]
+    return overflow
+
+
+def _solve_left_over(X, D, G, lam, m, tol, max_iter, pool, out, index, wider, failed):
+    """Rows the pool did not accept: outgrown working sets, and rows out of sweeps."""
+    K = D.shape[0]
     if wider:  # supports that outgrew the working sets: twice as wide, warm-started
         r, W_r, u_r, viol_r = (np.concatenate(parts) for parts in zip(*wider))
         m2 = min(2 * m, K)
