@@ -12,6 +12,7 @@ presets        ``make_preset(name)``: the published systems as unfitted pipeline
 metrics        ``classification_report``: one report for both tracks
 augment        mirror augmentation: ``MirrorAugmented``, ``MirrorSymmetric``
 preprocessing  ``ChunkedStandardScaler``: standardization with bounded memory
+utils          ``utils.validation``: parameter constraints and ``fit_context`` for estimators
 """
 
 import importlib
@@ -29,6 +30,7 @@ _SUBMODULES = (
     "metrics",
     "augment",
     "preprocessing",
+    "utils",
 )
 
 __all__ = list(_SUBMODULES) + ["__version__"]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from numbers import Integral
 
-from sklearn.base import _fit_context
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils._param_validation import Interval
-from sklearn.utils.validation import FLOAT_DTYPES, _check_sample_weight, check_array
+from sklearn.utils.validation import FLOAT_DTYPES, check_array
+
+from .utils.validation import Interval, check_sample_weight, fit_context
 
 __all__ = ["ChunkedStandardScaler"]
 
@@ -62,7 +62,7 @@ class ChunkedStandardScaler(StandardScaler):
         super().__init__(copy=copy, with_mean=with_mean, with_std=with_std)
         self.chunk_size = chunk_size
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, sample_weight=None):
         """Compute the mean and standard deviation, ``chunk_size`` rows at a time.
 
@@ -82,9 +82,29 @@ class ChunkedStandardScaler(StandardScaler):
         if hasattr(X, "tocsr"):
             X = X.tocsr()
         if sample_weight is not None:
-            sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype)
+            sample_weight = check_sample_weight(sample_weight, X.shape[0], dtype=X.dtype)
         step = int(self.chunk_size)
         for i in range(0, X.shape[0], step):
             sw = None if sample_weight is None else sample_weight[i : i + step]
             self.partial_fit(X[i : i + step], y, sample_weight=sw)
         return self
+
+    @fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y=None, sample_weight=None):
+        """Update the mean and standard deviation with the rows of ``X``.
+
+        :meth:`sklearn.preprocessing.StandardScaler.partial_fit`, with the
+        parameters validated by this class's constraints (``chunk_size``
+        included) on the first call.
+
+        Parameters
+        ----------
+        X, y, sample_weight
+            As in :meth:`fit`: ``(n_samples, n_features)`` rows, ignored, and
+            ``(n_samples,)`` weights or None.
+
+        Returns
+        -------
+        self : ChunkedStandardScaler
+        """
+        return super().partial_fit(X, y, sample_weight=sample_weight)

@@ -14,12 +14,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
+
+from classicvision.utils.validation import Interval, Options, StrOptions, fit_context
 
 from .data import DeviceData, channel_stats, images_to_tensor, normalize
 from .engine import (
@@ -478,7 +479,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=self.nesterov and momentum > 0)
 
     # ------------------------------------------------------------------- fit
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, images, y, filenames=None):
         """Train the network.
 
@@ -998,7 +999,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             )
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str = "auto") -> "CNNClassifier":
+    def load(cls, path: str | os.PathLike, device: str = "auto") -> CNNClassifier:
         """Load a classifier written by :meth:`save`, without unpickling any object.
 
         Every size read from the file is checked before anything is built:

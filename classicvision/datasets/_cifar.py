@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 import io
 import os
@@ -38,41 +37,31 @@ _OFFICIAL_FILES = frozenset(_TRAIN_BATCHES + _TEST_BATCHES + (_META,))
 _FOLDER_COPIES = ("cifar10.tar.gz", "cifar10.tgz", "cifar10.tar", "cifar10")
 
 
-def _allowed_globals() -> dict[tuple[str, str], object]:
-    try:
-        from numpy._core import multiarray
-    except ImportError:  # numpy < 2
-        from numpy.core import multiarray  # type: ignore[no-redef]
-    allowed = {}
-    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed[(module, "_reconstruct")] = multiarray._reconstruct
-        allowed[(module, "scalar")] = multiarray.scalar
-    # Protocol-2 pickles written by Python 3 store bytes as _codecs.encode(str, "latin1").
-    allowed[("_codecs", "encode")] = codecs.encode
-    allowed[("numpy", "ndarray")] = np.ndarray
-    allowed[("numpy", "dtype")] = np.dtype
-    return allowed
-
-
 class _RestrictedUnpickler(pickle.Unpickler):
     """Unpickler that can only rebuild numpy arrays, dtypes and scalars.
 
     The CIFAR batches are plain dicts of bytes, lists and ndarrays; any other
     global (a class, a function such as ``os.system``) is refused, so a
-    tampered file cannot run code. ``_codecs.encode`` is allowed because
+    tampered file cannot run code. The allowed globals are named by module and
+    name, as pickles name them (numpy's array and scalar reconstructors under
+    numpy 1's ``numpy.core`` and numpy 2's ``numpy._core``), and resolved by
+    :class:`pickle.Unpickler` itself. ``_codecs.encode`` is allowed because
     protocol-2 pickles written by Python 3 use it for ``bytes`` values.
     """
 
-    _ALLOWED = _allowed_globals()
+    _ALLOWED = frozenset(
+        [(module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+         for name in ("_reconstruct", "scalar")]
+        + [("_codecs", "encode"), ("numpy", "ndarray"), ("numpy", "dtype")]
+    )
 
     def find_class(self, module: str, name: str):
-        try:
-            return self._ALLOWED[(module, name)]
-        except KeyError:
+        if (module, name) not in self._ALLOWED:
             raise pickle.UnpicklingError(
                 f"refusing to unpickle global {module}.{name}: CIFAR batches only "
                 "contain numpy arrays, lists and bytes"
-            ) from None
+            )
+        return super().find_class(module, name)
 
 
 def _unpickle(data: bytes, name: str) -> dict:

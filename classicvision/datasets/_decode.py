@@ -5,11 +5,12 @@ from __future__ import annotations
 import io
 import os
 import sys
+from collections.abc import Sequence
 from numbers import Integral
-from typing import Sequence
 
 import cv2
 import numpy as np
+from PIL import Image
 
 __all__ = ["decode_image", "read_image", "IMAGE_EXTENSIONS", "MAX_IMAGE_PIXELS"]
 
@@ -106,10 +107,6 @@ def _pillow_size(mv: memoryview) -> tuple[int, int] | None:
     that Pillow's own process-wide decompression-bomb limit neither warns nor
     refuses here: the limit that applies is ``max_pixels``.
     """
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - Pillow is a dependency of scikit-image
-        return None
     Image.init()
     prefix = bytes(mv[:16])
     fp = io.BytesIO(mv)

@@ -10,9 +10,9 @@ from functools import partial
 
 import cv2
 import numpy as np
-from sklearn.utils._param_validation import StrOptions
 
 from ..base import DescriptorSet, check_image
+from ..utils.validation import StrOptions
 from ._common import BaseExtractor, empty_set, normalized_positions, resize_max_side
 from ._sift import DIM, DenseSIFT, _check_sizes, _dense_sift_gray, _stacked_sift_chunk
 

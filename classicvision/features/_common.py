@@ -17,6 +17,7 @@ from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from ..base import DescriptorSet, check_images
+from ..utils.validation import validate_estimator_params
 
 __all__ = [
     "BaseExtractor",
@@ -159,7 +160,7 @@ class BaseExtractor(TransformerMixin, BaseEstimator):
         """Checks beyond ``_parameter_constraints`` (overridden by subclasses)."""
 
     def _validate(self, images, filenames=None) -> list:
-        self._validate_params()
+        validate_estimator_params(self)
         self._check_params()
         return check_images(images, min_size=self._min_size(), filenames=filenames)
 

@@ -14,11 +14,11 @@ from numbers import Integral, Real
 
 import cv2
 import numpy as np
-from sklearn.utils._available_if import available_if
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from ..base import DescriptorSet, check_image
+from ..utils.validation import Interval, StrOptions
 from ._common import BaseExtractor, no_input_features, normalized_positions
 
 __all__ = ["LBP", "lbp", "lbp_codes", "lbp_n_bins"]

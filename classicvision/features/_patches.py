@@ -5,12 +5,11 @@ from __future__ import annotations
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.base import _fit_context
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
 from ..base import DescriptorSet, check_image, check_images
+from ..utils.validation import Interval, fit_context
 from ._common import BaseExtractor, normalized_positions, resize_max_side
 
 __all__ = ["RawPatches", "raw_patches"]
@@ -191,7 +190,7 @@ class RawPatches(BaseExtractor):
                 f"RawPatches max_size={self.max_size} is smaller than patch_size={self.patch_size}"
             )
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, images, y=None, *, filenames=None):
         """Learn the channel count and the ZCA whitening from a sample of patches.
 

@@ -21,9 +21,9 @@ from numbers import Integral, Real
 
 import cv2
 import numpy as np
-from sklearn.utils._param_validation import Interval
 
 from ..base import DescriptorSet, check_image, to_gray
+from ..utils.validation import Interval
 from ._common import BaseExtractor, empty_set, normalized_positions, resize_max_side
 
 __all__ = ["DenseSIFT", "dense_sift", "sift_grid"]

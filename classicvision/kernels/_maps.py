@@ -6,11 +6,12 @@ import warnings
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.kernel_approximation import Nystroem
 from sklearn.preprocessing import normalize
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ..utils.validation import Interval, StrOptions, check_feature_names_in, fit_context
 
 __all__ = ["HomogeneousKernelMap", "PowerNormalizer", "kernel_spectrum"]
 
@@ -168,7 +169,7 @@ class HomogeneousKernelMap(TransformerMixin, BaseEstimator):
         self.gamma = gamma
         self.window = window
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Compute the sampled spectrum; ``X`` only sets ``n_features_in_``.
 
@@ -252,10 +253,8 @@ class HomogeneousKernelMap(TransformerMixin, BaseEstimator):
 
     def get_feature_names_out(self, input_features=None):
         """Names ``<feature>_hkm<c>`` for each output column."""
-        from sklearn.utils.validation import _check_feature_names_in
-
         check_is_fitted(self)
-        names = _check_feature_names_in(self, input_features)
+        names = check_feature_names_in(self, input_features)
         n_out = 2 * len(self.spectrum_) - 1
         return np.asarray([f"{f}_hkm{c}" for f in names for c in range(n_out)], dtype=object)
 
@@ -314,7 +313,7 @@ class PowerNormalizer(TransformerMixin, BaseEstimator):
         self.power = power
         self.norm = norm
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Record ``n_features_in_``.
 

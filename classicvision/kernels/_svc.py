@@ -8,15 +8,15 @@ from collections import OrderedDict
 from numbers import Real
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.metrics.pairwise import linear_kernel, rbf_kernel
 from sklearn.svm import SVC
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ..utils.validation import Interval, StrOptions, fit_context
 from ._additive import chi2_kernel, hellinger_kernel, intersection_kernel
 
 __all__ = ["KernelSVC", "clear_kernel_cache"]
@@ -237,7 +237,7 @@ class KernelSVC(ClassifierMixin, BaseEstimator):
         return X
 
     # -- fit -----------------------------------------------------------------------
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
         """Compute the training Gram matrix and fit the SVM.
 
