@@ -21,7 +21,13 @@ in ``fit`` on a random descriptor sample (``max_descriptors``, ``random_state``)
 ==================  ==========================================================
 """
 
-from ._base import BaseEncoder, fit_kmeans, nearest_codeword, sample_descriptors, squared_distances
+from ._base import (
+    BaseEncoder,
+    fit_kmeans,
+    nearest_codeword,
+    sample_descriptors,
+    squared_distances,
+)
 from ._fisher import FisherVector, fisher_from_stats, gmm_posteriors
 from ._image_encoder import ImageEncoder
 from ._llc import LLC, llc_codes

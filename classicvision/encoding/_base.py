@@ -3,8 +3,8 @@
 An encoder maps a list of :class:`~classicvision._base.DescriptorSet` (one per
 image) to a 2-D array ``(n_images, n_cells * code_dim)``. Subclasses implement
 
-* ``_fit_sample(X, P, rng)`` -- learn the codebook / GMM on a descriptor sample
-  ``X`` ``(m, d)`` float32 with positions ``P`` ``(m, 2)``;
+* ``_fit_sample(X, rng)`` -- learn the codebook / GMM on a descriptor sample
+  ``X`` ``(m, d)`` float32 (already through ``_prepare_fit``);
 * ``_code_dim()`` -- length of one cell's code;
 * either ``_codes(X)`` -- a per-descriptor code ``(n, K)`` that the base pools
   (sum or max) per pyramid atom -- or ``_atom_stats(X, atom, n_atoms)`` for
@@ -25,7 +25,12 @@ from numbers import Integral
 import numpy as np
 import scipy.sparse as sp
 from joblib import Parallel, delayed
-from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin, _fit_context
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    _fit_context,
+)
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
@@ -230,7 +235,7 @@ class BaseEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         """Preprocessing of the fit sample (defaults to :meth:`_prepare`)."""
         return self._prepare(X, P)
 
-    def _fit_sample(self, X, P, rng) -> None:  # pragma: no cover - abstract
+    def _fit_sample(self, X, rng) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _code_dim(self) -> int:  # pragma: no cover - abstract
@@ -299,7 +304,7 @@ class BaseEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         if not np.all(np.isfinite(Xs)):
             raise ValueError("descriptors contain NaN or infinity")
         self.n_features_in_ = int(sets[0].n_features)
-        self._fit_sample(self._prepare_fit(Xs, Ps), Ps, rng)
+        self._fit_sample(self._prepare_fit(Xs, Ps), rng)
         self.n_features_out_ = int(self._pyramid().n_cells * self._code_dim())
         return self
 

@@ -193,7 +193,7 @@ class FisherVector(BaseEncoder):
             return np.concatenate([X, (P - 0.5).astype(X.dtype)], axis=1)
         return X
 
-    def _fit_sample(self, X, P, rng):
+    def _fit_sample(self, X, rng):
         if X.shape[0] < self.n_components:
             raise ValueError(
                 f"cannot fit {self.n_components} Gaussians on {X.shape[0]} sampled descriptors"

@@ -125,7 +125,7 @@ class LLC(BaseEncoder):
         self.random_state = random_state
         self.n_jobs = n_jobs
 
-    def _fit_sample(self, X, P, rng):
+    def _fit_sample(self, X, rng):
         self.codebook_ = fit_kmeans(X, self.n_words, self.kmeans, rng, max_iter=self.max_iter)
 
     def _code_dim(self):

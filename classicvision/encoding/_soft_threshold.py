@@ -119,7 +119,7 @@ class SoftThreshold(BaseEncoder):
         self.random_state = random_state
         self.n_jobs = n_jobs
 
-    def _fit_sample(self, X, P, rng):
+    def _fit_sample(self, X, rng):
         if self.dictionary == "kmeans":
             atoms = fit_kmeans(X, self.n_words, self.kmeans, rng, max_iter=self.max_iter)
         else:

@@ -686,7 +686,7 @@ class SparseCoding(BaseEncoder):
     def _prepare(self, X, P):
         return l2_normalize_rows(X, axis=1).astype(np.float32)
 
-    def _fit_sample(self, X, P, rng):
+    def _fit_sample(self, X, rng):
         D = learn_dictionary(X, self.n_words, self.alpha / 2.0, n_epochs=self.dict_max_iter, random_state=rng)
         self.codebook_ = np.ascontiguousarray(D, dtype=np.float32)
         self._lipschitz = float(np.linalg.norm(D, 2) ** 2)

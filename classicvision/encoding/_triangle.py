@@ -114,7 +114,7 @@ class KMeansTriangle(BaseEncoder):
     def _prepare_fit(self, X, P):
         return X  # the whitening is (re)fitted on the raw sample in _fit_sample
 
-    def _fit_sample(self, X, P, rng):
+    def _fit_sample(self, X, rng):
         if self.whiten:
             self.whitening_mean_, self.whitening_matrix_ = zca_whitening(X, self.whiten_eps)
             X = (X - self.whitening_mean_) @ self.whitening_matrix_

@@ -8,7 +8,13 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.utils._param_validation import Interval
 
-from ._base import BaseEncoder, fit_kmeans, l2_normalize_rows, nearest_codeword, signed_power
+from ._base import (
+    BaseEncoder,
+    fit_kmeans,
+    l2_normalize_rows,
+    nearest_codeword,
+    signed_power,
+)
 
 __all__ = ["VLAD", "hard_assignment_stats"]
 
@@ -34,7 +40,7 @@ def hard_assignment_stats(X, words, atom, n_atoms, n_words):
 class _HardAssignmentMixin:
     """Shared by VLAD and SuperVector: k-means codebook, hard-assignment statistics."""
 
-    def _fit_sample(self, X, P, rng):
+    def _fit_sample(self, X, rng):
         self.codebook_ = fit_kmeans(X, self.n_words, self.kmeans, rng, max_iter=self.max_iter)
         self._codebook_sq = np.einsum("ij,ij->i", self.codebook_, self.codebook_)
 

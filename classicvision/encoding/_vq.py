@@ -9,8 +9,14 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ..base import check_descriptor_sets
-
-from ._base import BaseEncoder, fit_kmeans, k_smallest, nearest_codeword, normalize_rows, squared_distances
+from ._base import (
+    BaseEncoder,
+    fit_kmeans,
+    k_smallest,
+    nearest_codeword,
+    normalize_rows,
+    squared_distances,
+)
 
 __all__ = ["BagOfWords", "SoftAssignment"]
 
@@ -102,7 +108,7 @@ class BagOfWords(BaseEncoder):
         self.random_state = random_state
         self.n_jobs = n_jobs
 
-    def _fit_sample(self, X, P, rng):
+    def _fit_sample(self, X, rng):
         self.codebook_ = fit_kmeans(X, self.n_words, self.kmeans, rng, max_iter=self.max_iter)
         self._codebook_sq = np.einsum("ij,ij->i", self.codebook_, self.codebook_)
 
@@ -201,7 +207,7 @@ class SoftAssignment(BaseEncoder):
         self.random_state = random_state
         self.n_jobs = n_jobs
 
-    def _fit_sample(self, X, P, rng):
+    def _fit_sample(self, X, rng):
         self.codebook_ = fit_kmeans(X, self.n_words, self.kmeans, rng, max_iter=self.max_iter)
         self._codebook_sq = np.einsum("ij,ij->i", self.codebook_, self.codebook_)
         if self.sigma is None:
