@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import sys
+import threading
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 __all__ = ["get_args_parser", "main", "CIFAR_MODELS"]
 
@@ -369,6 +371,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         progress = Progress(None if args.quiet else sys.stderr)
         command = "python -m bench " + shlex.join(argv)
+        # SIGTERM (a scheduler's or kill's stop) ends a comparison as Ctrl-C does: the
+        # running run is stopped and the finished ones are kept
+        previous = signal.signal(signal.SIGTERM, _interrupt) if _main_thread() else None
         try:
             report, rc = run_compare(args, command=command, progress=progress)
         except UsageError as exc:
@@ -381,9 +386,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("\ninterrupted: finished runs are in report.json; re-run with the same --out to resume",
                   file=sys.stderr)
             return 130
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
         _print_summary(report)
         return rc
     parser.error(f"unknown command {args.command!r}")
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+def _main_thread() -> bool:
+    """Signal handlers can only be installed from the main thread."""
+    return threading.current_thread() is threading.main_thread()
 
 
 def _print_summary(report: dict) -> None:

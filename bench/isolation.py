@@ -26,11 +26,14 @@ into every run record as ``max_rss_bytes``.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
-import os
-import signal
 import multiprocessing
+import os
+import select
+import signal
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TextIO
@@ -204,6 +207,41 @@ def _context() -> Any:
     return _FORKSERVER
 
 
+def _stop_with(command_pid: int) -> None:
+    """In a run: stop the run as soon as the command ``command_pid`` is gone.
+
+    A command killed outright (``SIGKILL``, or ``SIGTERM`` before it could stop its
+    run) would otherwise leave the run training on as an orphan, and the fork server
+    that forked it holding its preloaded libraries. A daemon thread waits for the
+    command's exit (``pidfd_open``; a one-second ``psutil`` poll where Linux lacks it),
+    then kills the fork server and the run's process group (the run alone while it is
+    not yet the leader of a group of its own).
+    """
+    def wait() -> None:
+        try:
+            fd = os.pidfd_open(command_pid)
+        except (AttributeError, OSError):  # no pidfd (old kernel, not Linux), or already gone
+            while psutil.pid_exists(command_pid) and psutil.Process(command_pid).status() != psutil.STATUS_ZOMBIE:
+                time.sleep(1.0)
+        else:
+            select.select([fd], [], [])  # readable once the process has exited
+        server = os.getppid()
+        if server not in (1, command_pid):
+            with contextlib.suppress(OSError):
+                os.kill(server, signal.SIGKILL)
+        if os.getpgid(0) == os.getpid():
+            os.killpg(0, signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=wait, daemon=True, name="bench-stop-with-command").start()
+
+
+def _run_guarded(command_pid: int, target: Callable[..., Any], *args: Any) -> None:
+    """The body of a run's process: :func:`_stop_with` the command, then ``target``."""
+    _stop_with(command_pid)
+    target(*args)
+
+
 def run_isolated(
     target: Callable[..., Any],
     args: tuple = (),
@@ -245,7 +283,7 @@ def run_isolated(
     """
     ctx = _context()
     receive, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=target, args=(*args, send), name="bench-run")
+    proc = ctx.Process(target=_run_guarded, args=(os.getpid(), target, *args, send), name="bench-run")
     proc.start()
     send.close()
     tail: collections.deque[str] = collections.deque(maxlen=60)

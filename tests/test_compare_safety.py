@@ -85,6 +85,53 @@ def test_a_cnn_run_plans_on_the_headroom_not_the_whole_limit(tmp_path, in_runs):
     assert rec["status"] == "ok"
 
 
+def _start_stuck_compare(tmp_path, in_runs) -> tuple[subprocess.Popen, int, Path]:
+    """A compare whose run writes its pid, then sleeps; returns (command, run pid, out)."""
+    marks = in_runs("def stuck(spec, *a, **k):\n"
+                    "    open(os.path.join(MARKS, 'pid'), 'w').write(str(os.getpid()))\n"
+                    "    time.sleep(120)\n"
+                    "cmp.run_classic = stuck\n")
+    out = tmp_path / "run"
+    cmd = subprocess.Popen([sys.executable, "-m", "bench", *BASE, "--pipelines", "hog_svm", "--out", str(out)],
+                           cwd=Path(__file__).resolve().parents[1], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (marks / "pid").exists():
+        assert cmd.poll() is None and time.monotonic() < deadline, cmd.stderr.read() if cmd.poll() else "no run"
+        time.sleep(0.2)
+    time.sleep(0.2)
+    return cmd, int((marks / "pid").read_text()), out
+
+
+def _gone(pid: int, within: float = 20.0) -> bool:
+    import psutil
+
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_no_run_outlives_a_killed_command(tmp_path, in_runs):
+    cmd, run_pid, _ = _start_stuck_compare(tmp_path, in_runs)
+    cmd.kill()  # SIGKILL: the command cannot clean up
+    cmd.wait()
+    assert _gone(run_pid), "the run went on after its command was killed"
+
+
+def test_sigterm_stops_a_compare_like_ctrl_c(tmp_path, in_runs):
+    cmd, run_pid, out = _start_stuck_compare(tmp_path, in_runs)
+    cmd.send_signal(signal.SIGTERM)
+    assert cmd.wait(timeout=60) == 130
+    assert "interrupted" in cmd.stderr.read()
+    assert _gone(run_pid)
+    assert (out / "report.json").is_file()
+
+
 def test_an_exception_in_the_child_is_an_ordinary_failure(tmp_path, in_runs):
     in_runs("def broken(*a, **k):\n    raise RuntimeError('bad preset')\ncmp.run_classic = broken\n")
     out = tmp_path / "run"
