@@ -1,16 +1,28 @@
 """Spatial pyramids and sum / max pooling of local codes.
 
 A spatial pyramid splits the image into grids of cells at several levels and pools
-the codes of the descriptors that fall in each cell. :class:`SpatialPyramid`
-describes the grids; the encoders in :mod:`classicvision.encoding` use it to pool
-their per-descriptor codes (or, for Fisher vectors and VLAD, their per-cell
-statistics) without ever building one code vector per descriptor and per cell.
+the codes of the descriptors that fall in each cell. :class:`SpatialPyramid` is the
+layout (the grids of every level and their weights); the functions of this module
+are the pooling that every encoder of :mod:`classicvision.encoding` runs on it, for
+per-descriptor codes (dense or sparse) and for the sufficient statistics of Fisher
+vectors and VLAD, without ever building one code vector per descriptor and per
+cell. Whether a cell sums or takes the max, and how the pooled vector is
+normalized, is the encoder's choice (its ``pooling`` and ``normalize``).
 
 The key idea is the *atom*: the intersection of one cell of every level. For the
 pyramid ``(1, 2, 4)`` the atoms are the 16 cells of the finest grid; for the
 PASCAL-style ``(1, (3, 1))`` they are the 3 horizontal strips. Statistics are
 accumulated once per atom (O(n) work over the descriptors) and then combined per
-cell (sum for sum pooling, max for max pooling), which is exact for both.
+cell (sum for sum pooling, max for max pooling), which is exact for both:
+
+1. :meth:`SpatialPyramid.sorted_atoms`: the atom of every descriptor, and the order
+   that makes the rows of an atom contiguous;
+2. :func:`reduce_sorted` (dense codes) or :func:`reduce_sparse_codes` (``k`` non-zero
+   values per code): one row of statistics per atom;
+3. :func:`combine_atoms`: atoms into the cells of every level, per image;
+4. :meth:`SpatialPyramid.weight_cells`: the level weights.
+
+:meth:`SpatialPyramid.pool` runs the four steps on the codes of one image.
 
 References
 ----------
@@ -24,9 +36,10 @@ from __future__ import annotations
 from numbers import Integral
 
 import numpy as np
+from scipy.sparse import csr_matrix
 from sklearn.base import BaseEstimator
 
-__all__ = ["SpatialPyramid", "reduce_sorted"]
+__all__ = ["SpatialPyramid", "combine_atoms", "reduce_sorted", "reduce_sparse_codes"]
 
 
 def reduce_sorted(values: np.ndarray, group: np.ndarray, n_groups: int, how: str = "sum") -> np.ndarray:
@@ -62,6 +75,92 @@ def reduce_sorted(values: np.ndarray, group: np.ndarray, n_groups: int, how: str
     return out
 
 
+def _check_how(how: str) -> str:
+    if how not in ("sum", "max"):
+        raise ValueError(f"pooling must be 'sum' or 'max', got {how!r}")
+    return how
+
+
+def reduce_sparse_codes(values: np.ndarray, index: np.ndarray, atom: np.ndarray, n_atoms: int, n_words: int,
+                        how: str = "sum") -> np.ndarray:
+    """Sum or max pooling per atom of sparse codes, without a dense ``(n, n_words)`` array.
+
+    Parameters
+    ----------
+    values : (n, k) ndarray
+        Non-zero code values.
+    index : (n, k) ndarray of int
+        Their word indices, distinct within a row.
+    atom : (n,) ndarray of int
+        Atom of every descriptor (in any order).
+    n_atoms : int
+        Number of atoms (output rows).
+    n_words : int
+        Length of a dense code (output columns).
+    how : {"sum", "max"}
+
+    Returns
+    -------
+    stats : (n_atoms, n_words) ndarray of float32
+        Equal to pooling the dense codes (whose other entries are zero) with
+        :func:`reduce_sorted`.
+    """
+    key = (atom[:, None] * n_words + index).ravel()
+    vals = np.asarray(values, np.float32).ravel()
+    size = n_atoms * n_words
+    if how == "sum":
+        return np.bincount(key, weights=vals, minlength=size).astype(np.float32).reshape(n_atoms, n_words)
+    out = np.full(size, -np.inf, dtype=np.float32)
+    np.maximum.at(out, key, vals)
+    # A word used by only some descriptors of the atom also sees their zeros.
+    used = np.bincount(key, minlength=size)
+    atom_size = np.bincount(atom, minlength=n_atoms)
+    partial = used < np.repeat(atom_size, n_words)
+    out[partial] = np.maximum(out[partial], 0)
+    return out.reshape(n_atoms, n_words)
+
+
+def combine_atoms(atom_stats: np.ndarray, membership: np.ndarray, n_images: int, n_cells: int,
+                  how: str = "sum") -> np.ndarray:
+    """Combine per-atom statistics into the cells of every level, image by image.
+
+    Parameters
+    ----------
+    atom_stats : (n_atoms, k) ndarray
+        Statistics (summed or max-pooled codes, or sufficient statistics) of
+        every atom.
+    membership : (n_atoms, 1 + n_levels) ndarray of int
+        As returned by :meth:`SpatialPyramid.atoms` with ``groups``: the image
+        of every atom, then its cell at every level.
+    n_images : int
+        Number of images (groups).
+    n_cells : int
+        Cells of the pyramid, ``SpatialPyramid.n_cells``.
+    how : {"sum", "max"}, default="sum"
+        Sum suits sums of codes and sufficient statistics; max suits max-pooled
+        codes (empty cells stay zero).
+
+    Returns
+    -------
+    cells : (n_images, n_cells, k) ndarray of atom_stats.dtype
+    """
+    n_atoms, n_levels = membership.shape[0], membership.shape[1] - 1
+    rows = membership[:, :1] * n_cells + membership[:, 1:]  # (n_atoms, n_levels)
+    if _check_how(how) == "sum":
+        M = csr_matrix(
+            (np.ones(n_atoms * n_levels, dtype=atom_stats.dtype),
+             (rows.T.ravel(), np.tile(np.arange(n_atoms), n_levels))),
+            shape=(n_images * n_cells, n_atoms),
+        )
+        out = np.asarray(M @ atom_stats)
+    else:
+        out = np.full((n_images * n_cells, atom_stats.shape[1]), -np.inf, dtype=atom_stats.dtype)
+        for j in range(n_levels):
+            np.maximum.at(out, rows[:, j], atom_stats)
+        out[np.isneginf(out)] = 0
+    return out.reshape(n_images, n_cells, -1)
+
+
 def _as_grid(level) -> tuple[int, int]:
     if isinstance(level, (Integral, np.integer)) and not isinstance(level, bool):
         if level < 1:
@@ -79,11 +178,13 @@ def _as_grid(level) -> tuple[int, int]:
 
 
 class SpatialPyramid(BaseEstimator):
-    """A spatial pyramid: grids of cells at several levels, and how to pool them.
+    """A spatial pyramid: grids of cells at several levels, and the weight of each level.
 
-    The object is stateless (it only holds parameters), so it can be shared by
-    encoders and passed to ``clone``; parameters are checked whenever a method
-    uses them.
+    The layout that the encoders pool over: they take it as their ``pyramid``
+    parameter and choose themselves how a cell pools (their ``pooling``) and how
+    the pooled vector is normalized (their ``normalize``). The object is stateless
+    (it only holds parameters), so it can be shared by encoders and passed to
+    ``clone``; parameters are checked whenever a method uses them.
 
     Parameters
     ----------
@@ -91,10 +192,6 @@ class SpatialPyramid(BaseEstimator):
         One entry per level: an int ``g`` for a ``g x g`` grid, or a pair
         ``(rows, cols)``. Lazebnik's pyramid is ``(1, 2, 4)``; the PASCAL VOC
         "1x1 + 3x1" layout (three horizontal strips) is ``(1, (3, 1))``.
-    pooling : {"sum", "max"}, default="sum"
-        How :meth:`pool` combines codes in a cell. Encoders with their own
-        ``pooling`` parameter use theirs and only take the grids, weights and
-        normalization from the pyramid.
     level_weights : None, "lazebnik" or sequence of float, default=None
         Weight applied to every cell of a level. ``"lazebnik"`` gives level 0
         the weight ``1 / 2**L`` and level ``l = 1..L`` the weight
@@ -102,8 +199,6 @@ class SpatialPyramid(BaseEstimator):
         match kernel of eq. 3 of [1]_ is expanded into one histogram
         intersection (eq. 4), e.g. ``(1/4, 1/4, 1/2)`` for ``(1, 2, 4)``. It
         assumes that the levels double in resolution.
-    normalize : {None, "l1", "l2"}, default=None
-        Normalization of the whole pooled (weighted) vector of one image.
 
     Attributes
     ----------
@@ -128,11 +223,9 @@ class SpatialPyramid(BaseEstimator):
            [0, 4]])
     """
 
-    def __init__(self, *, levels=(1, 2, 4), pooling="sum", level_weights=None, normalize=None):
+    def __init__(self, *, levels=(1, 2, 4), level_weights=None):
         self.levels = levels
-        self.pooling = pooling
         self.level_weights = level_weights
-        self.normalize = normalize
 
     # ------------------------------------------------------------------ layout
     def grids(self) -> list[tuple[int, int]]:
@@ -257,43 +350,48 @@ class SpatialPyramid(BaseEstimator):
         return atom_id.reshape(-1).astype(np.int64), membership
 
     # ----------------------------------------------------------------- pooling
-    def combine_atoms(self, atom_stats: np.ndarray, membership: np.ndarray, how: str = "sum") -> np.ndarray:
-        """Combine per-atom statistics into per-cell ones.
+    def sorted_atoms(self, positions, groups=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`atoms`, with the order that makes the descriptors of every atom contiguous.
 
         Parameters
         ----------
-        atom_stats : (n_atoms, k) ndarray
-            Statistics (summed or max-pooled codes) of every atom.
-        membership : (n_atoms, n_levels) ndarray of int
-            As returned by :meth:`atoms` (without ``groups``).
-        how : {"sum", "max"}
-            Sum suits sums of codes and sufficient statistics; max suits
-            max-pooled codes (empty cells stay zero).
+        positions : (n, 2) array-like of float
+            ``(x, y)`` in ``[0, 1]``.
+        groups : (n,) array-like of int, optional
+            Image index of every descriptor, as for :meth:`atoms`.
 
         Returns
         -------
-        cells : (n_cells, k) ndarray
+        order : (n,) ndarray of int64
+            A stable sort of the descriptors by atom.
+        atom : (n,) ndarray of int64
+            Atom of the descriptors taken in ``order`` (non-decreasing), as
+            :func:`reduce_sorted` needs.
+        membership : (n_atoms, n_levels) or (n_atoms, 1 + n_levels) ndarray of int64
+            As returned by :meth:`atoms`.
         """
-        out = np.zeros((self.n_cells, atom_stats.shape[1]), dtype=atom_stats.dtype)
-        if atom_stats.shape[0] == 0:
-            return out
-        for j in range(membership.shape[1]):
-            if how == "sum":
-                np.add.at(out, membership[:, j], atom_stats)
-            else:
-                tmp = np.full_like(out, -np.inf)
-                np.maximum.at(tmp, membership[:, j], atom_stats)
-                hit = np.isfinite(tmp[:, 0])
-                out[hit] = tmp[hit]
-        return out
+        atom, membership = self.atoms(positions, groups)
+        order = np.argsort(atom, kind="stable")
+        return order, atom[order], membership
 
-    def _check_pooling(self, how: str) -> str:
-        if how not in ("sum", "max"):
-            raise ValueError(f"pooling must be 'sum' or 'max', got {how!r}")
-        return how
+    def weight_cells(self, cells: np.ndarray) -> np.ndarray:
+        """Multiply every cell by the weight of its level.
 
-    def pool(self, codes, positions) -> np.ndarray:
+        Parameters
+        ----------
+        cells : (n_images, n_cells, K) ndarray
+
+        Returns
+        -------
+        weighted : (n_images, n_cells, K) ndarray (a new array)
+        """
+        return cells * self.cell_weights().astype(cells.dtype)[None, :, None]
+
+    def pool(self, codes, positions, how: str = "sum") -> np.ndarray:
         """Pool the codes of one image into the pyramid's cells.
+
+        The same steps as the encoders run on a chunk of images (see the
+        module's docstring).
 
         Parameters
         ----------
@@ -301,14 +399,16 @@ class SpatialPyramid(BaseEstimator):
             One code per descriptor.
         positions : (n, 2) array-like
             ``(x, y)`` of every descriptor in ``[0, 1]``.
+        how : {"sum", "max"}, default="sum"
+            Sum or max of the codes in a cell.
 
         Returns
         -------
         pooled : (n_cells, K) ndarray
-            Sum or max of the codes in every cell, times the level weight, and
-            normalized as a whole when ``normalize`` is set. Empty cells are zero.
+            Sum or max of the codes in every cell, times the level weight.
+            Empty cells are zero.
         """
-        how = self._check_pooling(self.pooling)
+        how = _check_how(how)
         codes = np.asarray(codes)
         if codes.ndim != 2:
             raise ValueError(f"codes must be 2-D (n, K), got shape {codes.shape}")
@@ -317,32 +417,6 @@ class SpatialPyramid(BaseEstimator):
             raise ValueError(f"got {codes.shape[0]} codes but {p.shape[0]} positions")
         if not np.issubdtype(codes.dtype, np.floating):
             codes = codes.astype(np.float32)
-        atom_id, membership = self.atoms(p)
-        order = np.argsort(atom_id, kind="stable")
-        stats = reduce_sorted(codes[order], atom_id[order], membership.shape[0], how)
-        pooled = self.combine_atoms(stats, membership, how)
-        return self.finalize(pooled[None])[0]
-
-    def finalize(self, pooled: np.ndarray) -> np.ndarray:
-        """Apply the level weights and the normalization to pooled cells.
-
-        Parameters
-        ----------
-        pooled : (n_images, n_cells, K) ndarray
-
-        Returns
-        -------
-        out : (n_images, n_cells, K) ndarray (a new array)
-        """
-        out = pooled * self.cell_weights().astype(pooled.dtype)[None, :, None]
-        if self.normalize is None:
-            return out
-        flat = out.reshape(out.shape[0], -1)
-        if self.normalize == "l1":
-            norm = np.abs(flat).sum(axis=1)
-        elif self.normalize == "l2":
-            norm = np.sqrt((flat.astype(np.float64) ** 2).sum(axis=1))
-        else:
-            raise ValueError(f"normalize must be None, 'l1' or 'l2', got {self.normalize!r}")
-        norm = np.where(norm > 0, norm, 1.0).astype(out.dtype)
-        return out / norm[:, None, None]
+        order, atom, membership = self.sorted_atoms(p, np.zeros(len(p), dtype=np.int64))
+        stats = reduce_sorted(codes[order], atom, membership.shape[0], how)
+        return self.weight_cells(combine_atoms(stats, membership, 1, self.n_cells, how))[0]

@@ -46,7 +46,8 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.pipeline import FeatureUnion, Pipeline
@@ -492,7 +493,7 @@ def lazebnik_spm(*, n_words: int = 400, patch: int = 16, step: int = 8, levels=(
     ``max_size`` pixels on their longer side are downscaled first (15-Scene images are
     about 250-300 pixels, so this rarely applies).
     """
-    pyramid = SpatialPyramid(levels=levels, pooling="sum", level_weights="lazebnik")
+    pyramid = SpatialPyramid(levels=levels, level_weights="lazebnik")
     features = ImageEncoder(
         _sift((patch,), step, max_size, color),
         BagOfWords(n_words=n_words, pyramid=pyramid, normalize="l1", random_state=random_state),
@@ -542,7 +543,7 @@ def scspm(*, n_words: int = 1024, alpha: float = 0.15, patch: int = 16, step: in
     pixels (``max_size``); a step of 8 pixels gives (6/8)^2 = 56% as many
     descriptors to code.
     """
-    pyramid = SpatialPyramid(levels=levels, pooling="max")
+    pyramid = SpatialPyramid(levels=levels)
     features = ImageEncoder(
         _sift((patch,), step, max_size, color),
         SparseCoding(n_words=n_words, alpha=alpha, pooling="max", pyramid=pyramid,
@@ -588,7 +589,7 @@ def llc(*, n_words: int = 1024, knn: int = 5, beta: float = 1e-4, sizes=(16, 24,
     downscaled to at most ``max_size`` = 300 pixels, the bound of ScSPM (Yang et
     al. 2009), the system LLC is compared with.
     """
-    pyramid = SpatialPyramid(levels=levels, pooling="max")
+    pyramid = SpatialPyramid(levels=levels)
     features = ImageEncoder(
         _sift(sizes, step, max_size, color),
         LLC(n_words=n_words, knn=knn, beta=beta, pooling="max", pyramid=pyramid, normalize="l2",
@@ -640,7 +641,7 @@ def fisher(*, n_components: int = 256, pca: int = 64, sizes=(16, 24, 32), step: 
     ``max_size=300`` as the other SIFT presets (images downscaled to at most 300 px,
     Yang et al. 2009).
     """
-    pyramid = SpatialPyramid(levels=levels, pooling="sum")
+    pyramid = SpatialPyramid(levels=levels)
     features = ImageEncoder(
         _sift(sizes, step, max_size, color, rootsift=rootsift),
         FisherVector(n_components=n_components, improved=True, pyramid=pyramid, random_state=random_state),
@@ -683,7 +684,7 @@ def vlad(*, n_words: int = 256, pca: int = 64, sizes=(16, 24, 32), step: int = 8
     pyramid follows later comparisons (e.g. Chatfield et al. 2011 for the encodings).
     ``max_size=300`` as the other SIFT presets (Yang et al. 2009).
     """
-    pyramid = SpatialPyramid(levels=levels, pooling="sum")
+    pyramid = SpatialPyramid(levels=levels)
     features = ImageEncoder(
         _sift(sizes, step, max_size, color, rootsift=rootsift),
         VLAD(n_words=n_words, intra_normalize=True, power=0.5, pyramid=pyramid, random_state=random_state),
@@ -755,7 +756,7 @@ def coates_kmeans(*, n_words: int = 1600, patch: int = 6, step: int = 1, whiten_
       setting.
     """
     _check_mirror(mirror)
-    pyramid = SpatialPyramid(levels=(2,), pooling="sum")
+    pyramid = SpatialPyramid(levels=(2,))
     features = ImageEncoder(
         RawPatches(patch_size=patch, step=step, normalize=True, whiten=True, whiten_eps=whiten_eps,
                    max_size=max_size, random_state=random_state),
@@ -843,7 +844,7 @@ def coates_soft_threshold(*, n_words: int = 1600, alpha: float = 0.25, dictionar
       the papers' largest images are the 96x96 STL-10 ones.
     """
     _check_mirror(mirror)
-    pyramid = SpatialPyramid(levels=(2,), pooling="sum")
+    pyramid = SpatialPyramid(levels=(2,))
     features = ImageEncoder(
         RawPatches(patch_size=patch, step=step, normalize=True, whiten=True, whiten_eps=whiten_eps,
                    max_size=max_size, random_state=random_state),
@@ -898,7 +899,7 @@ def nec2010(*, n_words: int = 256, pca: int = 64, sizes=(16, 24, 32), step: int 
     (two descriptors, super-vector coding, the same pyramid, linear SVM) at a scale
     that runs on a laptop.
     """
-    pyramid = SpatialPyramid(levels=levels, pooling="sum")
+    pyramid = SpatialPyramid(levels=levels)
     sift = ImageEncoder(
         _sift(sizes, step, max_size, color),
         SuperVector(n_words=n_words, pyramid=pyramid, random_state=random_state),

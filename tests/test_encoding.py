@@ -13,6 +13,7 @@ from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_sp
 from sklearn.pipeline import Pipeline
 from sklearn.svm import LinearSVC
 
+from classicvision import pooling
 from classicvision.base import DescriptorSet
 from classicvision.encoding import (
     LLC,
@@ -254,10 +255,10 @@ def test_k_smallest_and_sparse_pooling():
     dense = np.zeros((n, K), np.float32)
     np.put_along_axis(dense, index, values, 1)
     for how in ("sum", "max"):
-        ref = enc_base.reduce_sorted(dense, atom, 6, how)
-        got = enc_base.pool_sparse_codes(values, index, atom, 6, K, how)
+        ref = pooling.reduce_sorted(dense, atom, 6, how)
+        got = pooling.reduce_sparse_codes(values, index, atom, 6, K, how)
         assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
-    assert_array_equal(enc_base.pool_sparse_codes(values, index, atom, 6, K, "max")[0, :3], -1)
+    assert_array_equal(pooling.reduce_sparse_codes(values, index, atom, 6, K, "max")[0, :3], -1)
 
 
 # ---------------------------------------------------------------------- BagOfWords
@@ -677,17 +678,16 @@ def test_image_encoder_parallel_and_fit_fraction():
         clone(enc).set_params(fit_images=1.5).fit(images)
 
 
-def test_pyramid_max_pooling_that_the_encoder_would_ignore_is_an_error():
-    from classicvision.base import DescriptorSet
-    from classicvision.encoding import LLC, BagOfWords
-    from classicvision.pooling import SpatialPyramid
-
+@pytest.mark.parametrize("how", ["sum", "max"])
+def test_the_encoder_chooses_sum_or_max_once_and_pools_as_the_pyramid(how):
+    """The pyramid has no pooling of its own (it used to be silently ignored by max-pooling
+    encoders): the encoder's ``pooling`` is the one, run by classicvision.pooling."""
     rng = np.random.default_rng(0)
     sets = [DescriptorSet(rng.random((30, 8), dtype=np.float32), rng.random((30, 2)), np.ones(30))
             for _ in range(4)]
-    with pytest.raises(ValueError, match="pyramid's pooling='max' would be ignored.*SparseCoding"):
-        BagOfWords(n_words=4, pyramid=SpatialPyramid(pooling="max"), random_state=0).fit(sets)
-    with pytest.raises(ValueError, match="encoder's own pooling='max'"):
-        LLC(n_words=4, pooling="sum", pyramid=SpatialPyramid(pooling="max"), random_state=0).fit(sets)
-    # consistent settings fit
-    LLC(n_words=4, pooling="max", pyramid=SpatialPyramid(pooling="max"), random_state=0).fit(sets)
+    pyr = SpatialPyramid(levels=(1, 2), level_weights=[1.0, 0.5])
+    enc = LLC(n_words=4, pooling=how, pyramid=pyr, random_state=0).fit(sets)
+    Z = enc.transform(sets)
+    for s, z in zip(sets, Z):
+        pooled = pyr.pool(enc._codes(s.descriptors), s.positions, how=how).reshape(1, -1)
+        assert_allclose(z, enc_base.normalize_rows(pooled, "l2")[0], rtol=1e-5, atol=1e-6)

@@ -7,7 +7,9 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.base import clone
 
-from classicvision.pooling import SpatialPyramid, reduce_sorted
+from classicvision.encoding import BagOfWords
+from classicvision.encoding._base import normalize_rows
+from classicvision.pooling import SpatialPyramid, combine_atoms, reduce_sorted
 
 
 def _brute_pool(codes, positions, grids, how):
@@ -81,8 +83,8 @@ def test_pool_matches_brute_force(how, levels):
     pos = rng.random((300, 2)).astype(np.float32)
     pos[:5] = [[1.0, 1.0], [0.0, 1.0], [1.0, 0.0], [0.5, 0.5], [0.25, 0.75]]
     codes = rng.standard_normal((300, 7)).astype(np.float32)
-    sp = SpatialPyramid(levels=levels, pooling=how)
-    got = sp.pool(codes, pos)
+    sp = SpatialPyramid(levels=levels)
+    got = sp.pool(codes, pos, how=how)
     assert got.shape == (sp.n_cells, 7)
     assert_allclose(got, _brute_pool(codes, pos, sp.grids(), how), rtol=1e-5, atol=1e-5)
 
@@ -91,7 +93,7 @@ def test_empty_cells_are_zero():
     pos = np.array([[0.1, 0.1], [0.2, 0.2]])
     codes = -np.ones((2, 3))
     for how in ("sum", "max"):
-        pooled = SpatialPyramid(levels=(1, 2), pooling=how).pool(codes, pos)
+        pooled = SpatialPyramid(levels=(1, 2)).pool(codes, pos, how=how)
         assert_array_equal(pooled[2:], 0)
         assert_array_equal(pooled[1], -2 if how == "sum" else -1)
     empty = SpatialPyramid(levels=(1, 2)).pool(np.zeros((0, 3)), np.zeros((0, 2)))
@@ -132,8 +134,9 @@ def test_pool_weights_and_normalize(norm):
     rng = np.random.default_rng(3)
     pos, codes = rng.random((100, 2)), rng.random((100, 4))
     raw = SpatialPyramid(levels=(1, 2)).pool(codes, pos)
-    sp = SpatialPyramid(levels=(1, 2), level_weights="lazebnik", normalize=norm)
-    got = sp.pool(codes, pos)
+    sp = SpatialPyramid(levels=(1, 2), level_weights="lazebnik")
+    # the normalization of the pooled vector is the encoder's (its ``normalize``)
+    got = normalize_rows(sp.pool(codes, pos).reshape(1, -1), norm).reshape(sp.n_cells, -1)
     ref = raw * sp.cell_weights()[:, None]
     ref /= np.abs(ref).sum() if norm == "l1" else np.linalg.norm(ref)
     assert_allclose(got, ref, rtol=1e-5)
@@ -170,13 +173,13 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="3 codes but 2 positions"):
         sp.pool(np.ones((3, 2)), np.ones((2, 2)) / 2)
     with pytest.raises(ValueError, match="pooling must be"):
-        SpatialPyramid(pooling="mean").pool(np.ones((3, 2)), np.ones((3, 2)) / 2)
-    with pytest.raises(ValueError, match="normalize must be"):
-        SpatialPyramid(normalize="l3").pool(np.ones((3, 2)), np.ones((3, 2)) / 2)
+        SpatialPyramid().pool(np.ones((3, 2)), np.ones((3, 2)) / 2, how="mean")
+    with pytest.raises(ValueError, match="normalize' parameter of BagOfWords must be"):
+        BagOfWords(normalize="l3").fit([])
 
 
 def test_clone_params_pickle():
-    sp = SpatialPyramid(levels=(1, (3, 1)), pooling="max", level_weights=[1, 2], normalize="l2")
+    sp = SpatialPyramid(levels=(1, (3, 1)), level_weights=[1, 2])
     c = clone(sp)
     assert c.get_params() == sp.get_params()
     c.set_params(levels=(1, 2))
@@ -184,4 +187,32 @@ def test_clone_params_pickle():
     p = pickle.loads(pickle.dumps(sp))
     rng = np.random.default_rng(0)
     pos, codes = rng.random((20, 2)), rng.random((20, 3))
-    assert_array_equal(p.pool(codes, pos), sp.pool(codes, pos))
+    assert_array_equal(p.pool(codes, pos, how="max"), sp.pool(codes, pos, how="max"))
+
+
+def test_pooling_and_normalization_are_the_encoders_options():
+    """The pyramid is the layout: sum / max and the normalization are chosen once, by the encoder."""
+    with pytest.raises(TypeError, match="pooling"):
+        SpatialPyramid(pooling="max")
+    with pytest.raises(TypeError, match="normalize"):
+        SpatialPyramid(normalize="l2")
+    assert set(SpatialPyramid().get_params()) == {"levels", "level_weights"}
+
+
+@pytest.mark.parametrize("how", ["sum", "max"])
+def test_combine_atoms_of_several_images_is_pooling_each_image(how):
+    """The chunked path of the encoders (atoms of several images at once) == one image at a time."""
+    rng = np.random.default_rng(7)
+    sp = SpatialPyramid(levels=(1, 2, (3, 1)), level_weights=[1.0, 0.5, 2.0])
+    lens = [40, 0, 25, 60]
+    groups = np.repeat(np.arange(len(lens)), lens)
+    pos = rng.random((groups.size, 2)).astype(np.float32)
+    codes = rng.standard_normal((groups.size, 5)).astype(np.float32)
+    order, atom, membership = sp.sorted_atoms(pos, groups)
+    assert np.all(np.diff(atom) >= 0) and membership.shape[1] == 1 + sp.n_levels
+    stats = reduce_sorted(codes[order], atom, membership.shape[0], how)
+    cells = sp.weight_cells(combine_atoms(stats, membership, len(lens), sp.n_cells, how))
+    assert cells.shape == (len(lens), sp.n_cells, 5)
+    for i in range(len(lens)):
+        mine = groups == i
+        assert_allclose(cells[i], sp.pool(codes[mine], pos[mine], how=how), rtol=1e-6, atol=1e-6)

@@ -1,4 +1,4 @@
-"""Machinery shared by every encoder: descriptor sampling, chunked transform, pooling.
+"""Machinery shared by every encoder: descriptor sampling, chunked transform.
 
 An encoder maps a list of :class:`~classicvision._base.DescriptorSet` (one per
 image) to a 2-D array ``(n_images, n_cells * code_dim)``. Subclasses implement
@@ -13,6 +13,10 @@ image) to a 2-D array ``(n_images, n_cells * code_dim)``. Subclasses implement
   ``(n_images, n_cells, S)`` to codes ``(n_images, n_cells, code_dim)`` and
   ``_postprocess(codes)`` for whole-image normalization.
 
+The pooling itself (atoms, sum / max per atom, atoms into cells, level weights)
+is :mod:`classicvision.pooling`'s; the encoder's ``pooling`` chooses sum or max
+and its ``normalize`` the normalization of the pooled vector.
+
 Descriptors of a chunk of images are processed together: the per-descriptor
 codes of one chunk are the largest temporary, and a chunk is sized so that they
 stay around 64 MiB.
@@ -23,7 +27,6 @@ from __future__ import annotations
 from numbers import Integral
 
 import numpy as np
-import scipy.sparse as sp
 from joblib import Parallel, delayed
 from sklearn.base import (
     BaseEstimator,
@@ -38,7 +41,7 @@ from sklearn.utils.random import sample_without_replacement
 from sklearn.utils.validation import check_is_fitted
 
 from .._base import DescriptorSet, check_descriptor_sets
-from ..pooling import SpatialPyramid, reduce_sorted
+from ..pooling import SpatialPyramid, combine_atoms, reduce_sorted, reduce_sparse_codes
 
 __all__ = [
     "BaseEncoder",
@@ -47,7 +50,6 @@ __all__ = [
     "nearest_codeword",
     "fit_kmeans",
     "k_smallest",
-    "pool_sparse_codes",
 ]
 
 # Elements (float32) allowed for the largest temporary of one chunk: 64 MiB.
@@ -146,38 +148,6 @@ def k_smallest(D: np.ndarray, k: int, *, overwrite: bool = False) -> np.ndarray:
     return out
 
 
-def pool_sparse_codes(values, index, atom, n_atoms, n_words, how):
-    """Sum or max pooling per atom of sparse codes, without a dense ``(n, K)`` array.
-
-    Parameters
-    ----------
-    values, index : (n, k) ndarray
-        Non-zero code values and their word indices (distinct within a row).
-    atom : (n,) ndarray of int
-        Atom of every descriptor.
-    n_atoms, n_words : int
-    how : {"sum", "max"}
-
-    Returns
-    -------
-    stats : (n_atoms, n_words) ndarray of float32
-        Equal to pooling the dense codes (whose other entries are zero).
-    """
-    key = (atom[:, None] * n_words + index).ravel()
-    vals = np.asarray(values, np.float32).ravel()
-    size = n_atoms * n_words
-    if how == "sum":
-        return np.bincount(key, weights=vals, minlength=size).astype(np.float32).reshape(n_atoms, n_words)
-    out = np.full(size, -np.inf, dtype=np.float32)
-    np.maximum.at(out, key, vals)
-    # A word used by only some descriptors of the atom also sees their zeros.
-    used = np.bincount(key, minlength=size)
-    atom_size = np.bincount(atom, minlength=n_atoms)
-    partial = used < np.repeat(atom_size, n_words)
-    out[partial] = np.maximum(out[partial], 0)
-    return out.reshape(n_atoms, n_words)
-
-
 def fit_kmeans(X: np.ndarray, n_clusters: int, kind: str, rng, *, max_iter: int = 100) -> np.ndarray:
     """Fit a k-means codebook ``(n_clusters, d)`` float32 on the sample ``X``.
 
@@ -214,7 +184,7 @@ class BaseEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
     """
 
     _parameter_constraints: dict = {
-        "pyramid": [HasMethods(["atoms", "finalize", "grids"]), None],
+        "pyramid": [HasMethods(["grids", "sorted_atoms", "weight_cells"]), None],
         "max_descriptors": [Interval(Integral, 1, None, closed="left")],
         "n_jobs": [Integral, None],
         "random_state": ["random_state"],
@@ -257,7 +227,7 @@ class BaseEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
     def _atom_stats(self, X: np.ndarray, atom: np.ndarray, n_atoms: int) -> np.ndarray:
         sparse = self._sparse_codes(X)
         if sparse is not None:
-            return pool_sparse_codes(*sparse, atom, n_atoms, self._code_dim(), self._pooling_mode())
+            return reduce_sparse_codes(*sparse, atom, n_atoms, self._code_dim(), self._pooling_mode())
         codes = self._codes(X)
         return reduce_sorted(codes, atom, n_atoms, self._pooling_mode())
 
@@ -313,18 +283,6 @@ class BaseEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         if self.pyramid is not None:
             self.pyramid.grids()
             self.pyramid.cell_weights()
-            asked = getattr(self.pyramid, "pooling", "sum")
-            if asked == "max" and self._pooling_mode() != "max":
-                hint = (
-                    "set the encoder's own pooling='max'"
-                    if hasattr(self, "pooling")
-                    else "this encoder aggregates by sums only; use SoftAssignment, SparseCoding, LLC "
-                    "or KMeansTriangle for max pooling"
-                )
-                raise ValueError(
-                    f"{type(self).__name__} pools with its own pooling ({self._pooling_mode()!r}), "
-                    f"so the pyramid's pooling='max' would be ignored: {hint}"
-                )
 
     def _chunk_bounds(self, lens: np.ndarray) -> list[tuple[int, int]]:
         per_desc = max(1, self._per_descriptor_elements())
@@ -382,33 +340,13 @@ class BaseEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
                 bad = np.repeat(np.arange(n_img), lens)[~np.isfinite(X).all(axis=1)][0]
                 raise ValueError(f"descriptor set {bad} (in this chunk) contains NaN or infinity")
             X = self._prepare(X, P)
-            groups = np.repeat(np.arange(n_img), lens)
-            atom, membership = pyr.atoms(P, groups)
-            order = np.argsort(atom, kind="stable")
-            X, atom = np.ascontiguousarray(X[order]), atom[order]
-            stats = self._atom_stats(X, atom, membership.shape[0])
-            cells = self._combine(stats, membership, n_img, n_cells)
+            order, atom, membership = pyr.sorted_atoms(P, np.repeat(np.arange(n_img), lens))
+            stats = self._atom_stats(np.ascontiguousarray(X[order]), atom, membership.shape[0])
+            cells = combine_atoms(stats, membership, n_img, n_cells, self._pooling_mode())
         codes = self._finalize_cells(cells)
-        codes = pyr.finalize(codes).reshape(n_img, -1)
+        codes = pyr.weight_cells(codes).reshape(n_img, -1)
         codes = self._postprocess(codes)
         return np.ascontiguousarray(codes, dtype=np.float32)
-
-    def _combine(self, stats, membership, n_img, n_cells) -> np.ndarray:
-        """Per-atom statistics -> per-(image, cell) statistics."""
-        n_atoms, n_levels = membership.shape[0], membership.shape[1] - 1
-        rows = membership[:, :1] * n_cells + membership[:, 1:]  # (n_atoms, n_levels)
-        if self._pooling_mode() == "sum":
-            M = sp.csr_matrix(
-                (np.ones(n_atoms * n_levels, dtype=stats.dtype), (rows.T.ravel(), np.tile(np.arange(n_atoms), n_levels))),
-                shape=(n_img * n_cells, n_atoms),
-            )
-            out = np.asarray(M @ stats)
-        else:
-            out = np.full((n_img * n_cells, stats.shape[1]), -np.inf, dtype=stats.dtype)
-            for j in range(n_levels):
-                np.maximum.at(out, rows[:, j], stats)
-            out[np.isneginf(out)] = 0
-        return out.reshape(n_img, n_cells, -1)
 
 
 def l2_normalize_rows(A: np.ndarray, axis: int = -1) -> np.ndarray:
