@@ -8,6 +8,7 @@ import math
 import os
 import re
 import time
+from dataclasses import dataclass, field
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from .engine import (
     save_checkpoint,
     synchronize,
     train_one_epoch,
+    training_settings,
 )
 from .models import (
     check_input_size,
@@ -57,6 +59,22 @@ _REQUIRED_CONFIG = ("params", "classes", "mean", "std", "model", "num_classes", 
 _UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40,
           "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+@dataclass(frozen=True)
+class _FitPlan:
+    """What :meth:`CNNClassifier.fit` decided before training (read by ``_train`` and its helpers)."""
+
+    cfg: dict  # the model's configuration (get_model_config)
+    seed: int  # of the initialization, shuffling, augmentation and dropout
+    pad: int  # random-crop padding in pixels
+    device: torch.device
+    amp_dtype: torch.dtype | None  # autocast dtype, None without mixed precision
+    channels_last: bool
+    t_start: float  # perf_counter() when fit started (fit_seconds_ counts from it)
+    limit: int | None = None  # memory_limit in bytes
+    pre_state: dict | None = None  # pretrained state dict
+    pre_meta: dict = field(default_factory=dict)  # its file, channels, normalization
 
 
 class MemoryPlanError(MemoryError, ValueError):
@@ -572,7 +590,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 self.mean_, self.std_ = channel_stats(x)
             data = DeviceData(x, torch.from_numpy(y_enc), self.mean_, self.std_, device, channels_last=cl)
             del x
-            self._train(data, cfg, seed, pad, device, amp_dtype, cl, t_start, limit, pre_state, pre_meta)
+            plan = _FitPlan(cfg=cfg, seed=seed, pad=pad, device=device, amp_dtype=amp_dtype, channels_last=cl,
+                            t_start=t_start, limit=limit, pre_state=pre_state, pre_meta=pre_meta)
+            self._train(data, plan)
         return self
 
     @staticmethod
@@ -659,142 +679,148 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             )
         return int(fits), plan
 
-    def _train(self, data, cfg, seed, pad, device, amp_dtype, cl, t_start, limit=None, pre_state=None,
-               pre_meta=None):
+    def _train(self, data: DeviceData, plan: _FitPlan) -> None:
+        """Build the network, choose the batch size, train (or resume) and set the fitted attributes."""
+        cfg, device = plan.cfg, plan.device
         n = len(data)
         momentum = self.momentum if self.momentum is not None else cfg["momentum"]
         wd = self.weight_decay if self.weight_decay is not None else cfg["weight_decay"]
         ls = self.label_smoothing if self.label_smoothing is not None else cfg["label_smoothing"]
         loss_fn = nn.CrossEntropyLoss(label_smoothing=ls)
-        autocast = autocast_context(device, amp_dtype)
+        autocast = autocast_context(device, plan.amp_dtype)
+        with training_settings(device, plan.seed) as gen:
+            net, head, eval_modules = self._build_network(data, plan)
+            bs = min(self.batch_size, n)
+            self.memory_plan_ = None
+            if plan.limit is not None:
+                bs, self.memory_plan_ = self._plan_memory(net, data, bs, loss_fn, autocast, device, plan.limit)
+            self.batch_size_ = int(bs)
+            steps = data.num_batches(bs, drop_last=True)
+            optimizer, scheduler = self._optimizer_and_scheduler(net, head, plan, bs, steps, momentum, wd)
+            start_epoch, history = self._resume(net, optimizer, scheduler, gen, device, n)
+            train_net = net
+            self.compile_seconds_ = 0.0
+            if self.compile and start_epoch < self.epochs:
+                train_net, self.compile_seconds_ = self._compile(net, data, bs, loss_fn, autocast, device)
+            self.n_params_ = int(sum(p.numel() for p in net.parameters()))
 
-        fork_devices = [device] if device.type == "cuda" else []
-        det_before = torch.are_deterministic_algorithms_enabled()
-        det_warn_before = torch.is_deterministic_algorithms_warn_only_enabled()
-        cudnn_before = torch.backends.cudnn.benchmark
-        with torch.random.fork_rng(devices=fork_devices, device_type=device.type):
-            torch.manual_seed(seed)
-            gen = torch.Generator(device=device)
-            gen.manual_seed(seed)
-            if device.type == "cpu":
-                torch.use_deterministic_algorithms(True, warn_only=True)
-            else:
-                torch.backends.cudnn.benchmark = True
-            try:
-                net = create_model(self.model, len(self.classes_), in_chans=self.in_chans_)
-                report = None
-                if pre_state is not None:
-                    report = load_matching_weights(net, pre_state, source=pre_meta.get("file", ""))
-                    if self.verbose:
-                        print(
-                            f"[{self.model}] pretrained {report['file']}: loaded {len(report['loaded'])} tensors, "
-                            f"kept {len(report['skipped'])} at initialisation "
-                            f"({', '.join(f'{k}: {v}' for k, v in list(report['reasons'].items())[:4])}"
-                            f"{', ...' if len(report['skipped']) > 4 else ''}), "
-                            f"{len(report['unused'])} of the file unused",
-                            flush=True,
-                        )
-                self.pretrained_report_ = report
-                net.to(device)
-                if hasattr(net, "init_whitening") and not (report and "whiten.weight" in report["loaded"]):
-                    sample = next(data.batches(min(n, 5000)))[0]
-                    net.init_whitening(sample)
-                    del sample
-                if cl:
-                    net.to(memory_format=torch.channels_last)
-                head = frozenset(head_parameter_names(net))
-                eval_modules = []
-                if self.freeze == "backbone":
-                    for name, p in net.named_parameters():
-                        if name not in head:
-                            p.requires_grad_(False)
-                    eval_modules = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-                bs = min(self.batch_size, n)
-                self.memory_plan_ = None
-                if limit is not None:
-                    bs, self.memory_plan_ = self._plan_memory(net, data, bs, loss_fn, autocast, device, limit)
-                self.batch_size_ = int(bs)
-                steps = data.num_batches(bs, drop_last=True)
-                total_steps = steps * self.epochs
-                base_lr = self.lr if self.lr is not None else cfg["lr"] * bs / cfg["lr_batch_size"]
-                backbone_scale = (
-                    float(self.backbone_lr_scale) if pre_state is not None and self.freeze == "none" else 1.0
+            def one_epoch() -> dict:
+                batches = data.batches(
+                    bs,
+                    shuffle=True,
+                    drop_last=True,
+                    crop_padding=plan.pad if self.augment else 0,
+                    flip=self.flip and self.augment,
+                    generator=gen,
                 )
-                optimizer = self._make_optimizer(
-                    net, base_lr, momentum, wd, cfg["bias_lr_scale"], backbone_scale, head
+                return train_one_epoch(
+                    train_net, batches, optimizer, scheduler,
+                    loss_fn=loss_fn, autocast=autocast, scaler=self._scaler(plan.amp_dtype), device=device,
+                    eval_modules=eval_modules,
                 )
-                scheduler = torch.optim.lr_scheduler.LambdaLR(
-                    optimizer, _lr_lambda(self.schedule, total_steps, round(self.warmup_epochs * steps))
-                )
-                history: list[dict] = []
-                start_epoch = 0
-                ckpt = self._ckpt_path()
-                if self.resume and ckpt is not None and ckpt.exists():
-                    state = load_checkpoint(ckpt, map_location="cpu")
-                    self._check_resumable(state, n)
-                    net.load_state_dict(state["model"])
-                    optimizer.load_state_dict(state["optimizer"])
-                    scheduler.load_state_dict(state["scheduler"])
-                    start_epoch = int(state["epoch"])
-                    history = list(state["history"])
-                    torch.set_rng_state(state["rng"]["torch"])
-                    if device.type == "cuda" and state["rng"].get("cuda") is not None:
-                        torch.cuda.set_rng_state(state["rng"]["cuda"], device)
-                    gen.set_state(state["rng"]["generator"].to(gen.get_state().device))
 
-                train_net = net
-                self.compile_seconds_ = 0.0
-                if self.compile and start_epoch < self.epochs:
-                    train_net, self.compile_seconds_ = self._compile(net, data, bs, loss_fn, autocast, device)
+            def checkpoint_state(epoch: int, history: list) -> dict:
+                return self._checkpoint_state(net, optimizer, scheduler, epoch, history, gen, device, n)
 
-                self.n_params_ = int(sum(p.numel() for p in net.parameters()))
-                compile_s = self.compile_seconds_
-                t_train = time.perf_counter()
-                for epoch in range(start_epoch, self.epochs):
-                    batches = data.batches(
-                        bs,
-                        shuffle=True,
-                        drop_last=True,
-                        crop_padding=pad if self.augment else 0,
-                        flip=self.flip and self.augment,
-                        generator=gen,
-                    )
-                    stats = train_one_epoch(
-                        train_net, batches, optimizer, scheduler,
-                        loss_fn=loss_fn, autocast=autocast, scaler=self._scaler(amp_dtype), device=device,
-                        eval_modules=eval_modules,
-                    )
-                    rec = {
-                        "epoch": epoch + 1,
-                        "loss": stats["loss"],
-                        "accuracy": stats["accuracy"],
-                        "lr": float(optimizer.param_groups[0]["lr"]),
-                        "images_per_second": stats["images_per_second"],
-                        "seconds": stats["seconds"],
-                    }
-                    history.append(rec)
-                    if self.verbose:
-                        done = epoch + 1 - start_epoch
-                        elapsed = time.perf_counter() - t_train
-                        eta = elapsed / done * (self.epochs - epoch - 1)
-                        print(
-                            f"[{self.model}] epoch {epoch + 1}/{self.epochs} loss {rec['loss']:.4f} "
-                            f"train-acc {rec['accuracy']:.4f} {rec['images_per_second']:.0f} img/s "
-                            f"elapsed {elapsed:.1f}s ETA {eta:.1f}s",
-                            flush=True,
-                        )
-                    if ckpt is not None:
-                        save_checkpoint(ckpt, self._checkpoint_state(net, optimizer, scheduler, epoch + 1,
-                                                                     history, gen, device, n))
-            finally:
-                if device.type == "cpu":
-                    torch.use_deterministic_algorithms(det_before, warn_only=det_warn_before)
-                torch.backends.cudnn.benchmark = cudnn_before
+            self._run_epochs(one_epoch, optimizer, start_epoch, history, checkpoint_state)
         net.eval()
         self.model_ = net
         self.history_ = history
         synchronize(device)
-        self.fit_seconds_ = time.perf_counter() - t_start - compile_s
+        self.fit_seconds_ = time.perf_counter() - plan.t_start - self.compile_seconds_
+
+    def _build_network(self, data: DeviceData, plan: _FitPlan) -> tuple[nn.Module, frozenset, list]:
+        """The network on the device: pretrained weights, whitening, memory format, frozen backbone.
+
+        Returns the network, the names of its head's parameters and the modules
+        kept in eval mode while training (the frozen backbone's batch norms).
+        """
+        net = create_model(self.model, len(self.classes_), in_chans=self.in_chans_)
+        report = None
+        if plan.pre_state is not None:
+            report = load_matching_weights(net, plan.pre_state, source=plan.pre_meta.get("file", ""))
+            if self.verbose:
+                print(
+                    f"[{self.model}] pretrained {report['file']}: loaded {len(report['loaded'])} tensors, "
+                    f"kept {len(report['skipped'])} at initialisation "
+                    f"({', '.join(f'{k}: {v}' for k, v in list(report['reasons'].items())[:4])}"
+                    f"{', ...' if len(report['skipped']) > 4 else ''}), "
+                    f"{len(report['unused'])} of the file unused",
+                    flush=True,
+                )
+        self.pretrained_report_ = report
+        net.to(plan.device)
+        if hasattr(net, "init_whitening") and not (report and "whiten.weight" in report["loaded"]):
+            sample = next(data.batches(min(len(data), 5000)))[0]
+            net.init_whitening(sample)
+            del sample
+        if plan.channels_last:
+            net.to(memory_format=torch.channels_last)
+        head = frozenset(head_parameter_names(net))
+        eval_modules = []
+        if self.freeze == "backbone":
+            for name, p in net.named_parameters():
+                if name not in head:
+                    p.requires_grad_(False)
+            eval_modules = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        return net, head, eval_modules
+
+    def _optimizer_and_scheduler(self, net, head, plan: _FitPlan, bs: int, steps: int, momentum, wd):
+        """SGD (learning rate scaled to ``bs``) and its per-step schedule over ``epochs * steps`` steps."""
+        cfg = plan.cfg
+        base_lr = self.lr if self.lr is not None else cfg["lr"] * bs / cfg["lr_batch_size"]
+        backbone_scale = (
+            float(self.backbone_lr_scale) if plan.pre_state is not None and self.freeze == "none" else 1.0
+        )
+        optimizer = self._make_optimizer(net, base_lr, momentum, wd, cfg["bias_lr_scale"], backbone_scale, head)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, _lr_lambda(self.schedule, steps * self.epochs, round(self.warmup_epochs * steps))
+        )
+        return optimizer, scheduler
+
+    def _resume(self, net, optimizer, scheduler, gen, device, n: int) -> tuple[int, list[dict]]:
+        """The first epoch to run and the history so far: from the checkpoint with ``resume``, else 0 and []."""
+        ckpt = self._ckpt_path()
+        if not (self.resume and ckpt is not None and ckpt.exists()):
+            return 0, []
+        state = load_checkpoint(ckpt, map_location="cpu")
+        self._check_resumable(state, n)
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if device.type == "cuda" and state["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+        gen.set_state(state["rng"]["generator"].to(gen.get_state().device))
+        return int(state["epoch"]), list(state["history"])
+
+    def _run_epochs(self, one_epoch, optimizer, start_epoch: int, history: list, checkpoint_state) -> None:
+        """Epochs ``start_epoch..epochs-1``: train, record ``history``, print, checkpoint."""
+        ckpt = self._ckpt_path()
+        t_train = time.perf_counter()
+        for epoch in range(start_epoch, self.epochs):
+            stats = one_epoch()
+            rec = {
+                "epoch": epoch + 1,
+                "loss": stats["loss"],
+                "accuracy": stats["accuracy"],
+                "lr": float(optimizer.param_groups[0]["lr"]),
+                "images_per_second": stats["images_per_second"],
+                "seconds": stats["seconds"],
+            }
+            history.append(rec)
+            if self.verbose:
+                done = epoch + 1 - start_epoch
+                elapsed = time.perf_counter() - t_train
+                eta = elapsed / done * (self.epochs - epoch - 1)
+                print(
+                    f"[{self.model}] epoch {epoch + 1}/{self.epochs} loss {rec['loss']:.4f} "
+                    f"train-acc {rec['accuracy']:.4f} {rec['images_per_second']:.0f} img/s "
+                    f"elapsed {elapsed:.1f}s ETA {eta:.1f}s",
+                    flush=True,
+                )
+            if ckpt is not None:
+                save_checkpoint(ckpt, checkpoint_state(epoch + 1, history))
 
     @staticmethod
     def _scaler(amp_dtype):

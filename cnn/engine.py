@@ -20,14 +20,16 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 __all__ = [
     "autocast_context",
+    "training_settings",
     "train_one_epoch",
     "evaluate",
     "predict_logits",
@@ -63,6 +65,51 @@ def autocast_context(device: torch.device | str, dtype: torch.dtype | None) -> C
     if dtype is None:
         return contextlib.nullcontext
     return lambda: torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@contextlib.contextmanager
+def training_settings(device: torch.device | str, seed: int) -> Iterator[torch.Generator]:
+    """The process-wide torch state of one training run, restored on exit.
+
+    Inside the context: torch's global random state (CPU, and ``device`` when
+    it is a GPU) is forked and seeded with ``seed``, so the caller's random
+    streams are untouched; on the CPU deterministic algorithms are on
+    (``warn_only``), so two runs with one seed give identical weights; on
+    CUDA cuDNN autotuning (``cudnn.benchmark``) is on, for speed. On exit the
+    random state, the deterministic-algorithms setting and ``cudnn.benchmark``
+    are what they were before, also when training raises.
+
+    Parameters
+    ----------
+    device : torch.device or str
+        The training device.
+    seed : int
+        Seed of the global generators and of the yielded generator.
+
+    Yields
+    ------
+    generator : torch.Generator
+        A generator on ``device`` seeded with ``seed`` (shuffling, augmentation).
+    """
+    device = torch.device(device)
+    det_before = torch.are_deterministic_algorithms_enabled()
+    det_warn_before = torch.is_deterministic_algorithms_warn_only_enabled()
+    cudnn_before = torch.backends.cudnn.benchmark
+    fork_devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork_devices, device_type=device.type):
+        torch.manual_seed(seed)
+        gen = torch.Generator(device=device)
+        gen.manual_seed(seed)
+        if device.type == "cpu":
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        else:
+            torch.backends.cudnn.benchmark = True
+        try:
+            yield gen
+        finally:
+            if device.type == "cpu":
+                torch.use_deterministic_algorithms(det_before, warn_only=det_warn_before)
+            torch.backends.cudnn.benchmark = cudnn_before
 
 
 def train_one_epoch(

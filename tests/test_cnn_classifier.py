@@ -15,7 +15,7 @@ from classicvision.base import to_gray
 from classicvision.datasets import load_digits_images
 from cnn import CNNClassifier, get_model_config
 from cnn.data import DeviceData, channel_stats, images_to_tensor, random_crop, random_flip
-from cnn.engine import evaluate, load_checkpoint, save_checkpoint, train_one_epoch
+from cnn.engine import evaluate, load_checkpoint, save_checkpoint, train_one_epoch, training_settings
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -142,6 +142,22 @@ def test_engine_train_and_evaluate_weighted():
     assert ev["n"] == 10
     assert ev["accuracy"] == pytest.approx((logits.argmax(1) == ys).float().mean().item())
     assert ev["loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, ys).item(), rel=1e-5)
+
+
+def test_training_settings_are_restored_even_on_error():
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.benchmark)
+    rng = torch.get_rng_state()
+    with training_settings("cpu", 3) as gen:
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        first = torch.rand(2)
+        assert torch.equal(torch.rand(2, generator=gen), torch.rand(2, generator=torch.Generator().manual_seed(3)))
+    with pytest.raises(RuntimeError, match="boom"), training_settings("cpu", 3):
+        assert torch.equal(torch.rand(2), first)  # the same seed gives the same global stream
+        raise RuntimeError("boom")
+    after = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.benchmark)
+    assert after == before and torch.equal(torch.get_rng_state(), rng)
 
 
 def test_save_checkpoint_is_atomic_and_safe(tmp_path):

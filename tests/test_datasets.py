@@ -643,6 +643,16 @@ def test_load_dataset_names_and_errors(tmp_path):
     _assert_same(load_scene15(tmp_path / "scene15", "train"), load_dataset("folder", tmp_path / "scene15"))
 
 
+@pytest.mark.parametrize("bad", [-1, True, 2.0, "3"])
+def test_loaders_refuse_bad_per_class_counts(tmp_path, bad):
+    _make_tree(tmp_path / "tree")
+    for name in ("train_per_class", "test_per_class"):
+        with pytest.raises(ValueError, match=f"{name} must be a non-negative integer or None, got {bad!r}"):
+            load_image_folder(tmp_path / "tree", **{name: bad})
+        with pytest.raises(ValueError, match=f"{name} must be a non-negative integer or None, got {bad!r}"):
+            load_cifar10(tmp_path, **{name: bad})
+
+
 def test_dataset_root(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     assert dataset_root("cifar10", tmp_path / "c.tar") == tmp_path / "c.tar"

@@ -10,7 +10,6 @@ import tarfile
 import urllib.error
 import urllib.request
 import zlib
-from numbers import Integral
 from pathlib import Path
 from typing import Literal
 
@@ -18,7 +17,7 @@ import numpy as np
 from sklearn.utils import Bunch
 
 from ._folder import check_tar_archive, load_image_folder
-from ._split import select_indices
+from ._split import check_per_class_counts, select_indices
 
 __all__ = ["load_cifar10", "CIFAR10_URL", "CIFAR10_MD5"]
 
@@ -302,9 +301,7 @@ def load_cifar10(
     """
     if split not in (None, "train", "test"):
         raise ValueError(f"CIFAR-10 has splits 'train' and 'test' (or None for both), got split={split!r}")
-    for name, value in (("train_per_class", train_per_class), ("test_per_class", test_per_class)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, Integral) or value < 0):
-            raise ValueError(f"{name} must be a non-negative integer or None, got {value!r}")
+    check_per_class_counts(train_per_class, test_per_class)
     unknown = set(folder_kwargs) - {"cache", "n_jobs", "on_error", "max_pixels", "max_member_bytes"}
     if unknown:
         raise TypeError(f"load_cifar10() got unexpected keyword arguments {sorted(unknown)}")

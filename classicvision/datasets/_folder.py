@@ -11,9 +11,10 @@ import os
 import tarfile
 import warnings
 import zlib
+from collections.abc import Callable, Sequence
 from numbers import Integral
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -22,7 +23,7 @@ from sklearn.utils import Bunch
 
 from . import _cache
 from ._decode import IMAGE_EXTENSIONS, decode_image, decode_many, resolve_max_pixels
-from ._split import select_indices
+from ._split import check_per_class_counts, select_indices
 
 __all__ = ["load_image_folder"]
 
@@ -491,11 +492,11 @@ def _assemble(images: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
     return list(images)
 
 
-def _warn_skipped(root: Path, skipped: list[str]) -> None:
+def _warn_skipped(root: Path, skipped: list[str], stacklevel: int = 3) -> None:
     warnings.warn(
         f"skipped {len(skipped)} unreadable file(s) in {root}: " + ", ".join(skipped),
         UserWarning,
-        stacklevel=3,
+        stacklevel=stacklevel,
     )
 
 
@@ -519,6 +520,121 @@ def _check_member_bytes(value) -> int:
 def _check_split_arg(split) -> None:
     if split is not None and (not isinstance(split, str) or not split or "/" in split):
         raise ValueError(f"split must be None or a split folder name such as 'train', got {split!r}")
+
+
+def _check_load_args(split, on_error, train_per_class, test_per_class) -> None:
+    _check_split_arg(split)
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    check_per_class_counts(train_per_class, test_per_class)
+
+
+def _source(root: Path, cache: bool) -> tuple[str, list | None, list[str]]:
+    """What ``root`` is: its cache identity, a folder's listing (None for an archive)
+    and the symbolic links of a folder that were not followed."""
+    if not root.exists():
+        raise FileNotFoundError(f"image folder or archive not found: {root}")
+    if root.is_dir():
+        listing, refused_links = _scan_folder(root)
+        return "folder:" + _cache.folder_fingerprint(root, listing), listing, refused_links
+    if root.is_file():
+        if not check_tar_archive(root):
+            raise ValueError(
+                f"{root} is neither a folder nor a tar archive (.tar, .tar.gz, .tgz)"
+            )
+        return ("tar:" + _cache.file_sha256(root) if cache else ""), None, []
+    raise ValueError(f"{root} is neither a folder nor a tar archive")
+
+
+def _list_files(root: Path, listing: list | None, split: str | None, member_limit: int):
+    """Every file (as path components) and, for an archive, the bytes of those that
+    may be selected (the members under a folder named ``split``; all with ``split=None``)."""
+    if listing is not None:
+        return [tuple(rel.split("/")) for rel, _, _ in listing], None
+    if split is None:
+        keep = lambda parts: True  # noqa: E731
+    else:
+        keep = lambda parts: split in parts[:-2]  # noqa: E731
+    return _scan_tar(root, keep, member_limit)
+
+
+def _pool(paths: list[_Parts], root: Path, split: str | None, train_per_class):
+    """The files to draw from, after the layout: ``(prefix, pool, class_names, target, fixed)``.
+
+    ``prefix`` is the wrapper folder(s) stripped, ``pool`` the sorted files of
+    the selected split (every split with ``split=None``), ``target`` their
+    class indices into the sorted ``class_names``, ``fixed`` whether the pool
+    is one fixed split folder.
+    """
+    prefix, has_splits, files = _resolve_layout(paths, split, str(root))
+    if has_splits:
+        splits = sorted({p[0] for p in files})
+        class_names = sorted({p[1] for p in files})
+        if split is not None and split not in splits:
+            raise ValueError(f"split {split!r} not found in {root}; available splits: {splits}")
+        pool = files if split is None else [p for p in files if p[0] == split]
+        fixed = split is not None
+    else:
+        class_names = sorted({p[0] for p in files})
+        if split is not None and train_per_class is None:
+            raise ValueError(
+                f"{root} has no split folders (layout <class>/<file>), so split={split!r} "
+                "does not exist; pass split=None, or train_per_class= (and "
+                "test_per_class=) to draw a per-class train/test split"
+            )
+        pool = files
+        fixed = False
+    pool = sorted(pool)
+    pool_classes = [p[1] if has_splits else p[0] for p in pool]
+    class_index = {c: i for i, c in enumerate(class_names)}
+    target = np.fromiter((class_index[c] for c in pool_classes), dtype=np.int64, count=len(pool))
+    return prefix, pool, class_names, target, fixed
+
+
+def _decode_selected(root: Path, parts: list[_Parts], rel_names: list[str], blobs: dict | None,
+                     member_limit: int, pixel_limit: int, n_jobs) -> list:
+    """Decode the selected files (``parts`` below ``root``): an image, or an error message, each."""
+    if blobs is None:
+        items = [(root / rel, str(root / rel)) for rel in rel_names]
+        return _run_chunks(functools.partial(_decode_file_items, max_pixels=pixel_limit), items, n_jobs)
+    missing = set(parts) - blobs.keys()
+    if missing:
+        # The first pass kept only files under a folder named like ``split``;
+        # a per-class split of a layout without split folders needs a second one.
+        blobs.update(_scan_tar(root, missing.__contains__, member_limit)[1])
+    items = [(blobs[p], f"{rel} (in {root})") for p, rel in zip(parts, rel_names)]
+    return _run_chunks(functools.partial(_decode_blob_items, max_pixels=pixel_limit), items, n_jobs)
+
+
+def _drop_unreadable(root: Path, decoded: list, rel_names: list[str], target: np.ndarray, extra: dict,
+                     on_error: str):
+    """Raise on the first unreadable file, or (``on_error="skip"``) leave them out with one warning.
+
+    Returns the images, names, targets and part positions (``extra``) without
+    the skipped files, and the skipped names.
+    """
+    failed = [i for i, r in enumerate(decoded) if isinstance(r, str)]
+    skipped: list[str] = []
+    if failed:
+        if on_error == "raise":
+            more = f" ({len(failed) - 1} more unreadable files)" if len(failed) > 1 else ""
+            raise ValueError(decoded[failed[0]] + more)
+        skipped = [rel_names[i] for i in failed]
+        _warn_skipped(root, skipped, stacklevel=4)
+        ok = np.ones(len(decoded), dtype=bool)
+        ok[failed] = False
+        if extra:
+            # Re-map the part positions onto the arrays without the skipped files.
+            new_pos = np.cumsum(ok) - 1
+            extra = {k: new_pos[v[ok[v]]] for k, v in extra.items()}
+        decoded = [r for r, good in zip(decoded, ok) if good]
+        rel_names = [r for r, good in zip(rel_names, ok) if good]
+        target = target[ok]
+        if not decoded:
+            raise ValueError(f"no readable image in {root} (all {len(failed)} files skipped)")
+    if not decoded:
+        raise ValueError(f"no images selected in {root}")
+    return decoded, rel_names, target, extra, skipped
 
 
 def load_image_folder(
@@ -641,37 +757,17 @@ def load_image_folder(
     >>> data.images.shape, data.target_names[:2]  # doctest: +SKIP
     ((10000, 32, 32, 3), ['airplane', 'automobile'])
     """
-    _check_split_arg(split)
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    for name, value in (("train_per_class", train_per_class), ("test_per_class", test_per_class)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, Integral) or value < 0):
-            raise ValueError(f"{name} must be a non-negative integer or None, got {value!r}")
+    _check_load_args(split, on_error, train_per_class, test_per_class)
     pixel_limit = resolve_max_pixels(max_pixels)
     member_limit = _check_member_bytes(max_member_bytes)
     root = Path(os.path.expanduser(os.fspath(path)))
-    if not root.exists():
-        raise FileNotFoundError(f"image folder or archive not found: {root}")
+    source_id, listing, refused_links = _source(root, cache)
+    if refused_links:
+        _warn_links(root, refused_links)
+    is_tar = listing is None
 
-    if root.is_dir():
-        listing, refused_links = _scan_folder(root)
-        if refused_links:
-            _warn_links(root, refused_links)
-        source_id = "folder:" + _cache.folder_fingerprint(root, listing)
-        is_tar = False
-    elif root.is_file():
-        if not check_tar_archive(root):
-            raise ValueError(
-                f"{root} is neither a folder nor a tar archive (.tar, .tar.gz, .tgz)"
-            )
-        source_id = "tar:" + _cache.file_sha256(root) if cache else ""
-        is_tar = True
-    else:
-        raise ValueError(f"{root} is neither a folder nor a tar archive")
-
-    cacheable = cache and isinstance(random_state, Integral)
     key = None
-    if cacheable:
+    if cache and isinstance(random_state, Integral):
         key = _cache.make_key(
             source_id,
             split=split,
@@ -689,39 +785,8 @@ def load_image_folder(
                 _warn_skipped(root, skipped)
             return Bunch(split=split, **hit)
 
-    if is_tar:
-        if split is None:
-            keep = lambda parts: True  # noqa: E731
-        else:
-            keep = lambda parts: split in parts[:-2]  # noqa: E731
-        paths, blobs = _scan_tar(root, keep, member_limit)
-    else:
-        paths = [tuple(rel.split("/")) for rel, _, _ in listing]
-        blobs = None
-
-    prefix, has_splits, files = _resolve_layout(paths, split, str(root))
-    if has_splits:
-        splits = sorted({p[0] for p in files})
-        class_names = sorted({p[1] for p in files})
-        if split is not None and split not in splits:
-            raise ValueError(f"split {split!r} not found in {root}; available splits: {splits}")
-        pool = files if split is None else [p for p in files if p[0] == split]
-        fixed = split is not None
-    else:
-        class_names = sorted({p[0] for p in files})
-        if split is not None and train_per_class is None:
-            raise ValueError(
-                f"{root} has no split folders (layout <class>/<file>), so split={split!r} "
-                "does not exist; pass split=None, or train_per_class= (and "
-                "test_per_class=) to draw a per-class train/test split"
-            )
-        pool = files
-        fixed = False
-    pool = sorted(pool)
-    pool_classes = [p[1] if has_splits else p[0] for p in pool]
-    class_index = {c: i for i, c in enumerate(class_names)}
-    target_all = np.fromiter((class_index[c] for c in pool_classes), dtype=np.int64, count=len(pool))
-
+    paths, blobs = _list_files(root, listing, split, member_limit)
+    prefix, pool, class_names, target_all, fixed = _pool(paths, root, split, train_per_class)
     chosen, extra = select_indices(
         target_all,
         split=split,
@@ -732,45 +797,15 @@ def load_image_folder(
         target_names=class_names,
     )
     rel_names = ["/".join(prefix + pool[i]) for i in chosen]
-    if is_tar:
-        missing = {prefix + pool[i] for i in chosen} - blobs.keys()
-        if missing:
-            # The first pass kept only files under a folder named like ``split``;
-            # a per-class split of a layout without split folders needs a second one.
-            blobs.update(_scan_tar(root, missing.__contains__, member_limit)[1])
-        items = [(blobs[prefix + pool[i]], f"{rel} (in {root})") for i, rel in zip(chosen, rel_names)]
-        decoded = _run_chunks(functools.partial(_decode_blob_items, max_pixels=pixel_limit), items, n_jobs)
-    else:
-        items = [(root / rel, str(root / rel)) for rel in rel_names]
-        decoded = _run_chunks(functools.partial(_decode_file_items, max_pixels=pixel_limit), items, n_jobs)
+    decoded = _decode_selected(root, [prefix + pool[i] for i in chosen], rel_names, blobs, member_limit,
+                               pixel_limit, n_jobs)
     del blobs
-
-    failed = [i for i, r in enumerate(decoded) if isinstance(r, str)]
-    skipped: list[str] = []
-    target = target_all[chosen]
-    if failed:
-        if on_error == "raise":
-            more = f" ({len(failed) - 1} more unreadable files)" if len(failed) > 1 else ""
-            raise ValueError(decoded[failed[0]] + more)
-        skipped = [rel_names[i] for i in failed]
-        _warn_skipped(root, skipped)
-        ok = np.ones(len(decoded), dtype=bool)
-        ok[failed] = False
-        if extra:
-            # Re-map the part positions onto the arrays without the skipped files.
-            new_pos = np.cumsum(ok) - 1
-            extra = {k: new_pos[v[ok[v]]] for k, v in extra.items()}
-        decoded = [r for r, good in zip(decoded, ok) if good]
-        rel_names = [r for r, good in zip(rel_names, ok) if good]
-        target = target[ok]
-        if not decoded:
-            raise ValueError(f"no readable image in {root} (all {len(failed)} files skipped)")
-    if not decoded:
-        raise ValueError(f"no images selected in {root}")
-
+    decoded, rel_names, target, extra, skipped = _drop_unreadable(
+        root, decoded, rel_names, target_all[chosen], extra, on_error
+    )
     images = _assemble(decoded)
     filenames = np.asarray(rel_names, dtype=str)
-    if cacheable:
+    if key is not None:
         _cache.save(key, images, target, class_names, filenames, extra, skipped)
     return Bunch(
         images=images,

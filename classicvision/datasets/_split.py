@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from numbers import Integral
-from typing import Sequence
 
 import numpy as np
 from sklearn.utils import check_random_state
@@ -21,6 +21,19 @@ def _check_count(value, name: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, Integral) or value < 0:
         raise ValueError(f"{name} must be a non-negative integer or None, got {value!r}")
     return int(value)
+
+
+def check_per_class_counts(train_per_class, test_per_class) -> None:
+    """Refuse per-class counts that are not None or a non-negative int (the loaders' own check).
+
+    Raises
+    ------
+    ValueError
+        ``"train_per_class must be a non-negative integer or None, got ..."``
+        (or ``test_per_class``).
+    """
+    _check_count(train_per_class, "train_per_class")
+    _check_count(test_per_class, "test_per_class")
 
 
 def split_per_class(

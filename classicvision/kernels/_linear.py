@@ -532,6 +532,145 @@ def _solver_log(verbose, n, d, k):
     return log
 
 
+class _SquaredHinge:
+    """The one-vs-rest squared-hinge objective of all classes at once, on torch tensors.
+
+    ``1/2 ||w_c||^2 + C sum_i s_i max(0, 1 - y_ic z_ic)^2`` per column ``c``, with
+    ``Z = X W + b``. Shapes: X (n, d), Y (n, k) in {-1, +1}, s (n, 1) sample
+    weights; W (d, k), b (k,). Every quantity is per column (a ``(k,)`` vector).
+    """
+
+    def __init__(self, X, Y, s, C: float, fit_intercept: bool) -> None:
+        self.X, self.Y, self.s = X, Y, s
+        self.cs = C * s  # per-sample loss weights
+        self.twoC = 2.0 * C
+        self.fit_intercept = fit_intercept
+
+    def _no_bias(self):
+        import torch
+
+        return torch.zeros(self.Y.shape[1], device=self.X.device)
+
+    def gradient(self, W, Z):
+        """Gradient ``(gW (d, k), gb (k,))`` and the active weights ``A`` (n, k) at ``Z``."""
+        import torch
+
+        m = torch.clamp(1.0 - self.Y * Z, min=0.0)
+        R = -(self.s * self.Y * m)  # (n, k), zero where inactive
+        gW = W + self.twoC * _t_matmul(self.X, R)
+        gb = self.twoC * R.sum(0) if self.fit_intercept else self._no_bias()
+        active = (m > 0).to(self.X.dtype) * self.s
+        return gW, gb, active
+
+    def hessian_product(self, A, pW, pb):
+        """``X p`` (n, k) and the generalized Hessian times ``p``: ``(HpW (d, k), Hpb (k,))``."""
+        Xp = self.X @ pW + pb
+        AXp = A * Xp
+        HpW = pW + self.twoC * _t_matmul(self.X, AXp)
+        Hpb = self.twoC * AXp.sum(0) if self.fit_intercept else self._no_bias()
+        return Xp, HpW, Hpb
+
+    def line_search(self, W, Z, gW, gb, DW, Db, XD):
+        """Backtracking (Armijo) step ``t`` (k,) along ``(DW, Db)``, from ``XD = X DW + Db``.
+
+        The objective along the step is ``1/2 ||W + t D||^2`` (three dot
+        products) plus the loss at ``Z + t XD``: no pass over ``X``.
+        """
+        import torch
+
+        m = torch.clamp(1.0 - self.Y * Z, min=0.0)
+        f0 = 0.5 * (W * W).sum(0) + (self.cs * m * m).sum(0)
+        slope = (gW * DW).sum(0) + gb * Db
+        t = torch.ones(self.Y.shape[1], device=self.X.device)
+        WD = (W * DW).sum(0)
+        DD = (DW * DW).sum(0)
+        WW = (W * W).sum(0)
+        for _ in range(30):
+            Zt = Z + t * XD
+            m = torch.clamp(1.0 - self.Y * Zt, min=0.0)
+            ft = 0.5 * (WW + 2 * t * WD + t * t * DD) + (self.cs * m * m).sum(0)
+            ok = ft <= f0 + 1e-4 * t * slope
+            if bool(ok.all()):
+                break
+            t = torch.where(ok, t, 0.5 * t)
+        return t
+
+
+def _preconditioner(factor, problem: _SquaredHinge, A):
+    """``precondition(rW, rb) -> (zW, zb)``: the preconditioner applied to a residual.
+
+    ``factor``: the lower Cholesky factor from :func:`_gram_factor`, the ``(U,
+    scale, floor)`` triple from :func:`_nystrom_factor`, or None for Jacobi (the
+    diagonal of the current Hessian, from the active weights ``A``).
+    """
+    import torch
+
+    X, twoC, fit_intercept = problem.X, problem.twoC, problem.fit_intercept
+    d = X.shape[1]
+    if factor is None:
+        # Jacobi preconditioner: diag(H) = 1 + 2C sum_i a_i x_ij^2 (bias: 2C sum_i a_i)
+        MW = 1.0 + twoC * _squared_t_matmul(X, A)
+        Mb = torch.clamp(twoC * A.sum(0), min=1.0) if fit_intercept else torch.ones(A.shape[1], device=X.device)
+
+        def precondition(rW, rb):
+            return rW / MW, rb / Mb
+    elif isinstance(factor, tuple):  # Nystrom: floor * r + U diag(scale) U^T r
+        U, scale, floor = factor
+
+        def precondition(rW, rb):
+            r = torch.cat([rW, rb[None]]) if fit_intercept else rW
+            z = torch.addmm(r, U, scale[:, None] * (U.T @ r), beta=floor)
+            return (z[:d], z[d]) if fit_intercept else (z, rb)
+    else:
+        def precondition(rW, rb):
+            if not fit_intercept:
+                return torch.cholesky_solve(rW, factor), rb
+            z = torch.cholesky_solve(torch.cat([rW, rb[None]]), factor)
+            return z[:d], z[d]
+    return precondition
+
+
+def _pcg(problem: _SquaredHinge, A, gW, gb, precondition, active_cols, target, max_cg_iter: int):
+    """Preconditioned CG on ``H D = -g``, per column, until ``||r||^2 <= target``.
+
+    ``active_cols`` (k,) bool: the columns still to solve (the others keep a
+    zero step). Returns the step ``DW (d, k)``, ``Db (k,)``, ``XD = X DW + Db``
+    (accumulated from the CG products, for the line search) and the number of
+    CG steps.
+    """
+    import torch
+
+    DW = torch.zeros_like(gW)
+    Db = torch.zeros_like(gb)
+    XD = torch.zeros_like(A)  # X @ DW + Db (n, k), accumulated for the line search
+    rW, rb = -gW, -gb
+    zW, zb = precondition(rW, rb)
+    pW, pb = zW.clone(), zb.clone()
+    rz = (rW * zW).sum(0) + rb * zb
+    steps = 0
+    for _ in range(max_cg_iter):
+        steps += 1
+        Xp, HpW, Hpb = problem.hessian_product(A, pW, pb)
+        pHp = (pW * HpW).sum(0) + pb * Hpb
+        alpha = torch.where(active_cols & (pHp > 0), rz / torch.clamp(pHp, min=1e-30), 0.0)
+        DW += alpha * pW
+        Db += alpha * pb
+        XD += alpha * Xp
+        rW -= alpha * HpW
+        rb -= alpha * Hpb
+        rr = (rW * rW).sum(0) + rb * rb
+        active_cols = active_cols & (rr > target)
+        if not bool(active_cols.any()):
+            break
+        zW, zb = precondition(rW, rb)
+        rz_new = (rW * zW).sum(0) + rb * zb
+        beta = torch.where(active_cols, rz_new / torch.clamp(rz, min=1e-30), 0.0)
+        pW = zW + beta * pW
+        pb = zb + beta * pb
+        rz = rz_new
+    return DW, Db, XD, steps
+
+
 def _newton_cg(X, Y, s, C, fit_intercept, max_iter, tol, max_cg_iter, factor=None, log=None):
     """Truncated Newton for all one-vs-rest squared-hinge problems at once.
 
@@ -539,38 +678,26 @@ def _newton_cg(X, Y, s, C, fit_intercept, max_iter, tol, max_cg_iter, factor=Non
     is the lower Cholesky factor from :func:`_gram_factor`, the ``(U, scale,
     floor)`` triple from :func:`_nystrom_factor`, or None for the Jacobi
     preconditioner. ``log``, when given, receives one progress line per Newton
-    iteration.
+    iteration. Each iteration: the gradient (one pass over ``X`` each way),
+    preconditioned CG on the Newton system (:func:`_pcg`, forcing term
+    ``min(0.5, sqrt(|g| / |g0|))``) and a backtracking line search
+    (:meth:`_SquaredHinge.line_search`) on the columns not yet converged.
     Returns W (d, k), b (k,), number of Newton iterations, number of CG steps.
     """
     import torch
 
-    n, d = X.shape
+    d = X.shape[1]
     k = Y.shape[1]
-    dev = X.device
-    W = torch.zeros((d, k), device=dev)
-    b = torch.zeros(k, device=dev)
-    twoC = 2.0 * C
-    cs = C * s  # per-sample loss weights
-
-    def objective(W, b, Z):
-        m = torch.clamp(1.0 - Y * Z, min=0.0)
-        return 0.5 * (W * W).sum(0) + (cs * m * m).sum(0)
-
-    def gradient(W, Z):
-        m = torch.clamp(1.0 - Y * Z, min=0.0)
-        R = -(s * Y * m)  # (n, k), zero where inactive
-        gW = W + twoC * _t_matmul(X, R)
-        gb = twoC * R.sum(0) if fit_intercept else torch.zeros(k, device=dev)
-        active = (m > 0).to(X.dtype) * s
-        return gW, gb, active
-
+    W = torch.zeros((d, k), device=X.device)
+    b = torch.zeros(k, device=X.device)
+    problem = _SquaredHinge(X, Y, s, C, fit_intercept)
     g0 = None
     n_iter = 0
     n_cg = 0
     t0 = time.perf_counter()
     for n_iter in range(1, max_iter + 1):
         Z = X @ W + b
-        gW, gb, A = gradient(W, Z)
+        gW, gb, A = problem.gradient(W, Z)
         gnorm = torch.sqrt((gW * gW).sum(0) + gb * gb)
         if g0 is None:
             g0 = torch.clamp(gnorm, min=torch.finfo(X.dtype).tiny)
@@ -580,75 +707,11 @@ def _newton_cg(X, Y, s, C, fit_intercept, max_iter, tol, max_cg_iter, factor=Non
         if bool(done.all()):
             n_iter -= 1
             break
-        # --- preconditioned CG on H p = -g, per column, with forcing term eta ---
-        if factor is None:
-            # Jacobi preconditioner: diag(H) = 1 + 2C sum_i a_i x_ij^2 (bias: 2C sum_i a_i)
-            MW = 1.0 + twoC * _squared_t_matmul(X, A)
-            Mb = torch.clamp(twoC * A.sum(0), min=1.0) if fit_intercept else torch.ones(k, device=dev)
-
-            def precondition(rW, rb):
-                return rW / MW, rb / Mb
-        elif isinstance(factor, tuple):  # Nystrom: floor * r + U diag(scale) U^T r
-            U, scale, floor = factor
-
-            def precondition(rW, rb):
-                r = torch.cat([rW, rb[None]]) if fit_intercept else rW
-                z = torch.addmm(r, U, scale[:, None] * (U.T @ r), beta=floor)
-                return (z[:d], z[d]) if fit_intercept else (z, rb)
-        else:
-            def precondition(rW, rb):
-                if not fit_intercept:
-                    return torch.cholesky_solve(rW, factor), rb
-                z = torch.cholesky_solve(torch.cat([rW, rb[None]]), factor)
-                return z[:d], z[d]
         eta = torch.clamp(torch.sqrt(gnorm / g0), max=0.5)
-        DW = torch.zeros_like(W)
-        Db = torch.zeros_like(b)
-        XD = torch.zeros_like(Z)  # X @ DW + Db, accumulated for the line search
-        rW, rb = -gW, -gb
-        zW, zb = precondition(rW, rb)
-        pW, pb = zW.clone(), zb.clone()
-        rz = (rW * zW).sum(0) + rb * zb
-        active_cols = ~done
-        target = (eta * gnorm) ** 2
-        for _ in range(max_cg_iter):
-            n_cg += 1
-            Xp = X @ pW + pb
-            AXp = A * Xp
-            HpW = pW + twoC * _t_matmul(X, AXp)
-            Hpb = twoC * AXp.sum(0) if fit_intercept else torch.zeros(k, device=dev)
-            pHp = (pW * HpW).sum(0) + pb * Hpb
-            alpha = torch.where(active_cols & (pHp > 0), rz / torch.clamp(pHp, min=1e-30), 0.0)
-            DW += alpha * pW
-            Db += alpha * pb
-            XD += alpha * Xp
-            rW -= alpha * HpW
-            rb -= alpha * Hpb
-            rr = (rW * rW).sum(0) + rb * rb
-            active_cols = active_cols & (rr > target)
-            if not bool(active_cols.any()):
-                break
-            zW, zb = precondition(rW, rb)
-            rz_new = (rW * zW).sum(0) + rb * zb
-            beta = torch.where(active_cols, rz_new / torch.clamp(rz, min=1e-30), 0.0)
-            pW = zW + beta * pW
-            pb = zb + beta * pb
-            rz = rz_new
-        # --- backtracking line search per column (no pass over X needed) ---
-        f0 = objective(W, b, Z)
-        slope = (gW * DW).sum(0) + gb * Db
-        t = torch.ones(k, device=dev)
-        WD = (W * DW).sum(0)
-        DD = (DW * DW).sum(0)
-        WW = (W * W).sum(0)
-        for _ in range(30):
-            Zt = Z + t * XD
-            m = torch.clamp(1.0 - Y * Zt, min=0.0)
-            ft = 0.5 * (WW + 2 * t * WD + t * t * DD) + (cs * m * m).sum(0)
-            ok = ft <= f0 + 1e-4 * t * slope
-            if bool(ok.all()):
-                break
-            t = torch.where(ok, t, 0.5 * t)
+        precondition = _preconditioner(factor, problem, A)
+        DW, Db, XD, steps = _pcg(problem, A, gW, gb, precondition, ~done, (eta * gnorm) ** 2, max_cg_iter)
+        n_cg += steps
+        t = problem.line_search(W, Z, gW, gb, DW, Db, XD)
         t = torch.where(done, 0.0, t)
         W += t * DW
         b += t * Db
