@@ -40,6 +40,18 @@ parameter (longer side in pixels; larger images are downscaled with area
 interpolation first), or, for ``hog_svm``, the fixed ``image_size`` every image is
 resized to. The SIFT presets also take ``color="gray" | "opponent" | "rgb"`` (colour
 SIFT, van de Sande et al. 2010).
+
+The presets that fit a codebook or a GMM take ``max_descriptors``: how many local
+descriptors are kept from the training images to fit on, spread evenly over them
+(the :class:`~classicvision.encoding.ImageEncoder`'s ``fit_descriptors``). The
+encoder (and the PCA, where there is one) then fits on a random sample of at most
+its own ``max_descriptors`` of these, 100,000 by default
+(``features__encoder__max_descriptors``, ``features__reducer__max_descriptors``).
+
+Measured accuracies are not written here: ``BENCHMARKS.md``, generated from the
+reports of ``python -m bench compare``, has every preset's figures, and
+``PRESETS[name]["published"]`` the papers' own. The comments below say why a
+setting was chosen.
 """
 
 from __future__ import annotations
@@ -382,8 +394,8 @@ def hog_svm(*, image_size: int = 32, orientations: int = 9, cell: int = 4, block
     -----
     Dalal & Triggs use 8x8-pixel cells on 64x128 windows with a linear SVM; for
     32x32 CIFAR images 4x4-pixel cells keep the same number of cells per object.
-    On a 10,000-image CIFAR-10 subset the RBF map gave 52.7% top-1 against 45.6%
-    for an order-1 chi2 map and a linear SVM.
+    On a 10,000-image CIFAR-10 subset the RBF map scored clearly above an order-1
+    chi2 map with a linear SVM (the preset's own figures are in BENCHMARKS.md).
     """
     blocks_per_side = max(image_size // cell - block + 1, 1)
     if gamma is None:
@@ -409,9 +421,8 @@ def hog_svm(*, image_size: int = 32, orientations: int = 9, cell: int = 4, block
     citation="Ojala, Pietikainen & Maenpaa, Multiresolution gray-scale and rotation invariant texture "
              "classification with local binary patterns, TPAMI 2002; Ahonen, Hadid & Pietikainen, TPAMI 2006",
     url="https://doi.org/10.1109/TPAMI.2002.1017623",
-    # 4x4 cells of 8 px on 32x32 images; top-1 on 10,000 CIFAR-10 images: 52.5% with C=0.01,
-    # 51.9% with C=0.03, 49.8% with C=0.1 (on 2,000: 47.5%, 47.4%, 44.1%, and 39.4% with C=1);
-    # 56.0% on all of CIFAR-10
+    # 4x4 cells of 8 px on 32x32 images; C=0.01 scored best of 0.01, 0.03, 0.1 (and 1) on 10,000
+    # CIFAR-10 images; the figures of these settings are in BENCHMARKS.md
     datasets={"cifar10": {"grid": (4, 4), "C": 0.01}},
 )
 def lbp_svm(*, P: int = 8, R: float = 1.0, method: str = "uniform", grid=(4, 4),
@@ -453,8 +464,8 @@ def lbp_svm(*, P: int = 8, R: float = 1.0, method: str = "uniform", grid=(4, 4),
              "Recognizing Natural Scene Categories, CVPR 2006",
     url="https://doi.org/10.1109/CVPR.2006.68",
     # 8 px SIFT every 2 px (169 per 32x32 image; 16/8 px give 9); the intersection kernel through
-    # its explicit map: 52.5% top-1 on 2,000 CIFAR-10 images (52.2% with the exact kernel SVC,
-    # 43.3% linear without the map, 35.4% with the scene settings), 61.7% on all of CIFAR-10
+    # its explicit map, as good as the exact kernel SVC on 2,000 CIFAR-10 images and well above a
+    # linear SVM without the map or the scene settings; the preset's figures are in BENCHMARKS.md
     datasets={"cifar10": {"patch": 8, "step": 2, "max_size": None, "levels": (1, 2, 4),
                           "svm": "linear", "kernel_map": "intersection"}},
     published={"scene15": {"value": 0.814, "metric": "mean_class_accuracy",
@@ -489,7 +500,8 @@ def lazebnik_spm(*, n_words: int = 400, patch: int = 16, step: int = 8, levels=(
     Notes
     -----
     The paper fits k-means on a random subset of descriptors from the training
-    images; so does this preset (``max_descriptors``). Images larger than
+    images; so does this preset (a sample of the ``max_descriptors`` kept, see the
+    module's docstring). Images larger than
     ``max_size`` pixels on their longer side are downscaled first (15-Scene images are
     about 250-300 pixels, so this rarely applies).
     """
@@ -497,7 +509,7 @@ def lazebnik_spm(*, n_words: int = 400, patch: int = 16, step: int = 8, levels=(
     features = ImageEncoder(
         _sift((patch,), step, max_size, color),
         BagOfWords(n_words=n_words, pyramid=pyramid, normalize="l1", random_state=random_state),
-        max_descriptors=max_descriptors, n_jobs=n_jobs, random_state=random_state,
+        fit_descriptors=max_descriptors, n_jobs=n_jobs, random_state=random_state,
     )
     if kernel_map is not None and svm != "linear":
         raise ValueError(f"kernel_map={kernel_map!r} needs svm='linear' (got svm={svm!r})")
@@ -511,9 +523,9 @@ def lazebnik_spm(*, n_words: int = 400, patch: int = 16, step: int = 8, levels=(
     citation="Yang, Yu, Gong & Huang, Linear Spatial Pyramid Matching Using Sparse Coding for Image "
              "Classification, CVPR 2009",
     url="https://doi.org/10.1109/CVPR.2009.5206757",
-    # 8 px SIFT every 4 px (49 per 32x32 image), 512 atoms (10,752-D): 53.4% top-1 on 2,000
-    # CIFAR-10 images (49.8% with the scene settings), 65.4% on all of CIFAR-10 (7 min on 2
-    # cores); sparse coding is the slow stage, hence 512 atoms and a step of 4
+    # 8 px SIFT every 4 px (49 per 32x32 image), 512 atoms (10,752-D), above the scene settings on
+    # 2,000 CIFAR-10 images; sparse coding is the slow stage, hence 512 atoms and a step of 4 (the
+    # preset's figures are in BENCHMARKS.md)
     datasets={"cifar10": {"patch": 8, "step": 4, "max_size": None, "n_words": 512, "levels": (1, 2, 4)}},
     published={"scene15": {"value": 0.8028, "metric": "mean_class_accuracy",
                             "note": "mean per-class recognition rate over 10 random splits, 100 training "
@@ -548,7 +560,7 @@ def scspm(*, n_words: int = 1024, alpha: float = 0.15, patch: int = 16, step: in
         _sift((patch,), step, max_size, color),
         SparseCoding(n_words=n_words, alpha=alpha, pooling="max", pyramid=pyramid,
                      random_state=random_state),
-        max_descriptors=max_descriptors, n_jobs=n_jobs, random_state=random_state,
+        fit_descriptors=max_descriptors, n_jobs=n_jobs, random_state=random_state,
     )
     return Pipeline([("features", features), ("svm", _svm("linear", C, random_state))])
 
@@ -561,8 +573,8 @@ def scspm(*, n_words: int = 1024, alpha: float = 0.15, patch: int = 16, step: in
     url="https://doi.org/10.1109/CVPR.2010.5540018",
     published={"caltech101": {"value": 0.7344, "metric": "mean_class_accuracy",
                               "note": "30 training images per class; 2048 words, 5-NN (Wang et al. 2010, Table 1)"}},
-    # 8, 12, 16 px SIFT every 2 px (365 per 32x32 image; 21,504-D): 59.9% top-1 on 2,000
-    # CIFAR-10 images (54.9% every 4 px, 41.8% with the scene settings), 69.9% on all of them
+    # 8, 12, 16 px SIFT every 2 px (365 per 32x32 image; 21,504-D): above a step of 4 px and the
+    # scene settings on 2,000 CIFAR-10 images (the preset's figures are in BENCHMARKS.md)
     datasets={"cifar10": {"sizes": (8, 12, 16), "step": 2, "max_size": None, "n_words": 1024,
                           "levels": (1, 2, 4)}},
 )
@@ -594,7 +606,7 @@ def llc(*, n_words: int = 1024, knn: int = 5, beta: float = 1e-4, sizes=(16, 24,
         _sift(sizes, step, max_size, color),
         LLC(n_words=n_words, knn=knn, beta=beta, pooling="max", pyramid=pyramid, normalize="l2",
             random_state=random_state),
-        max_descriptors=max_descriptors, n_jobs=n_jobs, random_state=random_state,
+        fit_descriptors=max_descriptors, n_jobs=n_jobs, random_state=random_state,
     )
     return Pipeline([("features", features), ("svm", _svm("linear", C, random_state))])
 
@@ -610,8 +622,8 @@ def llc(*, n_words: int = 1024, knn: int = 5, beta: float = 1e-4, sizes=(16, 24,
                               "note": "30 training images per class; the improved Fisher vector as evaluated by "
                                       "Chatfield, Lempitsky, Vedaldi & Zisserman, The devil is in the details, "
                                       "BMVC 2011 (256 Gaussians, 1x1+2x2+3x1 pyramid)"}},
-    # 8, 12, 16 px SIFT every 2 px, 64 Gaussians (2 x 64 x 64 x 4 cells = 32,768-D): 64.0% top-1
-    # on 2,000 CIFAR-10 images (61.2% every 4 px, 50.8% with the scene settings), 72.5% on all
+    # 8, 12, 16 px SIFT every 2 px, 64 Gaussians (2 x 64 x 64 x 4 cells = 32,768-D): above a step
+    # of 4 px and the scene settings on 2,000 CIFAR-10 images (the preset's figures: BENCHMARKS.md)
     datasets={"cifar10": {"sizes": (8, 12, 16), "step": 2, "max_size": None, "n_components": 64,
                           "pca": 64, "levels": (1, (3, 1))}},
 )
@@ -646,7 +658,7 @@ def fisher(*, n_components: int = 256, pca: int = 64, sizes=(16, 24, 32), step: 
         _sift(sizes, step, max_size, color, rootsift=rootsift),
         FisherVector(n_components=n_components, improved=True, pyramid=pyramid, random_state=random_state),
         reducer=DescriptorPCA(n_components=pca, random_state=random_state),
-        max_descriptors=max_descriptors, n_jobs=n_jobs, random_state=random_state,
+        fit_descriptors=max_descriptors, n_jobs=n_jobs, random_state=random_state,
     )
     return Pipeline([("features", features), ("svm", _svm("linear", C, random_state))])
 
@@ -657,8 +669,8 @@ def fisher(*, n_components: int = 256, pca: int = 64, sizes=(16, 24, 32), step: 
     citation="Jegou, Douze, Schmid & Perez, Aggregating local descriptors into a compact image "
              "representation, CVPR 2010; Arandjelovic & Zisserman, All about VLAD, CVPR 2013",
     url="https://doi.org/10.1109/CVPR.2010.5540039",
-    # 8, 12, 16 px SIFT every 2 px, 128 words (128 x 64 x 4 cells = 32,768-D): 58.5% top-1 on
-    # 2,000 CIFAR-10 images (53.6% every 4 px, 39.9% with the scene settings), 67.4% on all
+    # 8, 12, 16 px SIFT every 2 px, 128 words (128 x 64 x 4 cells = 32,768-D): above a step of
+    # 4 px and the scene settings on 2,000 CIFAR-10 images (the preset's figures: BENCHMARKS.md)
     datasets={"cifar10": {"sizes": (8, 12, 16), "step": 2, "max_size": None, "n_words": 128,
                           "pca": 64, "levels": (1, (3, 1))}},
 )
@@ -689,7 +701,7 @@ def vlad(*, n_words: int = 256, pca: int = 64, sizes=(16, 24, 32), step: int = 8
         _sift(sizes, step, max_size, color, rootsift=rootsift),
         VLAD(n_words=n_words, intra_normalize=True, power=0.5, pyramid=pyramid, random_state=random_state),
         reducer=DescriptorPCA(n_components=pca, random_state=random_state),
-        max_descriptors=max_descriptors, n_jobs=n_jobs, random_state=random_state,
+        fit_descriptors=max_descriptors, n_jobs=n_jobs, random_state=random_state,
     )
     return Pipeline([("features", features), ("svm", _svm("linear", C, random_state))])
 
@@ -715,7 +727,8 @@ def coates_kmeans(*, n_words: int = 1600, patch: int = 6, step: int = 1, whiten_
 
     Every ``patch`` x ``patch`` patch (stride ``step``) is brightness and contrast
     normalized and ZCA-whitened (eigenvalue regularizer ``whiten_eps``); k-means
-    with ``n_words`` centroids on ``max_descriptors`` sampled patches; the
+    with ``n_words`` centroids on a sample of the ``max_descriptors`` patches kept
+    from the training images (see the module's docstring); the
     "triangle" activation max(0, mean(z) - z_k); sum pooling over the four image
     quadrants; standardization; linear L2-SVM. With ``mirror=True`` (or
     ``"augment"``) the pipeline is wrapped in
@@ -743,17 +756,12 @@ def coates_kmeans(*, n_words: int = 1600, patch: int = 6, step: int = 1, whiten_
       (and by LIBLINEAR). Its bias is regularized, ours is not.
     * ``whiten_eps``: 0.1 in the paper (lossless images). The project's CIFAR-10
       copy is JPEG (quality 75), whose block artifacts the whitening amplifies; its
-      ``"cifar10"`` setting is 1.0 (trained on 10,000 images, tested on the first
-      5,000 test images, i.e. classes 0-4: 60.0% vs 58.0% top-1; on all of CIFAR-10
-      with C=0.002: 74.18%).
+      ``"cifar10"`` setting is 1.0, which scored above 0.1 on a 10,000-image subset
+      and on all of CIFAR-10 (both full runs are in BENCHMARKS.md).
     * ``mirror`` is a departure from the paper (which trains on the 50,000 images
-      as they are); on the same subset it raised top-1 from 58.0% to 62.9%. On
-      20,000 / 5,000 CIFAR-10 images (whitening 1.0), ``"augment"`` gave 74.34%
-      and ``"symmetric"`` 74.50%, against 70.64% without mirrors. On all of
-      CIFAR-10 (whitening 1.0): 76.68% with ``"symmetric"`` (C=0.002, 11.4 min,
-      peak RSS 3.8 GiB), 75.91% with ``"augment"`` (C=0.001, 11.6 min, 7.9 GiB),
-      74.18% without mirrors; hence ``mirror="symmetric"`` in the ``"cifar10"``
-      setting.
+      as they are). On all of CIFAR-10 (whitening 1.0), ``"symmetric"`` scored
+      above ``"augment"`` at half its memory, and both above no mirrors (the runs
+      are in BENCHMARKS.md); hence ``mirror="symmetric"`` in the ``"cifar10"`` setting.
     """
     _check_mirror(mirror)
     pyramid = SpatialPyramid(levels=(2,))
@@ -761,7 +769,7 @@ def coates_kmeans(*, n_words: int = 1600, patch: int = 6, step: int = 1, whiten_
         RawPatches(patch_size=patch, step=step, normalize=True, whiten=True, whiten_eps=whiten_eps,
                    max_size=max_size, random_state=random_state),
         KMeansTriangle(n_words=n_words, pooling="sum", pyramid=pyramid, random_state=random_state),
-        max_descriptors=max_descriptors, n_jobs=n_jobs, random_state=random_state,
+        fit_descriptors=max_descriptors, n_jobs=n_jobs, random_state=random_state,
     )
     return _linear_on_features(features, C, mirror, random_state)
 
@@ -795,7 +803,8 @@ def _linear_on_features(features, C: float, mirror: bool | str, random_state=Non
     published={"cifar10": {"value": 0.791, "metric": "top1",
                            "note": "random patches as dictionary, soft threshold, 1600 atoms"}},
     # the JPEG copy: whitening regularizer 1.0 as coates_kmeans; mirror-symmetric features (a
-    # departure from the paper): 76.40% against 72.34% without, on 20,000 / 5,000 CIFAR-10 images
+    # departure from the paper), above the features without mirrors on 20,000 / 5,000 CIFAR-10
+    # images (see the builder's notes)
     datasets={"cifar10": {"whiten_eps": 1.0, "mirror": "symmetric"}},
     notes="CIFAR-10: 79.1% with 1600 random patches as atoms (79.4% with an OMP-1 dictionary, 81.5% "
           "with 6000 atoms).",
@@ -824,19 +833,18 @@ def coates_soft_threshold(*, n_words: int = 1600, alpha: float = 0.25, dictionar
 
     Notes
     -----
-    * On all of CIFAR-10 (the ``"cifar10"`` settings: whitening 1.0, symmetric
-      features): 78.62% top-1, 12 min 52 s to train and test on 2 CPU cores, peak
-      RSS 7.5 GiB (``python -m bench compare --dataset cifar10 --pipelines
-      coates_soft_threshold --cnn none``).
-    * Subset measurements (20,000 training / 5,000 test CIFAR-10 images, whitening
-      1.0, k-means dictionary unless said): 72.34% without mirrors (72.50% with the
-      random-patch dictionary; the triangle of :func:`coates_kmeans` 70.64%),
-      75.04% averaging the scores of each test image and its mirror, 76.08% also
-      training on the mirrors (``"augment"``), 76.40% with ``"symmetric"``;
-      ``alpha`` 0, 0.1, 0.25 and 0.5 gave 70.92%, 72.06%, 72.34% and 70.82%.
+    * The figures of the preset on all of CIFAR-10 (``python -m bench compare
+      --dataset cifar10 --pipelines coates_soft_threshold --cnn none``: accuracy,
+      time, memory) are in BENCHMARKS.md.
+    * The settings were chosen on 20,000 training / 5,000 test CIFAR-10 images
+      (whitening 1.0): the random-patch dictionary scored as well as the k-means
+      one, and the soft threshold above the triangle of :func:`coates_kmeans`;
+      ``"symmetric"`` scored above ``"augment"``, which scored above averaging the
+      scores of each test image and its mirror, itself above no mirrors; of
+      ``alpha`` 0, 0.1, 0.25 and 0.5, the paper's 0.25 scored best.
     * ``C = 0.003``: on that subset C = 0.0025, 0.005 and 0.01 (symmetric
-      features) gave 75.98%, 76.40% and 76.36%, a plateau for ``C * n`` between 100
-      and 200; 0.003 is 150 / 50,000.
+      features) were a plateau for ``C * n`` between 100 and 200; 0.003 is
+      150 / 50,000.
     * ``whiten_eps``: the paper's 0.1 by default; the ``"cifar10"`` setting is the
       1.0 that suits the JPEG copy in :func:`coates_kmeans`.
     * The paper picked C by cross-validation and trained on the unmirrored images.
@@ -850,7 +858,7 @@ def coates_soft_threshold(*, n_words: int = 1600, alpha: float = 0.25, dictionar
                    max_size=max_size, random_state=random_state),
         SoftThreshold(n_words=n_words, alpha=alpha, dictionary=dictionary, pooling="sum", pyramid=pyramid,
                       random_state=random_state),
-        max_descriptors=max_descriptors, n_jobs=n_jobs, random_state=random_state,
+        fit_descriptors=max_descriptors, n_jobs=n_jobs, random_state=random_state,
     )
     return _linear_on_features(features, C, mirror, random_state)
 
@@ -864,9 +872,8 @@ def coates_soft_threshold(*, n_words: int = 1600, alpha: float = 0.25, dictionar
              "Super-Vector Coding of Local Image Descriptors, ECCV 2010",
     url="https://doi.org/10.1109/CVPR.2011.5995477",
     # 8, 12, 16 px SIFT every 2 px and LBP on 8 px patches every 4 px, 64 words, 1x1 + 3x1 cells
-    # (32,000-D): 49.9% top-1 on 2,000 CIFAR-10 images with C=0.1; the 1x1 + 2x2 pyramid
-    # (40,000-D) gave 51.1% with C=0.1 and 47.7% with C=1, within noise for 25% more memory;
-    # 69.9% on all of CIFAR-10
+    # (32,000-D), C=0.1; on 2,000 CIFAR-10 images the 1x1 + 2x2 pyramid (40,000-D) was within
+    # noise of it for 25% more memory, and C=1 lower; the preset's figures are in BENCHMARKS.md
     datasets={"cifar10": {"sizes": (8, 12, 16), "step": 2, "max_size": None, "n_words": 64,
                           "lbp_cell": 8, "lbp_step": 4, "levels": (1, (3, 1)), "C": 0.1}},
     notes="ILSVRC 2010 (1000 classes): 71.8% top-5, 52.9% top-1; no figure on our datasets.",
@@ -904,12 +911,12 @@ def nec2010(*, n_words: int = 256, pca: int = 64, sizes=(16, 24, 32), step: int 
         _sift(sizes, step, max_size, color),
         SuperVector(n_words=n_words, pyramid=pyramid, random_state=random_state),
         reducer=DescriptorPCA(n_components=pca, random_state=random_state),
-        max_descriptors=max_descriptors, n_jobs=n_jobs, random_state=random_state,
+        fit_descriptors=max_descriptors, n_jobs=n_jobs, random_state=random_state,
     )
     lbp = ImageEncoder(
         LBP(output="descriptors", cell_size=lbp_cell, step=lbp_step, method="uniform", max_size=max_size),
         SuperVector(n_words=n_words, pyramid=pyramid, random_state=random_state),
-        max_descriptors=max_descriptors, n_jobs=n_jobs, random_state=random_state,
+        fit_descriptors=max_descriptors, n_jobs=n_jobs, random_state=random_state,
     )
     features = FeatureUnion([("sift", sift), ("lbp", lbp)])
     return Pipeline([("features", features), ("svm", _svm("linear", C, random_state))])

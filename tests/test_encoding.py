@@ -618,7 +618,7 @@ def test_image_encoder_digits_gridsearch():
     images, y = _digits()
     Xtr, Xte, ytr, yte = train_test_split(images[:600], y[:600], test_size=0.3, random_state=0)
     enc = ImageEncoder(GridPatches(), BagOfWords(n_words=16, random_state=0),
-                       max_descriptors=3000, chunk_size=50, random_state=0)
+                       fit_descriptors=3000, chunk_size=50, random_state=0)
     pipe = Pipeline([("features", enc), ("svm", LinearSVC(C=10))])
     gs = GridSearchCV(pipe, {"features__encoder__n_words": [16, 32],
                              "features__encoder__pyramid": [SpatialPyramid(levels=(1, 2))]}, cv=2)
@@ -642,7 +642,7 @@ def test_image_encoder_behaviour():
     assert_allclose(enc.transform(images), Z, rtol=1e-5, atol=1e-6)
     assert_allclose(clone(enc).fit(images).transform(images), Z, rtol=1e-5, atol=1e-6)
     # subsampled fit (fewer images, fewer descriptors) -> fit_transform extracts twice, same as fit+transform
-    sub = clone(enc).set_params(fit_images=20, max_descriptors=500)
+    sub = clone(enc).set_params(fit_images=20, fit_descriptors=500)
     Zs = sub.fit_transform(images)
     assert len(sub.fit_indices_) == 20
     assert_allclose(Zs, sub.transform(images), rtol=1e-5, atol=1e-6)

@@ -361,3 +361,15 @@ def test_linear_svm_presets_are_reproducible_with_random_state():
     assert coefs[0].shape[1] > len(X)  # more features than samples: where liblinear varies unseeded
     np.testing.assert_array_equal(coefs[0], coefs[1])
     np.testing.assert_array_equal(coefs[0], coefs[2])
+
+
+def test_max_descriptors_of_a_preset_is_the_image_encoders_pool_and_exists_once():
+    """``max_descriptors`` of a preset: the descriptors kept to fit on (the ImageEncoder's
+    ``fit_descriptors``); the encoder's own ``max_descriptors`` is the sample it fits on."""
+    pipe = make_preset("lazebnik_spm", max_descriptors=1234)
+    params = pipe.get_params()
+    assert params["features__fit_descriptors"] == 1234
+    assert "features__max_descriptors" not in params
+    assert params["features__encoder__max_descriptors"] == 100_000
+    pipe = make_preset("nec2010", max_descriptors=4321)
+    assert pipe.get_params()["features__sift__fit_descriptors"] == 4321

@@ -56,7 +56,7 @@ class ImageEncoder(TransformerMixin, BaseEstimator):
     :class:`DescriptorSet`), an optional descriptor reducer (e.g.
     :class:`DescriptorPCA`) and an encoder (list of DescriptorSet -> 2-D array)
     without ever holding the whole dataset's descriptors: ``fit`` keeps a
-    per-image random subsample of descriptors (at most ``max_descriptors`` in
+    per-image random subsample of descriptors (at most ``fit_descriptors`` in
     all), ``transform`` streams through the images ``chunk_size`` at a time.
     Nested parameters work as in scikit-learn meta-estimators
     (``encoder__n_words``, ``extractor__step``).
@@ -73,9 +73,13 @@ class ImageEncoder(TransformerMixin, BaseEstimator):
     fit_images : int, float or None, default=None
         Images used to fit reducer and encoder: None uses all, an int that many
         (drawn at random), a float in (0, 1] that fraction.
-    max_descriptors : int, default=200_000
-        Descriptors kept for fitting, spread evenly over the fit images
-        (``max_descriptors // n_fit_images`` per image, drawn at random).
+    fit_descriptors : int, default=200_000
+        Descriptors extracted and held in memory to fit the reducer and the
+        encoder on, spread evenly over the fit images (``fit_descriptors //
+        n_fit_images`` per image, drawn at random). It bounds the memory of
+        ``fit``; how many of them a step fits its model on is the step's own
+        ``max_descriptors`` (the encoder's codebook or GMM sample, the
+        reducer's PCA sample), drawn by the step from these.
     chunk_size : int, default=64
         Images per chunk in ``transform``.
     n_jobs : int or None, default=None
@@ -95,7 +99,7 @@ class ImageEncoder(TransformerMixin, BaseEstimator):
     -----
     ``fit_transform`` extracts every fit image once to fit and once to encode;
     when no descriptor had to be dropped (all of them fit in
-    ``max_descriptors``) and all images were fit images, the descriptors from
+    ``fit_descriptors``) and all images were fit images, the descriptors from
     fitting are encoded directly and extraction runs only once.
     """
 
@@ -104,19 +108,19 @@ class ImageEncoder(TransformerMixin, BaseEstimator):
         "encoder": [HasMethods(["fit", "transform"])],
         "reducer": [HasMethods(["fit", "transform"]), None],
         "fit_images": [Interval(Integral, 1, None, closed="left"), Interval(Real, 0, 1, closed="right"), None],
-        "max_descriptors": [Interval(Integral, 1, None, closed="left")],
+        "fit_descriptors": [Interval(Integral, 1, None, closed="left")],
         "chunk_size": [Interval(Integral, 1, None, closed="left")],
         "n_jobs": [Integral, None],
         "random_state": ["random_state"],
     }
 
-    def __init__(self, extractor, encoder, *, reducer=None, fit_images=None, max_descriptors=200_000,
+    def __init__(self, extractor, encoder, *, reducer=None, fit_images=None, fit_descriptors=200_000,
                  chunk_size=64, n_jobs=None, random_state=None):
         self.extractor = extractor
         self.encoder = encoder
         self.reducer = reducer
         self.fit_images = fit_images
-        self.max_descriptors = max_descriptors
+        self.fit_descriptors = fit_descriptors
         self.chunk_size = chunk_size
         self.n_jobs = n_jobs
         self.random_state = random_state
@@ -146,7 +150,7 @@ class ImageEncoder(TransformerMixin, BaseEstimator):
         self.extractor_ = clone(self.extractor)
         if hasattr(self.extractor_, "fit"):
             self.extractor_.fit(fit_imgs, fit_y)
-        cap = max(1, self.max_descriptors // len(idx))
+        cap = max(1, self.fit_descriptors // len(idx))
         cs = self.chunk_size
         seeds = rng.randint(np.iinfo(np.int32).max, size=(len(idx) + cs - 1) // cs)
         parts = self._parallel(
