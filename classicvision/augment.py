@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, TransformerMixin, _fit_context, clone
-from sklearn.utils._param_validation import HasMethods
+from sklearn.base import (
+    BaseEstimator,
+    ClassifierMixin,
+    MetaEstimatorMixin,
+    TransformerMixin,
+    clone,
+)
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from .base import check_images
+from .utils.validation import HasMethods, fit_context
 
 __all__ = ["MirrorAugmented", "MirrorSymmetric", "mirror_images", "with_mirrors"]
 
@@ -126,7 +132,7 @@ class MirrorAugmented(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         self.estimator = estimator
         self.test_time = test_time
 
-    @_fit_context(prefer_skip_nested_validation=False)
+    @fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y, *, filenames=None):
         """Fit a clone of ``estimator`` on the images and their mirrors.
 
@@ -322,7 +328,7 @@ class MirrorSymmetric(MetaEstimatorMixin, TransformerMixin, BaseEstimator):
         self.transformer = transformer
         self.fit_mirrors = fit_mirrors
 
-    @_fit_context(prefer_skip_nested_validation=False)
+    @fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y=None):
         """Fit a clone of ``transformer`` on the images (and their mirrors).
 

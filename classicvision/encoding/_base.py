@@ -32,16 +32,15 @@ from sklearn.base import (
     BaseEstimator,
     ClassNamePrefixFeaturesOutMixin,
     TransformerMixin,
-    _fit_context,
 )
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.random import sample_without_replacement
 from sklearn.utils.validation import check_is_fitted
 
 from .._base import DescriptorSet, check_descriptor_sets
 from ..pooling import SpatialPyramid, combine_atoms, reduce_sorted, reduce_sparse_codes
+from ..utils.validation import HasMethods, Interval, StrOptions, fit_context
 
 __all__ = [
     "BaseEncoder",
@@ -251,7 +250,7 @@ class BaseEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
     def _n_features_out(self) -> int:
         return self.n_features_out_
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Learn the codebook (or GMM) on a descriptor sample.
 

@@ -7,8 +7,8 @@ from numbers import Integral, Real
 import numpy as np
 import scipy.sparse as sp
 from sklearn.mixture import GaussianMixture
-from sklearn.utils._param_validation import Interval, StrOptions
 
+from ..utils.validation import Interval, StrOptions
 from ._base import BaseEncoder, l2_normalize_rows, signed_power
 
 __all__ = ["FisherVector", "gmm_posteriors", "fisher_from_stats"]

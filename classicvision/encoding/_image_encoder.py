@@ -6,12 +6,12 @@ from numbers import Integral, Real
 
 import numpy as np
 from joblib import Parallel, delayed
-from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
+from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted
 
 from ..base import DescriptorSet, check_images
+from ..utils.validation import HasMethods, Interval, fit_context
 
 __all__ = ["ImageEncoder"]
 
@@ -170,7 +170,7 @@ class ImageEncoder(TransformerMixin, BaseEstimator):
         reusable = (not cut) and len(idx) == n
         return imgs, (sets if reusable else None)
 
-    @_fit_context(prefer_skip_nested_validation=False)
+    @fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y=None):
         """Fit extractor, reducer and encoder on (a subsample of) the images.
 
@@ -187,7 +187,7 @@ class ImageEncoder(TransformerMixin, BaseEstimator):
         self._fit(X, y)
         return self
 
-    @_fit_context(prefer_skip_nested_validation=False)
+    @fit_context(prefer_skip_nested_validation=False)
     def fit_transform(self, X, y=None, **fit_params):
         """Fit, then encode all images (extracting once when possible; see Notes)."""
         imgs, sets = self._fit(X, y)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.utils._param_validation import Interval, StrOptions
 
+from ..utils.validation import Interval, StrOptions
 from ._base import BaseEncoder, fit_kmeans, k_smallest, normalize_rows
 
 __all__ = ["LLC", "llc_codes"]

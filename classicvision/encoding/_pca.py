@@ -5,13 +5,13 @@ from __future__ import annotations
 from numbers import Integral
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import PCA
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
 from ..base import DescriptorSet, check_descriptor_sets
+from ..utils.validation import Interval, fit_context
 from ._base import sample_descriptors
 
 __all__ = ["DescriptorPCA"]
@@ -71,7 +71,7 @@ class DescriptorPCA(TransformerMixin, BaseEstimator):
         tags.input_tags.two_d_array = False
         return tags
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Fit the PCA on a descriptor sample.
 

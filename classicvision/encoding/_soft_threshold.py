@@ -5,8 +5,8 @@ from __future__ import annotations
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.utils._param_validation import Interval, StrOptions
 
+from ..utils.validation import Interval, StrOptions
 from ._base import BaseEncoder, fit_kmeans, l2_normalize_rows, normalize_rows
 
 __all__ = ["SoftThreshold"]

@@ -8,8 +8,8 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.decomposition import sparse_encode
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
 
+from ..utils.validation import Interval, StrOptions
 from ._base import BaseEncoder, l2_normalize_rows, normalize_rows
 
 __all__ = ["SparseCoding", "fista_lasso", "learn_dictionary", "working_set_lasso"]

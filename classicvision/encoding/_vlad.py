@@ -6,8 +6,8 @@ from numbers import Integral, Real
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.utils._param_validation import Interval
 
+from ..utils.validation import Interval
 from ._base import (
     BaseEncoder,
     fit_kmeans,

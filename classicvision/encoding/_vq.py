@@ -5,10 +5,10 @@ from __future__ import annotations
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ..base import check_descriptor_sets
+from ..utils.validation import Interval, StrOptions
 from ._base import (
     BaseEncoder,
     fit_kmeans,
