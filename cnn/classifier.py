@@ -38,6 +38,7 @@ from .models import (
     check_input_size,
     create_model,
     get_model_config,
+    get_model_recipe,
     head_parameter_names,
     is_model,
     load_matching_weights,
@@ -66,6 +67,7 @@ class _FitPlan:
     """What :meth:`CNNClassifier.fit` decided before training (read by ``_train`` and its helpers)."""
 
     cfg: dict  # the model's configuration (get_model_config)
+    recipe: dict  # its training recipe (get_model_recipe)
     seed: int  # of the initialization, shuffling, augmentation and dropout
     pad: int  # random-crop padding in pixels
     device: torch.device
@@ -162,9 +164,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         Capped at the number of training images. The last incomplete batch of
         an epoch is dropped (the order is reshuffled every epoch).
     lr : float or None, default=None
-        Peak SGD learning rate. None: the model's configured ``lr`` scaled
-        linearly by ``batch_size / lr_batch_size`` (see
-        :func:`cnn.models.get_model_config`).
+        Peak SGD learning rate. None: the ``lr`` of the model's training recipe
+        scaled linearly by ``batch_size / lr_batch_size`` (see
+        :func:`cnn.models.get_model_recipe`).
     momentum : float in [0, 1) or None, default=None
         None: the model's default (0.9; 0.85 for ``fastnet``).
     nesterov : bool, default=True
@@ -269,7 +271,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     model_ : torch.nn.Module
         The trained network (eval mode, on ``device_``).
     model_config_ : dict
-        The model's configuration (:func:`cnn.models.get_model_config`).
+        The model's configuration, facts about its architecture
+        (:func:`cnn.models.get_model_config`).
+    model_recipe_ : dict
+        The model's training recipe, where the parameters left at None take
+        their values from (:func:`cnn.models.get_model_recipe`).
     input_size_ : int
     in_chans_ : int
     mean_, std_ : list of float
@@ -542,6 +548,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         if classes.shape[0] < 2:
             raise ValueError(f"need at least 2 classes to train a classifier, got {classes.shape[0]}")
         cfg = get_model_config(self.model)  # ValueError listing close names
+        recipe = get_model_recipe(self.model)
         limit = None if self.memory_limit is None else parse_bytes(self.memory_limit)
 
         t_start = time.perf_counter()
@@ -575,6 +582,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
         self.classes_ = classes
         self.model_config_ = cfg
+        self.model_recipe_ = recipe
         self.input_size_ = int(size)
         self.in_chans_ = int(in_chans)
         self.device_ = device
@@ -590,7 +598,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 self.mean_, self.std_ = channel_stats(x)
             data = DeviceData(x, torch.from_numpy(y_enc), self.mean_, self.std_, device, channels_last=cl)
             del x
-            plan = _FitPlan(cfg=cfg, seed=seed, pad=pad, device=device, amp_dtype=amp_dtype, channels_last=cl,
+            plan = _FitPlan(cfg=cfg, recipe=recipe, seed=seed, pad=pad, device=device, amp_dtype=amp_dtype, channels_last=cl,
                             t_start=t_start, limit=limit, pre_state=pre_state, pre_meta=pre_meta)
             self._train(data, plan)
         return self
@@ -681,11 +689,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     def _train(self, data: DeviceData, plan: _FitPlan) -> None:
         """Build the network, choose the batch size, train (or resume) and set the fitted attributes."""
-        cfg, device = plan.cfg, plan.device
+        recipe, device = plan.recipe, plan.device
         n = len(data)
-        momentum = self.momentum if self.momentum is not None else cfg["momentum"]
-        wd = self.weight_decay if self.weight_decay is not None else cfg["weight_decay"]
-        ls = self.label_smoothing if self.label_smoothing is not None else cfg["label_smoothing"]
+        momentum = self.momentum if self.momentum is not None else recipe["momentum"]
+        wd = self.weight_decay if self.weight_decay is not None else recipe["weight_decay"]
+        ls = self.label_smoothing if self.label_smoothing is not None else recipe["label_smoothing"]
         loss_fn = nn.CrossEntropyLoss(label_smoothing=ls)
         autocast = autocast_context(device, plan.amp_dtype)
         with training_settings(device, plan.seed) as gen:
@@ -767,12 +775,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     def _optimizer_and_scheduler(self, net, head, plan: _FitPlan, bs: int, steps: int, momentum, wd):
         """SGD (learning rate scaled to ``bs``) and its per-step schedule over ``epochs * steps`` steps."""
-        cfg = plan.cfg
-        base_lr = self.lr if self.lr is not None else cfg["lr"] * bs / cfg["lr_batch_size"]
+        recipe = plan.recipe
+        base_lr = self.lr if self.lr is not None else recipe["lr"] * bs / recipe["lr_batch_size"]
         backbone_scale = (
             float(self.backbone_lr_scale) if plan.pre_state is not None and self.freeze == "none" else 1.0
         )
-        optimizer = self._make_optimizer(net, base_lr, momentum, wd, cfg["bias_lr_scale"], backbone_scale, head)
+        optimizer = self._make_optimizer(net, base_lr, momentum, wd, recipe["bias_lr_scale"], backbone_scale, head)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, _lr_lambda(self.schedule, steps * self.epochs, round(self.warmup_epochs * steps))
         )
@@ -1076,6 +1084,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         net.to(dev).eval()
         clf.classes_ = np.asarray(cfg["classes"])
         clf.model_config_ = get_model_config(cfg["model"])
+        clf.model_recipe_ = get_model_recipe(cfg["model"])
         clf.input_size_ = int(cfg["input_size"])
         clf.in_chans_ = int(cfg["in_chans"])
         clf.mean_, clf.std_ = [float(v) for v in cfg["mean"]], [float(v) for v in cfg["std"]]

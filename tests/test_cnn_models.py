@@ -12,7 +12,15 @@ import pytest
 import torch
 from torch import nn
 
-from cnn.models import create_model, get_model_config, list_models, register_model
+from cnn.models import (
+    DEFAULT_CONFIG,
+    DEFAULT_RECIPE,
+    create_model,
+    get_model_config,
+    get_model_recipe,
+    list_models,
+    register_model,
+)
 from cnn.models.fastnet import FastNet
 from cnn.models.imagenet import adapt_first_conv
 
@@ -87,8 +95,31 @@ def test_configs_native_input_sizes():
         assert get_model_config(name)["input_size"] == 32
     assert get_model_config("small_convnet")["input_size"] is None
     cfg = get_model_config("fastnet")
-    cfg["lr"] = -1  # a copy: the registry is unchanged
-    assert get_model_config("fastnet")["lr"] > 0
+    cfg["input_size"] = -1  # a copy: the registry is unchanged
+    assert get_model_config("fastnet")["input_size"] == 32
+    recipe = get_model_recipe("fastnet")
+    recipe["lr"] = -1  # a copy too
+    assert get_model_recipe("fastnet")["lr"] > 0
+
+
+def test_config_holds_facts_and_recipe_the_training_defaults():
+    facts, recipe = set(DEFAULT_CONFIG), set(DEFAULT_RECIPE)
+    assert not facts & recipe
+    assert {"lr", "lr_batch_size", "momentum", "weight_decay", "label_smoothing", "bias_lr_scale"} == recipe
+    for name in list_models():
+        assert set(get_model_config(name)) == facts and set(get_model_recipe(name)) == recipe
+    assert get_model_recipe("resnet50") == {**DEFAULT_RECIPE, "lr_batch_size": 256, "weight_decay": 1e-4}
+
+    def toy(num_classes, in_chans=3):
+        return nn.Linear(in_chans, num_classes)
+
+    with pytest.raises(ValueError, match=r"unknown config keys for 'toy': \['lr'\]"):
+        register_model(toy, config={"lr": 0.1})  # a recipe key is no fact about the architecture
+    with pytest.raises(ValueError, match=r"unknown recipe keys for 'toy': \['input_size'\]"):
+        register_model(toy, recipe={"input_size": 32})
+    assert "toy" not in list_models()
+    with pytest.raises(ValueError, match="unknown model"):
+        get_model_recipe("resnet9000")
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -200,7 +231,7 @@ def test_fastnet_architecture():
     widths = [g.conv2.out_channels for g in net.groups]
     assert widths == [64, 256, 256]
     assert all(not m.weight.requires_grad for m in net.modules() if isinstance(m, nn.BatchNorm2d))
-    assert get_model_config("fastnet")["label_smoothing"] == 0.2
+    assert get_model_recipe("fastnet")["label_smoothing"] == 0.2
     # logits are scaled by 1/9
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():

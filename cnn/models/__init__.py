@@ -5,9 +5,11 @@ Importing this package registers every model; see :func:`list_models`.
 
 from ._registry import (  # noqa: F401
     DEFAULT_CONFIG,
+    DEFAULT_RECIPE,
     check_input_size,
     create_model,
     get_model_config,
+    get_model_recipe,
     head_parameter_names,
     imagenet_weights_file,
     is_model,
@@ -28,6 +30,7 @@ __all__ = [
     "create_model",
     "list_models",
     "get_model_config",
+    "get_model_recipe",
     "register_model",
     "is_model",
     "check_input_size",
@@ -37,4 +40,5 @@ __all__ = [
     "models_with_pretrained_weights",
     "read_pretrained",
     "DEFAULT_CONFIG",
+    "DEFAULT_RECIPE",
 ]

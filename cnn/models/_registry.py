@@ -2,8 +2,15 @@
 
 A builder is a plain function ``builder(num_classes, in_chans=3, **kwargs) -> nn.Module``
 decorated with :func:`register_model`. The decorator records the builder under its
-function name together with a default configuration (input size, normalization
-statistics, training defaults), which :func:`get_model_config` returns.
+function name together with two dicts kept apart:
+
+* its **configuration**, facts about the architecture (input sizes, the
+  normalization statistics, the torchvision weights, family, paper), which
+  :func:`get_model_config` returns (keys of :data:`DEFAULT_CONFIG`);
+* its **training recipe**, the defaults ``CNNClassifier`` trains it with
+  (learning rate and the batch size it refers to, momentum, weight decay, label
+  smoothing, bias learning-rate scale), which :func:`get_model_recipe` returns
+  (keys of :data:`DEFAULT_RECIPE`).
 """
 
 from __future__ import annotations
@@ -13,22 +20,21 @@ import fnmatch
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from copy import deepcopy
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
-#: Defaults shared by the models built for 32x32 CIFAR images: input size and the
-#: CIFAR-10 training-set channel statistics (models override what differs).
+#: Configuration shared by the models built for 32x32 CIFAR images: input size and
+#: the CIFAR-10 training-set channel statistics (models override what differs).
 CIFAR_DEFAULTS: dict[str, Any] = {
     "input_size": 32,
     "mean": (0.4914, 0.4822, 0.4465),
     "std": (0.2470, 0.2435, 0.2616),
-    "lr_batch_size": 128,
     "family": "cifar",
 }
 
@@ -37,6 +43,7 @@ __all__ = [
     "create_model",
     "list_models",
     "get_model_config",
+    "get_model_recipe",
     "is_model",
     "check_input_size",
     "head_parameter_names",
@@ -45,9 +52,11 @@ __all__ = [
     "models_with_pretrained_weights",
     "read_pretrained",
     "DEFAULT_CONFIG",
+    "DEFAULT_RECIPE",
 ]
 
-#: Defaults shared by every model; a builder's ``config`` overrides the keys it names.
+#: Configuration defaults shared by every model (facts about the architecture); a
+#: builder's ``config`` overrides the keys it names.
 #: ``input_size=None`` means "the native size of the training images" (their
 #: median longer side), capped at ``max_input_size`` when that is set.
 #: ``test_input_size`` is the small input the model-zoo smoke test uses for the
@@ -63,39 +72,63 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "torchvision_weights": None,
     "mean": (0.485, 0.456, 0.406),
     "std": (0.229, 0.224, 0.225),
+    "family": "other",
+    "paper": "",
+}
+
+#: Training-recipe defaults shared by every model; a builder's ``recipe`` overrides
+#: the keys it names. ``lr`` is the peak SGD learning rate at a batch of
+#: ``lr_batch_size`` images (``CNNClassifier`` scales it linearly to its batch
+#: size); ``bias_lr_scale`` multiplies the learning rate of biases and norms.
+DEFAULT_RECIPE: dict[str, Any] = {
     "lr": 0.1,
     "lr_batch_size": 128,
     "momentum": 0.9,
     "weight_decay": 5e-4,
     "label_smoothing": 0.1,
     "bias_lr_scale": 1.0,
-    "family": "other",
-    "paper": "",
 }
 
 _builders: dict[str, Callable[..., nn.Module]] = {}
 _configs: dict[str, dict[str, Any]] = {}
+_recipes: dict[str, dict[str, Any]] = {}
 _modules: dict[str, str] = {}
 
 
-def register_model(fn: Callable[..., nn.Module] | None = None, *, config: dict | None = None):
+def _with_defaults(defaults: dict, given: dict | None, what: str, name: str) -> dict:
+    out = dict(defaults)
+    if given:
+        unknown = set(given) - set(defaults)
+        if unknown:
+            raise ValueError(f"unknown {what} keys for {name!r}: {sorted(unknown)}")
+        out.update(given)
+    return out
+
+
+def register_model(
+    fn: Callable[..., nn.Module] | None = None, *, config: dict | None = None, recipe: dict | None = None
+):
     """Register a model builder under its function name.
 
-    Use as ``@register_model`` or ``@register_model(config={...})``.
+    Use as ``@register_model`` or ``@register_model(config={...}, recipe={...})``.
 
     Parameters
     ----------
     fn : callable, optional
         ``fn(num_classes, in_chans=3, **kwargs) -> torch.nn.Module``.
     config : dict, optional
-        Default configuration overriding :data:`DEFAULT_CONFIG` (``input_size``,
-        ``mean``, ``std``, ``lr``, ...).
+        Facts about the architecture overriding :data:`DEFAULT_CONFIG`
+        (``input_size``, ``min_input_size``, ``mean``, ``std``, ``family``, ...).
+    recipe : dict, optional
+        Training defaults overriding :data:`DEFAULT_RECIPE` (``lr``,
+        ``lr_batch_size``, ``momentum``, ``weight_decay``, ...).
 
     Raises
     ------
     ValueError
         If a model with the same name is already registered (names are never
-        silently overwritten).
+        silently overwritten), or ``config`` / ``recipe`` has a key the
+        defaults do not (a recipe key in ``config`` too).
     """
 
     def decorator(func: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -105,19 +138,17 @@ def register_model(fn: Callable[..., nn.Module] | None = None, *, config: dict |
                 f"model {name!r} is already registered (by {_modules[name]}); "
                 "model names must be unique"
             )
-        cfg = dict(DEFAULT_CONFIG)
-        if config:
-            unknown = set(config) - set(DEFAULT_CONFIG)
-            if unknown:
-                raise ValueError(f"unknown config keys for {name!r}: {sorted(unknown)}")
-            cfg.update(config)
+        cfg = _with_defaults(DEFAULT_CONFIG, config, "config", name)
+        rec = _with_defaults(DEFAULT_RECIPE, recipe, "recipe", name)
         _builders[name] = func
         _configs[name] = cfg
+        _recipes[name] = rec
         _modules[name] = func.__module__
         module = sys.modules.get(func.__module__)
         if module is not None and hasattr(module, "__all__") and name not in module.__all__:
             module.__all__.append(name)
         func.default_config = deepcopy(cfg)
+        func.default_recipe = deepcopy(rec)
         return func
 
     if fn is not None:
@@ -154,7 +185,19 @@ def list_models(pattern: str = "*") -> list[str]:
 
 
 def get_model_config(name: str) -> dict[str, Any]:
-    """A copy of the default configuration of model ``name``.
+    """A copy of the configuration of model ``name``: facts about its architecture.
+
+    Parameters
+    ----------
+    name : str
+        A registered model (:func:`list_models`).
+
+    Returns
+    -------
+    config : dict
+        The keys of :data:`DEFAULT_CONFIG` (``input_size``, ``test_input_size``,
+        ``min_input_size``, ``max_input_size``, ``torchvision_weights``,
+        ``mean``, ``std``, ``family``, ``paper``).
 
     Raises
     ------
@@ -164,6 +207,18 @@ def get_model_config(name: str) -> dict[str, Any]:
     if name not in _configs:
         raise _unknown(name)
     return deepcopy(_configs[name])
+
+
+def get_model_recipe(name: str) -> dict[str, Any]:
+    """A copy of the training recipe of model ``name``: the defaults ``CNNClassifier`` trains it with.
+
+    Takes and raises as :func:`get_model_config`; returns a dict with the keys of
+    :data:`DEFAULT_RECIPE` (``lr``, ``lr_batch_size``, ``momentum``,
+    ``weight_decay``, ``label_smoothing``, ``bias_lr_scale``).
+    """
+    if name not in _recipes:
+        raise _unknown(name)
+    return deepcopy(_recipes[name])
 
 
 def check_input_size(name: str, size: int) -> None:

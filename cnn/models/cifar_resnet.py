@@ -16,7 +16,7 @@ from ._registry import CIFAR_DEFAULTS, register_model
 
 __all__ = ["CifarResNet", "BasicBlock"]
 
-_CIFAR_CFG = {**CIFAR_DEFAULTS, "lr": 0.1, "weight_decay": 5e-4}
+_RECIPE = {"lr": 0.1, "weight_decay": 5e-4}
 
 
 class BasicBlock(nn.Module):
@@ -130,31 +130,31 @@ def _resnet(depth: int, num_classes: int, in_chans: int, **kwargs) -> CifarResNe
 _PAPER = "He et al. 2016, Deep Residual Learning, https://doi.org/10.1109/CVPR.2016.90"
 
 
-@register_model(config={**_CIFAR_CFG, "paper": _PAPER})
+@register_model(config={**CIFAR_DEFAULTS, "paper": _PAPER}, recipe=_RECIPE)
 def resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> CifarResNet:
     """ResNet-20 for CIFAR (n=3, 0.27 M parameters)."""
     return _resnet(20, num_classes, in_chans, **kwargs)
 
 
-@register_model(config={**_CIFAR_CFG, "paper": _PAPER})
+@register_model(config={**CIFAR_DEFAULTS, "paper": _PAPER}, recipe=_RECIPE)
 def resnet32(num_classes: int = 10, in_chans: int = 3, **kwargs) -> CifarResNet:
     """ResNet-32 for CIFAR (n=5)."""
     return _resnet(32, num_classes, in_chans, **kwargs)
 
 
-@register_model(config={**_CIFAR_CFG, "paper": _PAPER})
+@register_model(config={**CIFAR_DEFAULTS, "paper": _PAPER}, recipe=_RECIPE)
 def resnet44(num_classes: int = 10, in_chans: int = 3, **kwargs) -> CifarResNet:
     """ResNet-44 for CIFAR (n=7)."""
     return _resnet(44, num_classes, in_chans, **kwargs)
 
 
-@register_model(config={**_CIFAR_CFG, "paper": _PAPER})
+@register_model(config={**CIFAR_DEFAULTS, "paper": _PAPER}, recipe=_RECIPE)
 def resnet56(num_classes: int = 10, in_chans: int = 3, **kwargs) -> CifarResNet:
     """ResNet-56 for CIFAR (n=9)."""
     return _resnet(56, num_classes, in_chans, **kwargs)
 
 
-@register_model(config={**_CIFAR_CFG, "paper": _PAPER})
+@register_model(config={**CIFAR_DEFAULTS, "paper": _PAPER}, recipe=_RECIPE)
 def resnet110(num_classes: int = 10, in_chans: int = 3, **kwargs) -> CifarResNet:
     """ResNet-110 for CIFAR (n=18, 1.7 M parameters)."""
     return _resnet(110, num_classes, in_chans, **kwargs)

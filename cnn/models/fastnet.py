@@ -156,14 +156,16 @@ class FastNet(nn.Module):
     config={
         **CIFAR_DEFAULTS,
         "min_input_size": 9,  # 2x2 whitening conv, then three 2x2 max-pools
+        "paper": "Jordan 2024, airbench94, https://arxiv.org/abs/2404.00498",
+    },
+    recipe={
         "lr": 1.5,
         "lr_batch_size": 1024,
         "momentum": 0.85,
         "weight_decay": 1.33e-3,
         "label_smoothing": 0.2,
         "bias_lr_scale": 64.0,
-        "paper": "Jordan 2024, airbench94, https://arxiv.org/abs/2404.00498",
-    }
+    },
 )
 def fastnet(num_classes: int = 10, in_chans: int = 3, **kwargs) -> FastNet:
     """airbench94-style fast CIFAR network (whitening conv, 64/256/256, GELU)."""

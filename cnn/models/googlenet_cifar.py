@@ -98,9 +98,9 @@ class GoogLeNetCifar(nn.Module):
 @register_model(
     config={
         **CIFAR_DEFAULTS,
-        "lr": 0.1,
         "paper": "Szegedy et al. 2015, https://doi.org/10.1109/CVPR.2015.7298594",
-    }
+    },
+    recipe={"lr": 0.1},
 )
 def googlenet_cifar(num_classes: int = 10, in_chans: int = 3, **kwargs) -> GoogLeNetCifar:
     """Inception v1 adapted to 32x32 images (3x3 stem, no early down-sampling)."""

@@ -72,13 +72,10 @@ class SmallConvNet(nn.Module):
         "test_input_size": 8,
         "mean": (0.5,),
         "std": (0.25,),
-        "lr": 0.1,
-        "lr_batch_size": 128,
-        "weight_decay": 5e-4,
-        "label_smoothing": 0.1,
         "family": "small",
         "paper": "",
-    }
+    },
+    recipe={"lr": 0.1, "lr_batch_size": 128, "weight_decay": 5e-4, "label_smoothing": 0.1},
 )
 def small_convnet(num_classes: int = 10, in_chans: int = 3, **kwargs) -> SmallConvNet:
     """Small five-conv network for tiny images (8x8 digits and up), ~0.15 M parameters."""

@@ -96,9 +96,9 @@ class VGGBNDrop(nn.Module):
     config={
         **CIFAR_DEFAULTS,
         "min_input_size": 32,  # five 2x2 max-pools
-        "lr": 0.05,
         "paper": "PaddlePaddle book ch. 3; Simonyan & Zisserman 2015, https://arxiv.org/abs/1409.1556",
-    }
+    },
+    recipe={"lr": 0.05},
 )
 def vgg_bn_drop(num_classes: int = 10, in_chans: int = 3, **kwargs) -> VGGBNDrop:
     """The PaddlePaddle book's VGG-16 with BN and dropout for CIFAR (15 M parameters)."""
