@@ -237,7 +237,9 @@ def evaluate(
     Runs under ``torch.inference_mode()`` in eval mode; metrics are weighted by
     the number of samples of each batch. With ``tta_flip`` the softmax of each
     image and of its mirror image are averaged (the loss is then the NLL of the
-    averaged probabilities).
+    averaged probabilities). The loss and correct counts are summed on the
+    device (the loss in float64, so the sum is the one Python floats would
+    give; float32 on devices without float64) and read back once, at the end.
 
     Returns
     -------
@@ -247,8 +249,7 @@ def evaluate(
     if loss_fn is None:
         loss_fn = nn.functional.cross_entropy
     model.eval()
-    loss_sum = 0.0
-    correct = 0
+    loss_sum = correct = None
     n = 0
     with torch.inference_mode():
         for xb, yb in batches:
@@ -261,12 +262,14 @@ def evaluate(
                     prob = logits
                     loss = loss_fn(logits, yb)
             b = yb.shape[0]
-            loss_sum += float(loss) * b
-            correct += int((prob.argmax(1) == yb).sum())
+            bl = loss.to(torch.float32 if loss.device.type == "mps" else torch.float64) * b
+            bc = (prob.argmax(1) == yb).sum()
+            loss_sum = bl if loss_sum is None else loss_sum + bl
+            correct = bc if correct is None else correct + bc
             n += b
     if n == 0:
         raise ValueError("evaluate got no batches")
-    return {"loss": loss_sum / n, "accuracy": correct / n, "n": n}
+    return {"loss": float(loss_sum) / n, "accuracy": int(correct) / n, "n": n}
 
 
 def _umask() -> int:

@@ -644,3 +644,14 @@ def test_hog_transform_keeps_the_fitted_geometry(camera_small):
     refit = h.fit(images)  # a new fit takes the new parameters
     assert refit.cell_size_ == (16, 16) and refit.transform(images).shape[1] < before.shape[1]
     assert HOG(output="vector", pixels_per_cell=(16, 16)).transform(images).shape[1] > 0  # unfitted works
+
+
+def test_hog_transform_keeps_the_fitted_resize():
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (40, 48), dtype=np.uint8), rng.integers(0, 256, (20, 30), dtype=np.uint8)]
+    h = HOG(output="vector", resize=(32, 32)).fit(images)
+    before = h.transform(images)
+    h.set_params(resize=None)
+    tiny = [rng.integers(0, 256, (8, 8), dtype=np.uint8)]  # smaller than a block: fine once resized
+    assert h.transform(tiny).shape == (1, h.n_features_out_)
+    assert_array_equal(h.transform(images), before)

@@ -370,7 +370,7 @@ class HOG(BaseExtractor):
                 )
 
     def _min_size(self) -> int:
-        return 1 if self.resize is not None else min(
+        return 1 if self._resize is not None else min(
             self._block[0] * self._cell[0], self._block[1] * self._cell[1]
         )
 
