@@ -19,13 +19,13 @@ from classicvision.kernels import (
     KernelSVC,
     LinearSVM,
     PowerNormalizer,
+    _svc,
     chi2_kernel,
     clear_kernel_cache,
     hellinger_kernel,
     intersection_kernel,
     kernel_spectrum,
 )
-from classicvision.kernels import _svc
 
 
 # --------------------------------------------------------------------------- helpers
