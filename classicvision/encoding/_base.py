@@ -38,7 +38,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.random import sample_without_replacement
 from sklearn.utils.validation import check_is_fitted
 
-from .._base import DescriptorSet, check_descriptor_sets
+from ..base import DescriptorSet, check_descriptor_sets
 from ..pooling import SpatialPyramid, combine_atoms, reduce_sorted, reduce_sparse_codes
 from ..utils.validation import HasMethods, Interval, StrOptions, fit_context
 
