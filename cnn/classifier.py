@@ -57,6 +57,12 @@ _MAX_INPUT_SIZE = 1024
 _MAX_CLASSES = 100_000
 _REQUIRED_CONFIG = ("params", "classes", "mean", "std", "model", "num_classes", "in_chans", "input_size")
 
+#: torch's batch-norm layers (every public class; they share only a private base class).
+_BATCH_NORMS = (
+    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
+    nn.LazyBatchNorm1d, nn.LazyBatchNorm2d, nn.LazyBatchNorm3d,
+)
+
 _UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40,
           "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -636,7 +642,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         """Largest batch size <= ``bs`` whose measured training step fits ``limit``."""
         n = len(data)
         data_bytes = data.x.numel() * data.x.element_size() + data.y.numel() * data.y.element_size()
-        has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+        has_bn = any(isinstance(m, _BATCH_NORMS) for m in net.modules())
         smallest = min(2 if has_bn else 1, bs)
 
         def make_batch(b):
@@ -770,7 +776,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             for name, p in net.named_parameters():
                 if name not in head:
                     p.requires_grad_(False)
-            eval_modules = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+            eval_modules = [m for m in net.modules() if isinstance(m, _BATCH_NORMS)]
         return net, head, eval_modules
 
     def _optimizer_and_scheduler(self, net, head, plan: _FitPlan, bs: int, steps: int, momentum, wd):
