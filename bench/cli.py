@@ -20,8 +20,9 @@ import shlex
 import signal
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 __all__ = ["get_args_parser", "main", "CIFAR_MODELS"]
 

@@ -26,14 +26,11 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
-
-from classicvision.datasets import dataset_root, load_dataset, split_per_class
-from classicvision.features import resize_max_side
-from classicvision.presets import SMALL_IMAGE_SIDE, median_image_side, preset_params, setting_for
 
 from bench.cache import FeatureCache, dataset_digest
 from bench.environment import environment_info
@@ -59,6 +56,9 @@ from bench.specs import (
     safe_name,
     take,
 )
+from classicvision.datasets import dataset_root, load_dataset, split_per_class
+from classicvision.features import resize_max_side
+from classicvision.presets import SMALL_IMAGE_SIDE, median_image_side, preset_params, setting_for
 
 __all__ = [
     "UsageError",
@@ -305,12 +305,12 @@ def default_runs(dataset: str, train: Split) -> tuple[str, str, str]:
 
 # ----------------------------------------------------------------------------- output folder
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def default_out_dir(dataset: str) -> Path:
     """``runs/<dataset>-<UTC timestamp>``."""
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     return Path("runs") / f"{dataset}-{stamp}"
 
 
@@ -362,7 +362,7 @@ class OutputLock:
         self.path = out / ".lock"
         self._fh = None
 
-    def __enter__(self) -> "OutputLock":
+    def __enter__(self) -> OutputLock:
         fh = open(self.path, "a+")
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -417,7 +417,7 @@ def _set_aside(out: Path, why: str, progress: Progress) -> None:
     path = out / "report.json"
     if not path.is_file():
         return
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
     aside = out / f"report-{stamp}.json"
     os.replace(path, aside)
     progress.line(f"{out}: {why}; the previous report is kept as {aside.name}")

@@ -33,17 +33,18 @@ import errno
 import functools
 import importlib
 import inspect
-import os
 import json
+import os
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import skops.io as sio
-from skops.io.exceptions import UntrustedTypesFoundException
 from sklearn.base import BaseEstimator
+from skops.io.exceptions import UntrustedTypesFoundException
 
 from bench.specs import RunSpec, Split, safe_name
 
@@ -100,7 +101,7 @@ class UntrustedModelError(ValueError):
     """A model file names types outside the trusted set; it was not loaded."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def trusted_estimator_types() -> frozenset[str]:
     """The ``module.Class`` names of our classes a ``.skops`` file may contain.
 

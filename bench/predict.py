@@ -17,15 +17,15 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence, TextIO
+from typing import Any, TextIO
 
 import cv2
 import numpy as np
 
-from classicvision.datasets import read_image
-
 from bench.models_io import load_model
+from classicvision.datasets import read_image
 
 __all__ = ["SidecarError", "read_sidecar", "load_for_predict", "prepare_image", "class_scores", "predict_main"]
 

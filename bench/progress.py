@@ -14,7 +14,8 @@ import contextlib
 import sys
 import threading
 import time
-from typing import Any, Callable, TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -60,7 +61,7 @@ class Progress:
         if self.stream is not None:
             print(f"[bench] {text}", file=self.stream, flush=True)
 
-    def stage(self, run: str, stage: str, *, eta_note: str = NO_ETA) -> "Stage":
+    def stage(self, run: str, stage: str, *, eta_note: str = NO_ETA) -> Stage:
         """Context manager printing the stage start and its elapsed time at the end.
 
         ``eta_note`` ends each heartbeat line (where the estimate of the time left is, if anywhere).
@@ -103,7 +104,7 @@ class Stage:
             self.progress.line(f"{self.run}: {self.stage} still running, elapsed {format_seconds(el)} "
                                f"({self.eta_note})")
 
-    def __enter__(self) -> "Stage":
+    def __enter__(self) -> Stage:
         self.t0 = time.perf_counter()
         self.progress.line(f"{self.run}: {self.stage} ...")
         if self.progress.stream is not None and self.progress.heartbeat:

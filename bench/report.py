@@ -21,14 +21,14 @@ import html
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from bench.published import (JPEG_NOTE, METRIC_NOTE, METRICS, mean_class_accuracy, reproduction_rows,
-                             split_stats)
 from bench import isolation
+from bench.published import JPEG_NOTE, METRIC_NOTE, METRICS, mean_class_accuracy, reproduction_rows, split_stats
 from bench.specs import UsageError, model_names, parse_specs, preset_names, safe_name
 
 __all__ = [
@@ -702,7 +702,7 @@ def render_benchmarks(reports: Sequence[tuple[str, Mapping[str, Any]]], *, title
     ValueError
         Naming the source, for a report that is not a mapping with a ``"runs"`` list.
     """
-    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
         f"# {title}\n",
         f"Generated {now} by `python -m bench benchmarks --from ... --write ...` from the "

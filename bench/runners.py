@@ -20,22 +20,22 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 from joblib.externals.loky import get_reusable_executor
 from sklearn.pipeline import Pipeline
 
 import classicvision
-from classicvision.augment import MirrorAugmented, with_mirrors
-from classicvision.presets import make_preset
-
 from bench.cache import features_step_signature
 from bench.models_io import load_skops, store_model
 from bench.progress import Progress, solver_progress
 from bench.scoring import compute_scores, map_chunks, record_metrics
 from bench.specs import RunSpec, Split, classic_params, cnn_params, empty_record, n_images
+from classicvision.augment import MirrorAugmented, with_mirrors
+from classicvision.presets import make_preset
 
 __all__ = ["build_pipeline", "build_cnn", "run_classic", "run_cnn", "release_idle_workers"]
 

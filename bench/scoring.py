@@ -8,13 +8,13 @@ score array; :func:`record_metrics` gives the metric keys of a run record.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-from classicvision.metrics import classification_report
-
 from bench.specs import n_images
+from classicvision.metrics import classification_report
 
 __all__ = ["chunk_bounds", "map_chunks", "compute_scores", "record_metrics"]
 

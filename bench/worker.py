@@ -18,11 +18,11 @@ import sys
 import traceback
 from typing import Any
 
-import cnn  # noqa: F401 - preloaded for the runs (torch)
 import skops.io  # noqa: F401 - preloaded for the runs (saving models, the features cache)
 
 import bench.compare  # noqa: F401 - the runners
 import bench.models_io  # noqa: F401
+import cnn  # noqa: F401 - preloaded for the runs (torch)
 from bench.isolation import jsonable_payload
 
 __all__ = ["run_child"]

@@ -154,7 +154,7 @@ class MirrorAugmented(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         return self
 
     @classmethod
-    def from_fitted(cls, estimator, *, test_time: bool = True) -> "MirrorAugmented":
+    def from_fitted(cls, estimator, *, test_time: bool = True) -> MirrorAugmented:
         """A fitted wrapper around an ``estimator`` already fitted on the images and
         their mirrors (:func:`with_mirrors`), as :meth:`fit` would have made it.
 

@@ -29,8 +29,8 @@ from __future__ import annotations
 import argparse
 import colorsys
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
