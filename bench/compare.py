@@ -546,15 +546,13 @@ def run_job(job: Mapping[str, Any], stream: Any) -> dict:
 
 def _execute(spec: RunSpec, build_spec: RunSpec, params: dict, ctx: Mapping[str, Any], progress: Progress) -> dict:
     """Run one spec on every split in a process of its own; return its record."""
-    # bench.worker imports this module (the runs' code) and torch: imported when a run starts
-    from bench.worker import run_child
-
     job = {"spec": spec, "build_spec": build_spec, "splits": ctx["splits"], "environ": dict(os.environ),
            "ctx": {k: ctx[k] for k in ("n_jobs", "cache", "identities", "models_dir", "epochs", "device",
                                        "memory_limit", "cnn_defaults")},
            "progress": {"quiet": progress.stream is None, "interval": progress.interval,
                         "heartbeat": progress.heartbeat}}
-    outcome: Outcome = run_isolated(run_child, (job,), progress_stream=progress.stream,
+    # named, not imported: bench.worker imports this module (the runs' code), and torch
+    outcome: Outcome = run_isolated("bench.worker:run_child", (job,), progress_stream=progress.stream,
                                     memory_limit=ctx["memory_limit"])
     if outcome.status == "interrupted":
         raise KeyboardInterrupt

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import importlib
 import json
 import multiprocessing
 import os
@@ -237,14 +238,18 @@ def _stop_with(command_pid: int) -> None:
     threading.Thread(target=wait, daemon=True, name="bench-stop-with-command").start()
 
 
-def _run_guarded(command_pid: int, target: Callable[..., Any], *args: Any) -> None:
-    """The body of a run's process: :func:`_stop_with` the command, then ``target``."""
+def _run_guarded(command_pid: int, target: str | Callable[..., Any], *args: Any) -> None:
+    """The body of a run's process: :func:`_stop_with` the command, then ``target``
+    (a callable, or its ``"module:function"`` name, imported here)."""
     _stop_with(command_pid)
+    if isinstance(target, str):
+        module, _, name = target.partition(":")
+        target = getattr(importlib.import_module(module), name)
     target(*args)
 
 
 def run_isolated(
-    target: Callable[..., Any],
+    target: str | Callable[..., Any],
     args: tuple = (),
     *,
     progress_stream: TextIO | None,
@@ -255,8 +260,10 @@ def run_isolated(
 
     Parameters
     ----------
-    target : callable
-        A module-level function (it is named to the fork server, not sent): it gets
+    target : callable or str
+        A module-level function, or its ``"module:function"`` name (imported in the
+        run, so the caller need not import it); it is named to the fork server, not
+        sent. It gets
         ``args`` and a connection on which it sends ``("line", text)`` progress lines
         and, last, ``("result", payload)`` with ``payload`` a dict whose ``status`` is
         ``"ok"`` (with ``value``), ``"failed"`` (``error``, ``traceback``) or
