@@ -93,7 +93,7 @@ def _classic_parts(spec: RunSpec, pipe: Any) -> tuple[MirrorAugmented | None, An
     return mirror, pipe.steps[0][1], Pipeline(pipe.steps[1:])
 
 
-def _cached_features(spec: RunSpec, features: Any, cache: Any, key: str | None, need_step: bool,
+def _cached_features(spec: RunSpec, cache: Any, key: str | None, need_step: bool,
                      progress: Progress) -> dict | None:
     """The cache entry of the features step (train and test features, fitted step), or None.
 
@@ -121,7 +121,7 @@ def _features(spec: RunSpec, features: Any, train_images: Any, y_train: np.ndarr
     if cache is not None and data_identity is not None:
         key = cache.make_key(dataset=data_identity, step_signature=features_step_signature(features),
                              version=getattr(classicvision, "__version__", "0"))
-    hit = _cached_features(spec, features, cache, key, need_step, progress)
+    hit = _cached_features(spec, cache, key, need_step, progress)
     if hit is not None:
         progress.line(f"{spec.name}: features cache hit ({key[:12]}), skipping extraction")
         timings = {k: float(hit["meta"][k]) for k in ("features_fit_seconds", "features_test_seconds")}
