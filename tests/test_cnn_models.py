@@ -1,10 +1,12 @@
 """Tests of the CNN model registry and of every registered architecture.
 
-The zoo test builds every registered model and runs forward and backward on a
-batch of 2 at the model's native input size (224 for most ImageNet networks, 299
-for Inception v3, up to 600 for EfficientNet-B7: about a minute in all on 2 CPU
-cores). Lighter checks (one input channel, features/head) use the smallest input
-the configuration declares (``test_input_size``).
+The zoo test builds every registered model, checks its ``forward_features`` /
+``forward_head`` interface at the small ``test_input_size`` and runs forward and
+backward on a batch of 2 at the model's native input size (224 for most ImageNet
+networks, 299 for Inception v3, up to 600 for EfficientNet-B7); the models added
+with the timm families (``REDUCED``) run forward and backward at their
+``test_input_size`` too. Lighter checks (one input channel) use the smallest
+input the configuration declares (``test_input_size``).
 """
 
 import numpy as np
@@ -37,6 +39,12 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 OWN = ["vgg_bn_drop", "resnet20", "resnet110", "googlenet_cifar", "fastnet", "small_convnet"]
 
+#: Models added with the timm families (issue 15): tested at their reduced ``test_input_size`` (64x64; 75x75
+#: for Inception-v4), as timm's own tests shrink the heavy networks, to keep this file within its time budget.
+REDUCED = ["inception_v4", "seresnext50_32x4d", "xception71", "dpn107", "darknet53", "resnext152_vd_32x4d",
+           "resnet152d", "resnet50d", "ghostnet_100", "mobilenetv3_small_100", "densenet121", "vgg13_bn",
+           "vgg16_bn"]
+
 
 def _test_size(name):
     cfg = get_model_config(name)
@@ -57,7 +65,8 @@ def test_required_models_registered():
 
 def test_list_models_pattern():
     assert list_models("resnet[0-9]*") == sorted(
-        ["resnet18", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet50"]
+        ["resnet18", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet50",
+         "resnet50d", "resnet152d"]  # the last two: timm's ResNet-D (issue 15)
     )
     assert list_models("efficientnet_b*") == [f"efficientnet_b{i}" for i in range(8)]
     assert list_models("no_such_*") == []
@@ -122,11 +131,27 @@ def test_config_holds_facts_and_recipe_the_training_defaults():
         get_model_recipe("resnet9000")
 
 
+def test_reduced_models_registered():
+    assert set(REDUCED) <= set(list_models())
+
+
+def _check_feature_interface(model, size):
+    """``forward_head(forward_features(x)) == model(x)`` in eval mode; pre-logits ``(N, head_hidden_size)``."""
+    model.eval()
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        assert feats.ndim == 4 and feats.shape[:2] == (2, model.num_features)
+        torch.testing.assert_close(model.forward_head(feats), model(x))
+        assert model.forward_head(feats, pre_logits=True).shape == (2, model.head_hidden_size)
+
+
 @pytest.mark.parametrize("name", list_models())
 def test_forward_backward(name):
     torch.manual_seed(0)
-    size = _native_size(name)
+    size = _test_size(name) if name in REDUCED else _native_size(name)
     model = create_model(name, num_classes=5)
+    _check_feature_interface(model, _test_size(name))
     model.train()
     x = torch.randn(2, 3, size, size)
     out = model(x)

@@ -24,6 +24,7 @@ from .fastnet import *  # noqa: F401,F403
 from .googlenet_cifar import *  # noqa: F401,F403
 from .imagenet import *  # noqa: F401,F403
 from .small import *  # noqa: F401,F403
+from .timm_models import *  # noqa: F401,F403
 from .vgg_bn_drop import *  # noqa: F401,F403
 
 __all__ = [

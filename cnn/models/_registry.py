@@ -63,13 +63,19 @@ __all__ = [
 #: expensive ImageNet networks; ``min_input_size`` the smallest side the
 #: architecture accepts (with a batch of 2 in training mode).
 #: ``torchvision_weights`` names the torchvision model whose ImageNet weights
-#: ``create_model(..., pretrained="imagenet")`` loads (None: there are none).
+#: ``create_model(..., pretrained="imagenet")`` loads (None: there are none);
+#: ``timm_weights`` the Hugging Face hub repository of timm's ImageNet weights
+#: (``"timm/<model>.<tag>"``), read from the local hub cache instead.
+#: ``source`` says who builds the network: ``"classicvision"`` (this package),
+#: ``"torchvision"`` or ``"timm"``.
 DEFAULT_CONFIG: dict[str, Any] = {
     "input_size": 32,
     "test_input_size": None,
     "min_input_size": 1,
     "max_input_size": None,
     "torchvision_weights": None,
+    "timm_weights": None,
+    "source": "classicvision",
     "mean": (0.485, 0.456, 0.406),
     "std": (0.229, 0.224, 0.225),
     "family": "other",
@@ -239,16 +245,52 @@ def check_input_size(name: str, size: int) -> None:
 
 
 def models_with_pretrained_weights() -> list[str]:
-    """Sorted names of the models ``pretrained="imagenet"`` can load weights for."""
-    return sorted(n for n, c in _configs.items() if c.get("torchvision_weights"))
+    """Sorted names of the models ``pretrained="imagenet"`` can load weights for (torchvision's or timm's)."""
+    return sorted(n for n, c in _configs.items() if c.get("torchvision_weights") or c.get("timm_weights"))
+
+
+def _hf_hub_cache() -> Path:
+    """The Hugging Face hub cache folder, as ``huggingface_hub`` resolves it (read at each call)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    return Path(cache).expanduser() / "huggingface" / "hub"
+
+
+#: The weight files a timm repository on the Hugging Face hub holds, in the order they are looked for.
+_TIMM_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def _timm_weights_file(repo: str) -> tuple[Path, str]:
+    """The cached file of hub repository ``repo`` (or its cache folder when none is there) and its URL."""
+    folder = _hf_hub_cache() / ("models--" + repo.replace("/", "--"))
+    ref = folder / "refs" / "main"
+    url = f"https://huggingface.co/{repo}/resolve/main/{_TIMM_FILES[0]}"
+    revisions = [ref.read_text().strip()] if ref.is_file() else []
+    if (folder / "snapshots").is_dir():
+        revisions += sorted(p.name for p in (folder / "snapshots").iterdir() if p.name not in revisions)
+    for rev in revisions:
+        for fname in _TIMM_FILES:
+            path = folder / "snapshots" / rev / fname
+            if path.is_file():
+                return path, f"https://huggingface.co/{repo}/resolve/main/{fname}"
+    return folder, url
 
 
 def imagenet_weights_file(name: str) -> tuple[Path, str]:
-    """Where torchvision's ImageNet weights for model ``name`` are expected, and their URL.
+    """Where the ImageNet weights for model ``name`` are expected, and their URL.
 
-    The path is ``torch.hub.get_dir() / "checkpoints" / <file name of the URL>``
-    (``$TORCH_HOME/hub/checkpoints/...``), where torchvision's own loader caches
-    the ``Weights.DEFAULT`` file of the model (:func:`torchvision.models.get_model_weights`).
+    For torchvision's models the path is ``torch.hub.get_dir() / "checkpoints" /
+    <file name of the URL>`` (``$TORCH_HOME/hub/checkpoints/...``), where
+    torchvision's own loader caches the ``Weights.DEFAULT`` file of the model
+    (:func:`torchvision.models.get_model_weights`). For timm's models
+    (``timm_weights``, a Hugging Face hub repository) it is the file
+    ``timm.create_model(..., pretrained=True)`` would have cached
+    (``$HF_HUB_CACHE/models--timm--<model>.<tag>/snapshots/<revision>/model.safetensors``,
+    or ``pytorch_model.bin``), or, when no such file is there, the
+    repository's cache folder. Nothing is downloaded.
 
     Returns
     -------
@@ -260,7 +302,10 @@ def imagenet_weights_file(name: str) -> tuple[Path, str]:
     ValueError
         If the model has no pretrained weights (the message lists those that have).
     """
-    tv_name = get_model_config(name).get("torchvision_weights")
+    cfg = get_model_config(name)
+    if cfg.get("timm_weights"):
+        return _timm_weights_file(cfg["timm_weights"])
+    tv_name = cfg.get("torchvision_weights")
     if not tv_name:
         raise ValueError(
             f"model {name!r} has no pretrained ImageNet weights (only its own random initialisation); "
@@ -270,6 +315,21 @@ def imagenet_weights_file(name: str) -> tuple[Path, str]:
 
     url = torchvision.models.get_model_weights(tv_name).DEFAULT.url
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path), url
+
+
+def _load_weights(path: Path) -> Any:
+    """A ``.safetensors`` file (tensors only, by design) or a torch file read with ``weights_only=True``."""
+    from ..engine import load_checkpoint  # lazy: cnn.engine imports nothing from here
+
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except (SafetensorError, OSError) as exc:
+            raise ValueError(f"{path} is not a readable safetensors file: {exc}") from exc
+    return load_checkpoint(path, map_location="cpu")
 
 
 # torchvision's DenseNet checkpoints name "norm.1" what the modules call "norm1"
@@ -298,13 +358,14 @@ def read_pretrained(name: str, pretrained: str | os.PathLike) -> tuple[dict[str,
     name : str
         The registered model the weights are for.
     pretrained : "imagenet", str or path
-        ``"imagenet"``: torchvision's ImageNet weights of the model, read from the
-        torch hub cache (:func:`imagenet_weights_file`); they are never
-        downloaded here. Otherwise a file: a ``state_dict`` saved with
-        ``torch.save`` (``.pt`` / ``.pth``, possibly under a ``"state_dict"`` or
-        ``"model"`` key), a file written by ``CNNClassifier.save`` or a
-        ``CNNClassifier`` checkpoint. Files are read with
-        ``torch.load(weights_only=True)``.
+        ``"imagenet"``: the ImageNet weights of the model, torchvision's read
+        from the torch hub cache, timm's from the Hugging Face hub cache
+        (:func:`imagenet_weights_file`); they are never downloaded here.
+        Otherwise a file: a ``state_dict`` saved with ``torch.save`` (``.pt`` /
+        ``.pth`` / ``.bin``, possibly under a ``"state_dict"`` or ``"model"``
+        key), a ``.safetensors`` file (timm's hub format), a file written by
+        ``CNNClassifier.save`` or a ``CNNClassifier`` checkpoint. Torch files
+        are read with ``torch.load(weights_only=True)``.
 
     Returns
     -------
@@ -323,10 +384,16 @@ def read_pretrained(name: str, pretrained: str | os.PathLike) -> tuple[dict[str,
         The file is missing (for ``"imagenet"``: the message names the path
         looked for and the URL to fetch it from).
     """
-    from ..engine import load_checkpoint  # lazy: cnn.engine imports nothing from here
-
     if isinstance(pretrained, str) and pretrained == "imagenet":
         path, url = imagenet_weights_file(name)
+        repo = get_model_config(name).get("timm_weights")
+        if repo and not path.is_file():
+            raise FileNotFoundError(
+                f"pretrained='imagenet' for model {name!r} needs timm's weights (Hugging Face hub repository "
+                f"{repo}), which are not in the local hub cache {path} (they are not downloaded implicitly). "
+                f"Download {url} and pass pretrained=<that file>, or set HF_HUB_CACHE to a hub cache holding "
+                f"{repo} (e.g. filled with `huggingface-cli download {repo}` on a machine with network)"
+            )
         if not path.is_file():
             raise FileNotFoundError(
                 f"pretrained='imagenet' for model {name!r} needs torchvision's weights file {path}, which is "
@@ -334,15 +401,16 @@ def read_pretrained(name: str, pretrained: str | os.PathLike) -> tuple[dict[str,
                 f"(e.g. curl -L -o '{path}' {url}), or set TORCH_HOME to a folder holding "
                 f"hub/checkpoints/{path.name}"
             )
-        state = _as_state_dict(load_checkpoint(path, map_location="cpu"), path)
-        state = {(_DENSENET_KEY.sub(r"\1\2", k)): v for k, v in state.items()}
+        state = _as_state_dict(_load_weights(path), path)
+        if not repo:
+            state = {(_DENSENET_KEY.sub(r"\1\2", k)): v for k, v in state.items()}
         cfg = get_model_config(name)
         return state, {"file": str(path), "mean": list(cfg["mean"]), "std": list(cfg["std"]), "in_chans": 3,
                        "model": name}
     path = Path(pretrained)
     if not path.is_file():
         raise FileNotFoundError(f"pretrained weights file not found: {path} (pretrained is 'imagenet' or a file)")
-    blob = load_checkpoint(path, map_location="cpu")
+    blob = _load_weights(path)
     meta: dict[str, Any] = {"file": str(path)}
     if isinstance(blob, Mapping) and blob.get("format") == "cnn.CNNClassifier":
         cfg = blob.get("config") if isinstance(blob.get("config"), Mapping) else {}
@@ -445,10 +513,10 @@ def create_model(
     in_chans : int, default=3
         Input channels (1 for grayscale, 3 for RGB).
     pretrained : None, "imagenet", str, path or mapping, default=None
-        None: random initialisation. ``"imagenet"``: torchvision's ImageNet
-        weights (ImageNet models only, see :func:`models_with_pretrained_weights`),
-        read from the torch hub cache, never downloaded (a missing file raises
-        an error naming it and its URL). A file path (see :func:`read_pretrained`)
+        None: random initialisation. ``"imagenet"``: torchvision's or timm's
+        ImageNet weights (see :func:`models_with_pretrained_weights`), read from
+        the torch hub or Hugging Face hub cache, never downloaded (a missing
+        file raises an error naming where it was looked for and its URL). A file path (see :func:`read_pretrained`)
         or a state dict: its tensors are copied where name and shape match;
         the classifier head is re-initialised for the new classes, and so is
         the first convolution when ``in_chans`` differs. What was loaded and

@@ -102,6 +102,7 @@ class CifarResNet(nn.Module):
                 in_planes = planes
         self.layers = nn.Sequential(*layers)
         self.num_features = 64
+        self.head_hidden_size = self.num_features  # width of forward_head(x, pre_logits=True)
         self.fc = nn.Linear(64, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):

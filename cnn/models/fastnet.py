@@ -111,6 +111,7 @@ class FastNet(nn.Module):
             c = w
         self.groups = nn.Sequential(*groups)
         self.num_features = c
+        self.head_hidden_size = self.num_features  # width of forward_head(x, pre_logits=True)
         self.fc = nn.Linear(c, num_classes, bias=False)
         self.scale = float(scale)
 

@@ -80,6 +80,7 @@ class GoogLeNetCifar(nn.Module):
             Inception(832, 384, 192, 384, 48, 128, 128),  # 5b
         )
         self.num_features = 1024
+        self.head_hidden_size = self.num_features  # width of forward_head(x, pre_logits=True)
         self.fc = nn.Linear(1024, num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

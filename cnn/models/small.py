@@ -48,6 +48,7 @@ class SmallConvNet(nn.Module):
             *_cbr(2 * w, 4 * w),
         )
         self.num_features = 4 * w
+        self.head_hidden_size = self.num_features  # width of forward_head(x, pre_logits=True)
         self.drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(4 * w, num_classes)
 

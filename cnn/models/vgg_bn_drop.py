@@ -66,6 +66,7 @@ class VGGBNDrop(nn.Module):
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.num_features = 512
+        self.head_hidden_size = self.num_features  # width of forward_head(x, pre_logits=True)
         self.pre_logits = nn.Sequential(
             nn.Dropout(0.5),
             nn.Linear(512, 512, bias=False),
