@@ -8,6 +8,7 @@ import math
 import os
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 from pathlib import Path
@@ -23,9 +24,11 @@ from torch import nn
 
 from classicvision.utils.validation import Interval, Options, StrOptions, fit_context
 
+from .augment import BatchAugment, parse_augment
 from .data import DeviceData, channel_stats, images_to_tensor, normalize
 from .engine import (
     autocast_context,
+    evaluate,
     load_checkpoint,
     measure_train_step_memory,
     predict_logits,
@@ -63,6 +66,11 @@ _BATCH_NORMS = (
     nn.LazyBatchNorm1d, nn.LazyBatchNorm2d, nn.LazyBatchNorm3d,
 )
 
+#: Weight decay of Adam (the PaddlePaddle book's: none) and AdamW (torch's default) when None.
+_ADAM_WEIGHT_DECAY = {"adam": 0.0, "adamw": 0.01}
+#: Learning rate of Adam and AdamW when None (the PaddlePaddle book's).
+_ADAM_LR = 1e-3
+
 _UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40,
           "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -83,6 +91,9 @@ class _FitPlan:
     limit: int | None = None  # memory_limit in bytes
     pre_state: dict | None = None  # pretrained state dict
     pre_meta: dict = field(default_factory=dict)  # its file, channels, normalization
+    crop_flip: bool = True  # random crop (and flip, when ``flip``) while training
+    transforms: tuple = ()  # the extra augmentations (cnn.augment.BatchTransform)
+    validation: DeviceData | None = None  # validation_data on the device, labels encoded
 
 
 class MemoryPlanError(MemoryError, ValueError):
@@ -169,15 +180,30 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     batch_size : int, default=128
         Capped at the number of training images. The last incomplete batch of
         an epoch is dropped (the order is reshuffled every epoch).
+    optimizer : {"sgd", "adam", "adamw"}, default="sgd"
+        ``"sgd"``: SGD with (Nesterov) momentum, the biases and batch-norm
+        weights in their own group (learning rate x the recipe's
+        ``bias_lr_scale``, weight decay / ``bias_lr_scale``, airbench's
+        grouping). ``"adam"`` (Kingma & Ba, ICLR 2015; the PaddlePaddle
+        book's recipe, lr 0.001) and ``"adamw"`` (decoupled weight decay,
+        Loshchilov & Hutter, ICLR 2019): no weight decay on the biases and
+        batch-norm weights (the 1-D parameters). The schedule and warm-up
+        apply to all three.
     lr : float or None, default=None
-        Peak SGD learning rate. None: the ``lr`` of the model's training recipe
-        scaled linearly by ``batch_size / lr_batch_size`` (see
-        :func:`cnn.models.get_model_recipe`).
+        Peak learning rate. None: with ``"sgd"``, the ``lr`` of the model's
+        training recipe scaled linearly by ``batch_size / lr_batch_size``
+        (see :func:`cnn.models.get_model_recipe`); with ``"adam"`` and
+        ``"adamw"``, 0.001 (not scaled with the batch size).
     momentum : float in [0, 1) or None, default=None
-        None: the model's default (0.9; 0.85 for ``fastnet``).
+        SGD's momentum; Adam's and AdamW's ``beta1`` (``beta2`` is 0.999).
+        None: for SGD the model's default (0.9; 0.85 for ``fastnet``), for
+        Adam and AdamW 0.9.
     nesterov : bool, default=True
+        Nesterov momentum (SGD only).
     weight_decay : float >= 0 or None, default=None
-        L2 penalty of SGD. None: the model's default (5e-4 for the CIFAR nets).
+        SGD's and Adam's L2 penalty, AdamW's decoupled decay. None: for SGD
+        the model's default (5e-4 for the CIFAR nets), for Adam 0 (the
+        book's), for AdamW 0.01 (torch's default).
     label_smoothing : float in [0, 1) or None, default=None
         None: the model's default (0.1; 0.2 for ``fastnet``).
     schedule : {"onecycle", "cosine", "step"}, default="onecycle"
@@ -201,8 +227,24 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         weights when they are 1 or 3, else 1 when every training image is
         grayscale, else 3. Gray images are replicated to 3 channels and colour
         images converted to gray as needed.
-    augment : bool, default=True
-        Random crops (reflect padding of ``crop_padding`` pixels) on the device.
+    augment : bool, str, sequence or None, default=True
+        Training augmentation, on the device, per batch. ``True``: random
+        crops (reflect padding of ``crop_padding`` pixels) and flips (when
+        ``flip``); ``False`` or ``None``: none. A string of ``+``-joined names
+        adds PaddleClas's augmentations (:mod:`cnn.augment`) on top of the
+        crop and flip: ``"autoaugment"`` (CIFAR-10 policy), ``"randaugment"``,
+        ``"cutout"``, ``"random_erasing"``, ``"gridmask"``,
+        ``"hide_and_seek"``, ``"mixup"``, ``"cutmix"``, e.g.
+        ``"cutout+mixup"``; a leading ``"none+"`` drops the crop and flip
+        (``"none+cutout"``). A sequence may hold names and
+        :class:`cnn.augment.BatchTransform` instances (other parameters).
+        Whatever the order given, each batch goes: AutoAugment / RandAugment
+        on the uint8 images, normalization, crop, flip, the occlusions
+        (Cutout, RandomErasing, GridMask, HideAndSeek), then Mixup or CutMix
+        (one of the two per batch when both are named). Mixup and CutMix
+        train on soft targets (label smoothing applies on top); the training
+        ``accuracy`` then counts the dominant class. Unknown names fail at
+        fit, listing the valid ones.
     flip : bool, default=True
         Random horizontal flips while training (when ``augment``) and flip
         test-time augmentation (when ``tta``). Turn off for digits and text.
@@ -227,6 +269,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         Save a checkpoint (``last.pt``) there after every epoch.
     resume : bool, default=False
         Continue from ``checkpoint_dir/last.pt`` if it exists.
+    eval_every : int >= 1 or None, default=None
+        With ``validation_data`` in :meth:`fit`: evaluate every that many
+        epochs and after the last one; None: every epoch. Needs
+        ``validation_data``.
     verbose : int, default=0
         1: one line per epoch (loss, train accuracy, images/s, elapsed, ETA).
     random_state : int, RandomState instance or None, default=None
@@ -289,9 +335,15 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     device_ : torch.device
     history_ : list of dict
         Per epoch: ``epoch``, ``loss``, ``accuracy`` (on augmented training
-        batches), ``lr``, ``images_per_second``, ``seconds``.
+        batches), ``lr``, ``images_per_second``, ``seconds``; on the epochs
+        evaluated on ``validation_data`` also ``test_loss`` (cross-entropy,
+        without label smoothing) and ``test_error`` (1 - top-1 accuracy),
+        computed in eval mode without test-time augmentation.
     fit_seconds_ : float
-        Training time, data preparation included, compile time excluded.
+        Training time, data preparation included, compile time and the
+        evaluation of ``validation_data`` excluded.
+    eval_seconds_ : float
+        Time spent evaluating ``validation_data`` (0 without it).
     compile_seconds_ : float
         Time of ``torch.compile`` plus its warm-up step (0 when off).
     n_params_ : int
@@ -329,6 +381,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         "model": [str],
         "epochs": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "optimizer": [StrOptions({"sgd", "adam", "adamw"})],
         "lr": [Interval(Real, 0, None, closed="neither"), None],
         "momentum": [Interval(Real, 0, 1, closed="left"), None],
         "nesterov": ["boolean"],
@@ -338,7 +391,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         "warmup_epochs": [Interval(Real, 0, None, closed="left")],
         "input_size": [Interval(Integral, 1, None, closed="left"), None],
         "in_chans": [Options(Integral, {1, 3}), None],
-        "augment": ["boolean"],
+        "augment": ["boolean", str, list, tuple, None],
         "flip": ["boolean"],
         "crop_padding": [Interval(Integral, 0, None, closed="left"), None],
         "tta": ["boolean"],
@@ -348,6 +401,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         "compile": ["boolean"],
         "checkpoint_dir": [str, os.PathLike, None],
         "resume": ["boolean"],
+        "eval_every": [Interval(Integral, 1, None, closed="left"), None],
         "verbose": ["verbose"],
         "random_state": ["random_state"],
         "num_threads": [Interval(Integral, 1, None, closed="left"), None],
@@ -363,6 +417,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         model: str = "small_convnet",
         epochs: int = 10,
         batch_size: int = 128,
+        optimizer: str = "sgd",
         lr: float | None = None,
         momentum: float | None = None,
         nesterov: bool = True,
@@ -372,7 +427,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         warmup_epochs: float = 1,
         input_size: int | None = None,
         in_chans: int | None = None,
-        augment: bool = True,
+        augment: bool | str | Sequence | None = True,
         flip: bool = True,
         crop_padding: int | None = None,
         tta: bool = True,
@@ -382,6 +437,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         compile: bool = False,
         checkpoint_dir: str | os.PathLike | None = None,
         resume: bool = False,
+        eval_every: int | None = None,
         verbose: int = 0,
         random_state: int | np.random.RandomState | None = None,
         num_threads: int | None = None,
@@ -393,6 +449,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.model = model
         self.epochs = epochs
         self.batch_size = batch_size
+        self.optimizer = optimizer
         self.lr = lr
         self.momentum = momentum
         self.nesterov = nesterov
@@ -412,6 +469,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.compile = compile
         self.checkpoint_dir = checkpoint_dir
         self.resume = resume
+        self.eval_every = eval_every
         self.verbose = verbose
         self.random_state = random_state
         self.num_threads = num_threads
@@ -489,7 +547,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         backbone_scale: float = 1.0,
         head: frozenset = frozenset(),
     ):
-        """SGD with groups: weights, biases (x ``bias_scale``), and the backbone's (x ``backbone_scale``)."""
+        """The optimizer, with groups: weights, 1-D parameters (biases, norms), the backbone's.
+
+        SGD: the 1-D parameters at ``lr * bias_scale`` and ``wd / bias_scale``.
+        Adam / AdamW: the 1-D parameters without weight decay. The backbone's
+        parameters (with ``backbone_scale`` != 1) at ``lr * backbone_scale``.
+        """
         decay, biases, bb_decay, bb_biases = [], [], [], []
         for name, p in net.named_parameters():
             if not p.requires_grad:
@@ -499,18 +562,34 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 (bb_biases if backbone else biases).append(p)
             else:
                 (bb_decay if backbone else decay).append(p)
+        sgd = self.optimizer == "sgd"
+        if not sgd:
+            bias_scale = 1.0
         groups = []
         for params, scale in ((decay, 1.0), (bb_decay, backbone_scale)):
             if params or not groups:
                 groups.append({"params": params, "lr": lr * scale, "weight_decay": wd})
         for params, scale in ((biases, 1.0), (bb_biases, backbone_scale)):
             if params:
-                groups.append({"params": params, "lr": lr * scale * bias_scale, "weight_decay": wd / bias_scale})
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=self.nesterov and momentum > 0)
+                groups.append({"params": params, "lr": lr * scale * bias_scale,
+                               "weight_decay": wd / bias_scale if sgd else 0.0})
+        if sgd:
+            return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=self.nesterov and momentum > 0)
+        cls = torch.optim.Adam if self.optimizer == "adam" else torch.optim.AdamW
+        return cls(groups, lr=lr, betas=(momentum, 0.999), weight_decay=wd)
+
+    def _optimizer_defaults(self, recipe: dict) -> tuple[float, float]:
+        """``momentum`` (Adam's beta1) and ``weight_decay``, the optimizer's defaults where None."""
+        if self.optimizer == "sgd":
+            momentum, wd = recipe["momentum"], recipe["weight_decay"]
+        else:
+            momentum, wd = 0.9, _ADAM_WEIGHT_DECAY[self.optimizer]
+        return (self.momentum if self.momentum is not None else momentum,
+                self.weight_decay if self.weight_decay is not None else wd)
 
     # ------------------------------------------------------------------- fit
     @fit_context(prefer_skip_nested_validation=True)
-    def fit(self, images, y, filenames=None):
+    def fit(self, images, y, filenames=None, validation_data=None):
         """Train the network.
 
         Parameters
@@ -521,6 +600,14 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             Class labels (any hashable values numpy can sort).
         filenames : sequence of str, optional
             Used in error messages about bad images.
+        validation_data : (images, y) or None, default=None
+            Images and labels evaluated after every ``eval_every`` epochs
+            (loss and error in ``history_``: the training curves). They are
+            never trained on, and the weights do not depend on them (the
+            evaluation draws no random numbers); labels must be among the
+            training classes. Bench passes the test split, as the
+            PaddlePaddle book's chapter plots its test cost per pass. They
+            are held on the device as uint8 (not counted by ``memory_limit``).
 
         Returns
         -------
@@ -532,7 +619,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             Unknown model, length mismatch between images and labels, fewer than
             two classes, an invalid image (named by index / file), an input size
             below the model's smallest, a model without ImageNet weights for
-            ``pretrained="imagenet"``, or an unreadable weights file.
+            ``pretrained="imagenet"``, or an unreadable weights file; an
+            unknown augmentation name (the message lists the valid ones);
+            ``validation_data`` that is not ``(images, y)`` of equal lengths,
+            holds labels absent from ``y``, or ``eval_every`` without it.
         MemoryPlanError
             With ``memory_limit``: not even the smallest batch fits.
         FileNotFoundError
@@ -555,6 +645,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"need at least 2 classes to train a classifier, got {classes.shape[0]}")
         cfg = get_model_config(self.model)  # ValueError listing close names
         recipe = get_model_recipe(self.model)
+        crop_flip, transforms = parse_augment(self.augment)  # ValueError listing the valid names
+        val_images, val_y = self._check_validation(validation_data, classes)
         limit = None if self.memory_limit is None else parse_bytes(self.memory_limit)
 
         t_start = time.perf_counter()
@@ -604,10 +696,44 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 self.mean_, self.std_ = channel_stats(x)
             data = DeviceData(x, torch.from_numpy(y_enc), self.mean_, self.std_, device, channels_last=cl)
             del x
+            validation = None
+            if val_images is not None:
+                vx = images_to_tensor(val_images, size=size, in_chans=in_chans)
+                validation = DeviceData(vx, torch.from_numpy(val_y), self.mean_, self.std_, device, channels_last=cl)
+                del vx
             plan = _FitPlan(cfg=cfg, recipe=recipe, seed=seed, pad=pad, device=device, amp_dtype=amp_dtype, channels_last=cl,
-                            t_start=t_start, limit=limit, pre_state=pre_state, pre_meta=pre_meta)
+                            t_start=t_start, limit=limit, pre_state=pre_state, pre_meta=pre_meta,
+                            crop_flip=crop_flip, transforms=tuple(transforms), validation=validation)
             self._train(data, plan)
         return self
+
+    def _check_validation(self, validation_data, classes: np.ndarray):
+        """``(images, encoded labels)`` of ``validation_data``, or ``(None, None)``; checked before training."""
+        if validation_data is None:
+            if self.eval_every is not None:
+                raise ValueError(f"eval_every={self.eval_every} needs validation_data=(images, y) in fit")
+            return None, None
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise ValueError(
+                f"validation_data must be a pair (images, y), got {type(validation_data).__name__}"
+                + (f" of length {len(validation_data)}" if hasattr(validation_data, "__len__") else "")
+            )
+        images, y = validation_data
+        if isinstance(images, (str, bytes)) or not hasattr(images, "__len__"):
+            raise TypeError(f"validation_data images must be a sequence of arrays, got {type(images).__name__}")
+        y = np.asarray(y)
+        if y.ndim != 1 or len(images) != y.shape[0] or y.shape[0] == 0:
+            raise ValueError(
+                f"validation_data needs one label per image and at least one image: {len(images)} images, "
+                f"labels of shape {y.shape}"
+            )
+        pos = np.searchsorted(classes, y).clip(0, len(classes) - 1)
+        unknown = y[classes[pos] != y]
+        if unknown.size:
+            raise ValueError(
+                f"validation_data holds labels absent from the training labels: {sorted(set(unknown.tolist()))[:10]}"
+            )
+        return images, pos.astype(np.int64)
 
     @staticmethod
     def _valid_stats(mean, std, in_chans: int) -> bool:
@@ -697,8 +823,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         """Build the network, choose the batch size, train (or resume) and set the fitted attributes."""
         recipe, device = plan.recipe, plan.device
         n = len(data)
-        momentum = self.momentum if self.momentum is not None else recipe["momentum"]
-        wd = self.weight_decay if self.weight_decay is not None else recipe["weight_decay"]
+        momentum, wd = self._optimizer_defaults(recipe)
         ls = self.label_smoothing if self.label_smoothing is not None else recipe["label_smoothing"]
         loss_fn = nn.CrossEntropyLoss(label_smoothing=ls)
         autocast = autocast_context(device, plan.amp_dtype)
@@ -717,15 +842,17 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             if self.compile and start_epoch < self.epochs:
                 train_net, self.compile_seconds_ = self._compile(net, data, bs, loss_fn, autocast, device)
             self.n_params_ = int(sum(p.numel() for p in net.parameters()))
+            augment = BatchAugment(plan.transforms, len(self.classes_)) if plan.transforms else None
 
             def one_epoch() -> dict:
                 batches = data.batches(
                     bs,
                     shuffle=True,
                     drop_last=True,
-                    crop_padding=plan.pad if self.augment else 0,
-                    flip=self.flip and self.augment,
+                    crop_padding=plan.pad if plan.crop_flip else 0,
+                    flip=self.flip and plan.crop_flip,
                     generator=gen,
+                    augment=augment,
                 )
                 return train_one_epoch(
                     train_net, batches, optimizer, scheduler,
@@ -736,12 +863,17 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             def checkpoint_state(epoch: int, history: list) -> dict:
                 return self._checkpoint_state(net, optimizer, scheduler, epoch, history, gen, device, n)
 
-            self._run_epochs(one_epoch, optimizer, start_epoch, history, checkpoint_state)
+            def validate() -> dict:
+                return evaluate(net, plan.validation.batches(max(bs, 256)), autocast=autocast)
+
+            self.eval_seconds_ = 0.0
+            self._run_epochs(one_epoch, optimizer, start_epoch, history, checkpoint_state,
+                             validate if plan.validation is not None else None)
         net.eval()
         self.model_ = net
         self.history_ = history
         synchronize(device)
-        self.fit_seconds_ = time.perf_counter() - plan.t_start - self.compile_seconds_
+        self.fit_seconds_ = time.perf_counter() - plan.t_start - self.compile_seconds_ - self.eval_seconds_
 
     def _build_network(self, data: DeviceData, plan: _FitPlan) -> tuple[nn.Module, frozenset, list]:
         """The network on the device: pretrained weights, whitening, memory format, frozen backbone.
@@ -780,9 +912,14 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         return net, head, eval_modules
 
     def _optimizer_and_scheduler(self, net, head, plan: _FitPlan, bs: int, steps: int, momentum, wd):
-        """SGD (learning rate scaled to ``bs``) and its per-step schedule over ``epochs * steps`` steps."""
+        """The optimizer (SGD's learning rate scaled to ``bs``) and its per-step schedule over ``epochs * steps``."""
         recipe = plan.recipe
-        base_lr = self.lr if self.lr is not None else recipe["lr"] * bs / recipe["lr_batch_size"]
+        if self.lr is not None:
+            base_lr = self.lr
+        elif self.optimizer == "sgd":
+            base_lr = recipe["lr"] * bs / recipe["lr_batch_size"]
+        else:
+            base_lr = _ADAM_LR
         backbone_scale = (
             float(self.backbone_lr_scale) if plan.pre_state is not None and self.freeze == "none" else 1.0
         )
@@ -808,9 +945,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         gen.set_state(state["rng"]["generator"].to(gen.get_state().device))
         return int(state["epoch"]), list(state["history"])
 
-    def _run_epochs(self, one_epoch, optimizer, start_epoch: int, history: list, checkpoint_state) -> None:
-        """Epochs ``start_epoch..epochs-1``: train, record ``history``, print, checkpoint."""
+    def _run_epochs(self, one_epoch, optimizer, start_epoch: int, history: list, checkpoint_state,
+                    validate=None) -> None:
+        """Epochs ``start_epoch..epochs-1``: train, evaluate (``validate``), record ``history``, print, checkpoint."""
         ckpt = self._ckpt_path()
+        every = self.eval_every or 1
         t_train = time.perf_counter()
         for epoch in range(start_epoch, self.epochs):
             stats = one_epoch()
@@ -822,6 +961,13 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 "images_per_second": stats["images_per_second"],
                 "seconds": stats["seconds"],
             }
+            test = ""
+            if validate is not None and ((epoch + 1) % every == 0 or epoch + 1 == self.epochs):
+                t0 = time.perf_counter()
+                ev = validate()
+                self.eval_seconds_ += time.perf_counter() - t0
+                rec["test_loss"], rec["test_error"] = ev["loss"], 1.0 - ev["accuracy"]
+                test = f" test-loss {rec['test_loss']:.4f} test-err {rec['test_error']:.4f}"
             history.append(rec)
             if self.verbose:
                 done = epoch + 1 - start_epoch
@@ -829,7 +975,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 eta = elapsed / done * (self.epochs - epoch - 1)
                 print(
                     f"[{self.model}] epoch {epoch + 1}/{self.epochs} loss {rec['loss']:.4f} "
-                    f"train-acc {rec['accuracy']:.4f} {rec['images_per_second']:.0f} img/s "
+                    f"train-acc {rec['accuracy']:.4f}{test} {rec['images_per_second']:.0f} img/s "
                     f"elapsed {elapsed:.1f}s ETA {eta:.1f}s",
                     flush=True,
                 )
@@ -887,8 +1033,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         saved = state["params"]
         mine = self._params_for_saving()
         keys = ("model", "epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "random_state",
-                "pretrained", "freeze")
-        diff = {k: (saved.get(k), mine[k]) for k in keys if saved.get(k) != mine[k]}
+                "pretrained", "freeze", "optimizer", "augment")
+        defaults = {"optimizer": "sgd", "augment": True}  # of checkpoints written before these parameters
+        diff = {k: (saved.get(k, defaults.get(k)), mine[k]) for k in keys if saved.get(k, defaults.get(k)) != mine[k]}
         if diff:
             raise ValueError(f"cannot resume: parameters differ from the checkpoint's (saved, now): {diff}")
         if state["n_samples"] != n or state["classes"] != self.classes_.tolist():
@@ -983,6 +1130,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             "n_params": self.n_params_,
             "fit_seconds": self.fit_seconds_,
             "compile_seconds": self.compile_seconds_,
+            "eval_seconds": float(getattr(self, "eval_seconds_", 0.0)),
             "history": self.history_,
             "batch_size_used": int(getattr(self, "batch_size_", self.batch_size)),
         }
@@ -1103,6 +1251,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         clf.n_params_ = int(sum(p.numel() for p in net.parameters()))
         clf.fit_seconds_ = float(cfg.get("fit_seconds", float("nan")))
         clf.compile_seconds_ = float(cfg.get("compile_seconds", 0.0))
+        clf.eval_seconds_ = float(cfg.get("eval_seconds", 0.0))
         clf.history_ = list(cfg.get("history", []))
         used = cfg.get("batch_size_used")
         clf.batch_size_ = int(used) if isinstance(used, int) and used >= 1 else int(clf.batch_size)

@@ -10,12 +10,16 @@ per-batch host-to-device copy or DataLoader worker is needed.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from classicvision.base import check_image, image_list
+
+if TYPE_CHECKING:
+    from .augment import BatchAugment
 
 __all__ = [
     "images_to_tensor",
@@ -277,8 +281,13 @@ class DeviceData:
         crop_padding: int = 0,
         flip: bool = False,
         generator: torch.Generator | None = None,
+        augment: BatchAugment | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         """Yield ``(images, labels)`` batches: float32, normalized, augmented on the device.
+
+        Order per batch: ``augment``'s pixel stage (AutoAugment, RandAugment)
+        on the uint8 images, normalization, random crop, flip, then
+        ``augment``'s occlusions (Cutout, ...) and mixing (Mixup, CutMix).
 
         Parameters
         ----------
@@ -294,18 +303,26 @@ class DeviceData:
         generator : torch.Generator, optional
             Source of every random draw, on this data's device, so that runs
             repeat exactly.
+        augment : cnn.augment.BatchAugment, optional
+            Extra per-batch augmentations. With Mixup or CutMix the labels are
+            soft targets, ``(B, n_classes)`` float rows summing to one.
         """
         n = len(self)
         order = torch.randperm(n, device=self.device, generator=generator) if shuffle else None
         stop = n - (n % batch_size) if (drop_last and n >= batch_size) else n
         for i in range(0, stop, batch_size):
             idx = order[i : i + batch_size] if order is not None else slice(i, i + batch_size)
-            xb = normalize(self.x[idx], self.mean, self.std)
+            xb = self.x[idx]
+            if augment is not None and augment.pixels:
+                xb = augment.on_pixels(xb, generator)
+            xb = normalize(xb, self.mean, self.std)
             if crop_padding:
                 xb = random_crop(xb, crop_padding, generator)
             if flip:
                 xb = random_flip(xb, generator)
             yb = None if self.y is None else self.y[idx]
+            if augment is not None:
+                xb, yb = augment.on_normalized(xb, yb, generator)
             yield self._finish(xb), yb
 
     def num_batches(self, batch_size: int, drop_last: bool = False) -> int:

@@ -130,7 +130,8 @@ def train_one_epoch(
     ----------
     model : torch.nn.Module
     batches : iterable of (images, labels)
-        Tensors on the model's device.
+        Tensors on the model's device; labels are class indices ``(B,)`` or
+        soft targets ``(B, n_classes)`` (Mixup, CutMix).
     optimizer : torch.optim.Optimizer
     scheduler : LRScheduler, optional
         Stepped after every batch (per-step schedules).
@@ -149,8 +150,9 @@ def train_one_epoch(
     Returns
     -------
     dict
-        ``loss`` and ``accuracy`` (sample-weighted means over the epoch),
-        ``n`` (images seen), ``seconds`` and ``images_per_second``.
+        ``loss`` and ``accuracy`` (sample-weighted means over the epoch; with
+        soft targets a prediction counts as right when it is the target's
+        largest class), ``n`` (images seen), ``seconds`` and ``images_per_second``.
     """
     if loss_fn is None:
         loss_fn = nn.functional.cross_entropy
@@ -179,7 +181,8 @@ def train_one_epoch(
         with torch.no_grad():
             b = yb.shape[0]
             bl = loss.detach().float() * b
-            bc = (logits.detach().argmax(1) == yb).sum()
+            hard = yb.argmax(1) if yb.ndim == 2 else yb  # soft targets (Mixup, CutMix): the dominant class
+            bc = (logits.detach().argmax(1) == hard).sum()
             loss_sum = bl if loss_sum is None else loss_sum + bl
             correct = bc if correct is None else correct + bc
         n += b

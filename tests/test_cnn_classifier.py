@@ -710,3 +710,113 @@ def test_pretrained_imagenet_on_own_nets_says_so(small, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with pytest.raises(FileNotFoundError, match=f"{tmp_path}.*hub.*checkpoints.*resnet18-.*pth"):
         _quick(model="resnet18", pretrained="imagenet").fit(X[:20], y[:20])
+
+
+# ------------------------------------------- augmentations, optimizers, curves
+def _weights(clf):
+    return [p.detach().clone() for p in clf.model_.parameters()]
+
+
+def _same(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_augment_strings_train_reproducibly_and_keep_bool_meanings(small):
+    X, y = small
+    a = _quick(epochs=1, augment="cutout+mixup").fit(X, y)
+    b = _quick(epochs=1, augment="cutout+mixup").fit(X, y)
+    assert _same(_weights(a), _weights(b))
+    assert 0 <= a.history_[0]["accuracy"] <= 1 and np.isfinite(a.history_[0]["loss"])
+    # "crop" is True (crop and flip), "none" is False: the same weights as the booleans
+    assert _same(_weights(_quick(epochs=1, augment="crop").fit(X, y)), _weights(_quick(epochs=1).fit(X, y)))
+    off = _weights(_quick(epochs=1, augment=False).fit(X, y))
+    assert _same(_weights(_quick(epochs=1, augment="none").fit(X, y)), off)
+    assert not _same(_weights(_quick(epochs=1, augment="none+cutmix").fit(X, y)), off)
+
+
+def test_unknown_augmentation_fails_at_fit_listing_the_valid_ones(small):
+    X, y = small
+    clf = _quick(augment="cutout+mixupp")  # the constructor does not validate (scikit-learn's convention)
+    with pytest.raises(ValueError, match="unknown augmentation 'mixupp'.*cutout, random_erasing.*cutmix"):
+        clf.fit(X, y)
+
+
+def test_soft_targets_with_label_smoothing_and_every_augmentation(small):
+    X, y = small
+    clf = _quick(epochs=1, augment="autoaugment+randaugment+random_erasing+gridmask+hide_and_seek+cutmix",
+                 label_smoothing=0.1).fit(X[:128], y[:128])
+    assert np.isfinite(clf.history_[0]["loss"]) and clf.predict(X[:3]).shape == (3,)
+
+
+@pytest.mark.parametrize("opt", ["adam", "adamw"])
+def test_adam_and_adamw_train_with_sensible_groups(small, opt):
+    X, y = small
+    clf = _quick(epochs=1, optimizer=opt).fit(X, y)
+    assert np.isfinite(clf.history_[0]["loss"])
+    assert not _same(_weights(clf), _weights(_quick(epochs=1).fit(X, y)))
+    net = clf.model_
+    built = clf._make_optimizer(net, 1e-3, 0.9, 0.01, bias_scale=64.0)
+    assert type(built).__name__ == {"adam": "Adam", "adamw": "AdamW"}[opt]
+    decays = {p.ndim > 1: g["weight_decay"] for g in built.param_groups for p in g["params"]}
+    assert decays[False] == 0.0 and decays[True] == 0.01  # no decay on biases / norms
+    assert {g["lr"] for g in built.param_groups} == {1e-3}  # the SGD-only bias lr scale is not applied
+    assert clf._optimizer_defaults(clf.model_recipe_) == (0.9, {"adam": 0.0, "adamw": 0.01}[opt])
+
+
+def test_adam_default_lr_is_the_books(small, monkeypatch):
+    X, y = small
+    seen = {}
+    real = CNNClassifier._make_optimizer
+
+    def spy(self, net, lr, *args, **kwargs):
+        seen["lr"] = lr
+        return real(self, net, lr, *args, **kwargs)
+
+    monkeypatch.setattr(CNNClassifier, "_make_optimizer", spy)
+    _quick(epochs=1, optimizer="adam", batch_size=32).fit(X[:64], y[:64])
+    assert seen["lr"] == 1e-3
+    _quick(epochs=1, optimizer="sgd", batch_size=32).fit(X[:64], y[:64])
+    recipe = classifier_module.get_model_recipe("small_convnet")
+    assert seen["lr"] == pytest.approx(recipe["lr"] * 32 / recipe["lr_batch_size"])
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(optimizer="rmsprop"), r"'optimizer' parameter.*'adam'"),
+    (dict(schedule="linear"), r"'schedule' parameter.*'cosine'"),
+])
+def test_unknown_optimizer_and_schedule_list_the_supported(small, kwargs, match):
+    X, y = small
+    with pytest.raises(ValueError, match=match):
+        _quick(**kwargs).fit(X, y)
+
+
+def test_validation_data_records_curves_without_changing_training(small, digits, tmp_path):
+    X, y = small
+    Xte, yte = digits[2][:100], digits[3][:100]
+    plain = _quick(epochs=3).fit(X, y)
+    clf = _quick(epochs=3, eval_every=2).fit(X, y, validation_data=(Xte, yte))
+    assert _same(_weights(plain), _weights(clf))  # evaluation draws no random numbers
+    evaluated = [h["epoch"] for h in clf.history_ if "test_loss" in h]
+    assert evaluated == [2, 3]  # every 2 epochs and the last
+    last = clf.history_[-1]
+    assert {"loss", "accuracy", "test_loss", "test_error"} <= set(last)
+    probs = clf.predict_proba(Xte)
+    assert last["test_error"] == pytest.approx(1 - clf.set_params(tta=False).score(Xte, yte))
+    assert last["test_loss"] > 0 and probs.shape == (100, 10)
+    assert clf.eval_seconds_ > 0
+    clf.save(tmp_path / "m.pt")
+    assert CNNClassifier.load(tmp_path / "m.pt").history_ == clf.history_
+    every = _quick(epochs=2).fit(X, y, validation_data=(Xte, yte))
+    assert all("test_error" in h for h in every.history_)
+
+
+def test_validation_data_errors(small):
+    X, y = small
+    with pytest.raises(ValueError, match="eval_every=2 needs validation_data"):
+        _quick(eval_every=2).fit(X, y)
+    with pytest.raises(ValueError, match="absent from the training labels: \\[42\\]"):
+        _quick().fit(X, y, validation_data=(X[:3], [1, 2, 42]))
+    with pytest.raises(ValueError, match="pair"):
+        _quick().fit(X, y, validation_data=X[:3])
+    with pytest.raises(ValueError, match="3 images"):
+        _quick().fit(X, y, validation_data=(X[:3], y[:2]))
