@@ -12,6 +12,7 @@ assigning ``classicvision.datasets.MAX_IMAGE_PIXELS`` for the process).
 :func:`load_digits_images`  scikit-learn's 8x8 digits with a fixed split
 :func:`load_image_folder`   ImageFolder directories and tar archives
 :func:`load_cifar10`        CIFAR-10 (official python format, or ImageFolder copy)
+:func:`load_cifar100`       CIFAR-100 (official python format), fine or coarse labels
 :func:`load_scene15`        15-Scene (ImageFolder copy)
 :func:`load_dataset`        any of the above by name (:data:`DATASETS`)
 :func:`dataset_root`        where a named dataset is read from (``$CLASSICVISION_DATA``)
@@ -21,6 +22,7 @@ assigning ``classicvision.datasets.MAX_IMAGE_PIXELS`` for the process).
 
 from ._cache import clear_cache, get_cache_dir, is_cache_entry
 from ._cifar import CIFAR10_MD5, CIFAR10_URL, download_file, load_cifar10
+from ._cifar100 import CIFAR100_MD5, CIFAR100_URL, load_cifar100
 from ._decode import MAX_IMAGE_PIXELS, decode_image, read_image
 from ._digits import load_digits_images
 from ._folder import load_image_folder
@@ -32,6 +34,8 @@ __all__ = [
     "MAX_IMAGE_PIXELS",
     "CIFAR10_MD5",
     "CIFAR10_URL",
+    "CIFAR100_MD5",
+    "CIFAR100_URL",
     "clear_cache",
     "dataset_root",
     "decode_image",
@@ -39,6 +43,7 @@ __all__ = [
     "get_cache_dir",
     "is_cache_entry",
     "load_cifar10",
+    "load_cifar100",
     "load_dataset",
     "load_digits_images",
     "load_image_folder",

@@ -80,17 +80,24 @@ def _as_str(value) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def _parse_batch(d: dict, name: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    if "data" not in d or "labels" not in d:
-        raise ValueError(f"{name}: CIFAR batch without 'data' and 'labels' entries (keys: {sorted(d)})")
+def _parse_batch(
+    d: dict, name: str, label_key: str = "labels", n_classes: int = 10
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """One unpickled CIFAR batch -> (N, 32, 32, 3) uint8 images, labels, file names.
+
+    ``label_key`` / ``n_classes``: ``"labels"`` / 10 for CIFAR-10,
+    ``"fine_labels"`` / 100 or ``"coarse_labels"`` / 20 for CIFAR-100.
+    """
+    if "data" not in d or label_key not in d:
+        raise ValueError(f"{name}: CIFAR batch without 'data' and {label_key!r} entries (keys: {sorted(d)})")
     data = np.asarray(d["data"])
-    labels = np.asarray(d["labels"], dtype=np.int64).reshape(-1)
+    labels = np.asarray(d[label_key], dtype=np.int64).reshape(-1)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         raise ValueError(f"{name}: 'data' must be a (N, 3072) uint8 array, got {data.shape} {data.dtype}")
     if labels.shape[0] != data.shape[0]:
-        raise ValueError(f"{name}: {data.shape[0]} images but {labels.shape[0]} labels")
-    if labels.size and (labels.min() < 0 or labels.max() > 9):
-        raise ValueError(f"{name}: labels outside 0..9")
+        raise ValueError(f"{name}: {data.shape[0]} images but {labels.shape[0]} {label_key}")
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        raise ValueError(f"{name}: {label_key} outside 0..{n_classes - 1}")
     names = [_as_str(f) for f in d.get("filenames", [])]
     if len(names) != data.shape[0]:
         names = [f"{name}/{i}" for i in range(data.shape[0])]
@@ -309,19 +316,10 @@ def load_cifar10(
     archive_name = url.rstrip("/").rsplit("/", 1)[-1] or "cifar-10-python.tar.gz"
 
     kind, where = _locate(root, archive_name, download)
-    if kind == "official_tar" and download and md5 is not None and _md5(where) != md5.lower():
-        raise ValueError(
-            f"{where} exists but its md5 is not {md5}; delete it to download a fresh copy"
-        )
-    if kind is None:
-        if not download:
-            raise FileNotFoundError(
-                f"no CIFAR-10 copy found at {root} (expected {archive_name}, "
-                f"{_BATCH_DIR}/ or an ImageFolder copy); pass download=True to fetch it"
-            )
-        dest = root if root.name.endswith((".tar.gz", ".tgz", ".tar")) else root / archive_name
-        download_file(url, dest, md5=md5)
-        kind, where = "official_tar", dest
+    kind, where = fetch_if_missing(
+        kind, where, root, archive_name, tar_kind="official_tar", download=download, url=url, md5=md5,
+        missing=f"no CIFAR-10 copy found at {root} (expected {archive_name}, {_BATCH_DIR}/ or an ImageFolder copy)",
+    )
 
     if kind == "folder":
         return load_image_folder(
@@ -336,6 +334,37 @@ def load_cifar10(
         images, target, target_names, filenames = _read_official_tar(where, split)
     else:
         images, target, target_names, filenames = _read_official_dir(where, split)
+    return subsampled_bunch(
+        images, target, target_names, filenames, split=split, train_per_class=train_per_class,
+        test_per_class=test_per_class, random_state=random_state,
+    )
+
+
+def fetch_if_missing(
+    kind: str | None, where: Path | None, root: Path, archive_name: str, *, tar_kind: str, download: bool,
+    url: str, md5: str | None, missing: str,
+) -> tuple[str, Path]:
+    """The copy found (``kind``, ``where``), checked against ``md5``, or the one downloaded.
+
+    An archive found (``kind == tar_kind``) is verified when ``download``; with
+    nothing found (``kind`` None), ``url`` is downloaded into the folder
+    ``root`` (or to ``root`` when it ends in ``.tar.gz``, ``.tgz``, ``.tar``)
+    when ``download``, else ``FileNotFoundError(missing + ...)`` is raised.
+    """
+    if kind == tar_kind and download and md5 is not None and _md5(where) != md5.lower():
+        raise ValueError(f"{where} exists but its md5 is not {md5}; delete it to download a fresh copy")
+    if kind is not None:
+        return kind, where
+    if not download:
+        raise FileNotFoundError(f"{missing}; pass download=True to fetch it")
+    dest = root if root.name.endswith((".tar.gz", ".tgz", ".tar")) else root / archive_name
+    download_file(url, dest, md5=md5)
+    return tar_kind, dest
+
+
+def subsampled_bunch(images, target, target_names, filenames, *, split, train_per_class, test_per_class,
+                     random_state, **fields) -> Bunch:
+    """The loaders' Bunch of an official CIFAR pool, subsampled per class (:func:`select_indices`)."""
     chosen, extra = select_indices(
         target,
         split=split,
@@ -355,6 +384,7 @@ def load_cifar10(
         target_names=target_names,
         filenames=np.asarray(filenames, dtype=str),
         split=split,
+        **fields,
         **extra,
     )
 

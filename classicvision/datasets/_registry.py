@@ -9,6 +9,7 @@ from pathlib import Path
 from sklearn.utils import Bunch
 
 from ._cifar import load_cifar10
+from ._cifar100 import load_cifar100
 from ._decode import resolve_max_pixels
 from ._digits import load_digits_images
 from ._folder import load_image_folder
@@ -21,6 +22,8 @@ DATASETS: dict[str, str] = {
     "fixed stratified split 1,198 train / 599 test (no download)",
     "cifar10": "CIFAR-10 (Krizhevsky 2009): 32x32 RGB, 10 classes, 50,000 train / 10,000 test; "
     "official python archive (downloadable) or an ImageFolder copy",
+    "cifar100": "CIFAR-100 (Krizhevsky 2009): 32x32 RGB, 100 fine classes (label='coarse': 20 superclasses), "
+    "50,000 train / 10,000 test; official python archive cifar-100-python.tar.gz (downloadable)",
     "scene15": "15-Scene (Lazebnik et al. 2006): ~250 px grayscale scenes, 15 classes, "
     "ImageFolder archive; 100 train per class, the rest test",
     "caltech101": "Caltech-101 (Fei-Fei, Fergus & Perona 2004): about 300x200 px colour and gray objects, "
@@ -134,7 +137,7 @@ def load_dataset(
 
     Parameters
     ----------
-    name : {"digits", "cifar10", "scene15", "caltech101", "folder"}
+    name : {"digits", "cifar10", "cifar100", "scene15", "caltech101", "folder"}
     root : str, path-like or None, default=None
         Where the data are (see each loader); ignored for "digits"; for the
         others ``None`` falls back on ``$CLASSICVISION_DATA``.
@@ -142,10 +145,12 @@ def load_dataset(
     max_pixels : int or None, default=None
         Largest width x height accepted per decoded image, checked on each
         file's header before decoding (``None``: :data:`MAX_IMAGE_PIXELS`).
-        Ignored for "digits" and CIFAR-10's official (already decoded) format.
+        Ignored for "digits", CIFAR-100 and CIFAR-10's official (already
+        decoded) formats.
     **kwargs
         Passed to the loader (:func:`load_digits_images`, :func:`load_cifar10`,
-        :func:`load_scene15`, :func:`load_image_folder`): e.g.
+        :func:`load_cifar100` (e.g. ``label="coarse"``), :func:`load_scene15`,
+        :func:`load_image_folder`): e.g.
         ``train_per_class`` / ``test_per_class`` (exactly that many training
         and up to that many test images per class), ``max_member_bytes``.
         ``cache``, ``n_jobs``, ``on_error`` and ``max_member_bytes`` are
@@ -182,4 +187,6 @@ def load_dataset(
     path = dataset_root(name, root)
     if name == "cifar10":
         return load_cifar10(path, split, **kwargs)
+    if name == "cifar100":
+        return load_cifar100(path, split, **kwargs)
     return load_image_folder(path, split, **kwargs)
