@@ -97,6 +97,11 @@ COMPARE_OPTIONS: tuple[tuple[tuple[str, ...], dict], ...] = (
                                     "that fits (default: 80%% of the memory available at start)")),
     (("--no-cache",), dict(action="store_true", help="do not read or write the features cache")),
     (("--save-models",), dict(action="store_true", help="write fitted models to OUT/models/")),
+    (("--no-latency",), dict(action="store_true",
+                             help="do not time one image on 1 and min(4, cores) threads (about a second per run)")),
+    (("--export-onnx",), dict(action="store_true",
+                              help="export every CNN to OUT/models/NAME.onnx and record its size, ONNX Runtime "
+                                   "top-1, agreement with PyTorch and latency")),
     (("--n-jobs",), dict(type=int, default=None, metavar="N", help="n_jobs for the classic pipelines")),
     (("--device",), dict(default="auto", choices=("auto", "cpu", "cuda"), help="CNN device (default: auto)")),
     (("--quiet",), dict(action="store_true", help="no progress lines on stderr")),

@@ -40,7 +40,7 @@ from bench.isolation import Outcome, default_memory_limit, format_bytes, headroo
 from bench.progress import Progress
 from bench.published import published_figure
 from bench.report import write_reports
-from bench.runners import run_classic, run_cnn
+from bench.runners import LATENCY_SECONDS, float_spec, quantize_option, run_classic, run_cnn
 from bench.specs import (
     DatasetError,
     RunSpec,
@@ -531,15 +531,21 @@ def run_job(job: Mapping[str, Any], stream: Any) -> dict:
         models_dir = ctx["models_dir"]
         if models_dir is not None and len(sets) > 1:
             models_dir = models_dir / f"split{i}"
+        latency = ctx.get("latency_seconds", LATENCY_SECONDS)
         if spec.track == "classic":
             rec = run_classic(build_spec, train, test, seed=seed, n_jobs=ctx["n_jobs"], cache=ctx["cache"],
-                              data_identity=ctx["identities"][i], models_dir=models_dir, progress=progress)
+                              data_identity=ctx["identities"][i], models_dir=models_dir, progress=progress,
+                              latency_seconds=latency)
         else:
             # the classifier plans on top of what this process holds: hand it the headroom
             room = None if ctx["memory_limit"] is None else headroom(ctx["memory_limit"])
+            onnx_dir = ctx.get("onnx_dir")
+            if onnx_dir is not None and len(sets) > 1:
+                onnx_dir = onnx_dir / f"split{i}"
             rec = run_cnn(spec, train, test, seed=seed, epochs=ctx["epochs"], device=ctx["device"],
                           defaults=ctx["cnn_defaults"], models_dir=models_dir, progress=progress,
-                          memory_limit=room)
+                          memory_limit=room, latency_seconds=latency, onnx_dir=onnx_dir,
+                          float_model=ctx.get("float_model") if len(sets) == 1 else None)
         records.append(rec)
     return records[0] if len(records) == 1 else _aggregate(records, [s for s, _, _ in sets])
 
@@ -547,8 +553,9 @@ def run_job(job: Mapping[str, Any], stream: Any) -> dict:
 def _execute(spec: RunSpec, build_spec: RunSpec, params: dict, ctx: Mapping[str, Any], progress: Progress) -> dict:
     """Run one spec on every split in a process of its own; return its record."""
     job = {"spec": spec, "build_spec": build_spec, "splits": ctx["splits"], "environ": dict(os.environ),
-           "ctx": {k: ctx[k] for k in ("n_jobs", "cache", "identities", "models_dir", "epochs", "device",
-                                       "memory_limit", "cnn_defaults")},
+           "ctx": {k: ctx.get(k) for k in ("n_jobs", "cache", "identities", "models_dir", "epochs", "device",
+                                           "memory_limit", "cnn_defaults", "latency_seconds", "onnx_dir",
+                                           "float_model")},
            "progress": {"quiet": progress.stream is None, "interval": progress.interval,
                         "heartbeat": progress.heartbeat}}
     # named, not imported: bench.worker imports this module (the runs' code), and torch
@@ -745,6 +752,7 @@ def run_compare(args: Any, *, command: str | None = None, progress: Progress | N
         with progress.stage("dataset", f"load {args.dataset!r}"):
             sets, info = load_split_sets(args)
         classic, cnns = _defaults(args, classic, cnns, sets[0][1], progress)
+        cnns = _float_first(cnns)
         digests = [{"train": dataset_digest(tr.images, tr.target), "test": dataset_digest(te.images, te.target)}
                    for _, tr, te in sets]
         info["digest"] = digests[0]
@@ -763,7 +771,8 @@ def run_compare(args: Any, *, command: str | None = None, progress: Progress | N
                         "cache": not args.no_cache, "save_models": bool(args.save_models),
                         "pipelines": ",".join(s.name for s in classic) or "none",
                         "cnn": ",".join(s.name for s in cnns) or "none",
-                        "memory_limit_bytes": memory_limit},
+                        "memory_limit_bytes": memory_limit, "latency": not getattr(args, "no_latency", False),
+                        "export_onnx": bool(getattr(args, "export_onnx", False))},
             "dataset": info,
             "environment": environment_info(),
             "runs": runs,
@@ -775,6 +784,8 @@ def run_compare(args: Any, *, command: str | None = None, progress: Progress | N
             "models_dir": out / "models" if args.save_models else None,
             "epochs": args.epochs, "device": args.device, "memory_limit": memory_limit,
             "cnn_defaults": dict(CNN_DATASET_DEFAULTS.get(args.dataset, {})), "sets": sets,
+            "latency_seconds": None if getattr(args, "no_latency", False) else LATENCY_SECONDS,
+            "onnx_dir": out / "models" if getattr(args, "export_onnx", False) else None,
         }
         specs = classic + cnns
         planned = [classic_run(spec, args.seed, args.dataset, image_side) if spec.track == "classic"
@@ -796,6 +807,37 @@ def run_compare(args: Any, *, command: str | None = None, progress: Progress | N
     return report, (1 if n_failed or n_ok < len(specs) else 0)
 
 
+def _float_first(cnns: Sequence[RunSpec]) -> list[RunSpec]:
+    """The CNN specs with the ``quantize=`` runs after the others (each after its float model's run)."""
+    return sorted(cnns, key=lambda s: s.overrides.get("quantize") is not None)
+
+
+def _float_sibling_model(spec: RunSpec, specs: Sequence[RunSpec], runs: Sequence[Mapping[str, Any]]) -> str | None:
+    """For a ``quantize=`` run, the saved model file of its float run in this comparison, if any.
+
+    The float run is the spec of the same model with the same overrides but ``quantize``;
+    its model is reused only when its record is ``"ok"`` and its saved file (``--save-models``)
+    exists, so the int8 run quantizes the very network the float run reports. Otherwise (no
+    such run, models not saved, or a CNN spec the override check rejects) None: the int8 run
+    trains its own float model.
+    """
+    if spec.track != "cnn":
+        return None
+    try:
+        if quantize_option(spec) is None:
+            return None
+    except ValueError:
+        return None
+    want = float_spec(spec)
+    for other in specs:
+        if other.track == "cnn" and other.base == want.base and dict(other.overrides) == dict(want.overrides):
+            rec = next((r for r in runs if r.get("name") == other.name), None)
+            if rec is not None and rec.get("status") == "ok" and _model_file_ok(rec) \
+                    and str(rec["model_path"]).endswith(".pt"):
+                return str(rec["model_path"])
+    return None
+
+
 def _run_all(specs, planned, runs: list[dict], report: dict, ctx: dict, progress: Progress, out: Path,
              args: Any) -> int:
     """The run loop of :func:`run_compare`; returns the number of failed runs."""
@@ -811,6 +853,7 @@ def _run_all(specs, planned, runs: list[dict], report: dict, ctx: dict, progress
             progress.line(f"[{i}/{len(specs)}] {spec.name}: already done in {out}, skipping")
             continue
         progress.line(f"[{i}/{len(specs)}] {spec.name} ({spec.track}) ...")
+        ctx["float_model"] = _float_sibling_model(spec, specs, runs)
         if ctx.get("splits") is None:  # the images on disk, once, for the runs to map
             ctx["data_dir"] = Path(tempfile.mkdtemp(prefix=".data-", dir=out))
             ctx["splits"] = save_split_sets(ctx["sets"], ctx["data_dir"])

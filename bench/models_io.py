@@ -19,7 +19,9 @@ offending types, before any object is built: a tampered file naming, say,
 (``bench.cache.FeatureCache``, ``classicvision.metrics.ClassificationReport``), since
 constructing it from untrusted state is not something it was written for.
 CNNs are written by ``CNNClassifier.save`` (weights and config only; ``torch.load``
-with ``weights_only=True`` on the way back).
+with ``weights_only=True`` on the way back); their ONNX exports and int8 versions are
+ONNX files (protocol buffers of tensors and operators, :mod:`cnn.export`), which load
+without running Python code either.
 
 Model files are written atomically (a temporary file in the destination folder, then
 ``os.replace``) with the usual permissions (``0o666 & ~umask``); a failed write (full
@@ -299,7 +301,9 @@ def save_model(model: Any, folder: str | os.PathLike, name: str, track: str) -> 
 
 
 def load_model(path: str | os.PathLike) -> tuple[Any, str]:
-    """Load a model saved by :func:`save_model`; returns ``(model, track)``.
+    """Load a model saved by :func:`save_model`, or an ``.onnx`` file of ``compare
+    --export-onnx`` / a ``quantize=int8`` run (as a :class:`cnn.export.OnnxPredictor`);
+    returns ``(model, track)``.
 
     Raises
     ------
@@ -316,6 +320,10 @@ def load_model(path: str | os.PathLike) -> tuple[Any, str]:
     kind = model_kind(path)
     if kind == "classic":
         return load_skops(path), kind
+    if path.suffix == ".onnx":  # compare --export-onnx or a quantize=int8 run: ONNX Runtime
+        from cnn.export import OnnxPredictor
+
+        return OnnxPredictor(path), kind
     from cnn import CNNClassifier  # torch, only to load a CNN
 
     return CNNClassifier.load(path), kind

@@ -37,6 +37,10 @@ __all__ = [
     "md_table",
     "format_bytes",
     "summary_rows",
+    "latency_thread_counts",
+    "latency_column",
+    "vs_float",
+    "onnx_rows",
     "render_markdown",
     "render_html",
     "plot_confusion",
@@ -219,16 +223,60 @@ def _measured(run: Mapping[str, Any], metric: str) -> float | None:
     return v
 
 
+def latency_thread_counts(runs: Iterable[Mapping[str, Any]], key: str = "latency_ms") -> list[int]:
+    """The thread counts any of ``runs`` has a latency for (``run[key]``), sorted."""
+    counts: set[int] = set()
+    for r in runs:
+        lat = r.get(key)
+        if isinstance(lat, Mapping):
+            counts.update(int(t) for t in lat if str(t).isdigit())
+    return sorted(counts)
+
+
+def latency_column(threads: int) -> str:
+    """The summary table's column of the latency of one image on ``threads`` threads."""
+    return f"latency ms ({threads} thr)"
+
+
+def _latency_cells(lat: Any, counts: Sequence[int]) -> dict[str, str]:
+    lat = lat if isinstance(lat, Mapping) else {}
+    return {latency_column(t): _f(lat.get(str(t)), ".2f") for t in counts}
+
+
+def vs_float(run: Mapping[str, Any]) -> str:
+    """The change of a quantized run against its float model: ``-0.40 pt, 3.4x smaller, 2.1x faster``.
+
+    From the run's ``float`` record (top-1, ``model_bytes`` and latency of the float model,
+    measured in the same run); the speed-up is on 1 thread. ``–`` for a run without one.
+    """
+    ref = run.get("float")
+    if not isinstance(ref, Mapping) or run.get("status") != "ok":
+        return "–"
+    parts = []
+    if run.get("top1") is not None and ref.get("top1") is not None:
+        parts.append(f"{100.0 * (float(run['top1']) - float(ref['top1'])):+.2f} pt")
+    if run.get("model_bytes") and ref.get("model_bytes"):
+        parts.append(f"{float(ref['model_bytes']) / float(run['model_bytes']):.1f}x smaller")
+    mine, theirs = run.get("latency_ms") or {}, ref.get("latency_ms") or {}
+    if mine.get("1") and theirs.get("1"):
+        parts.append(f"{float(theirs['1']) / float(mine['1']):.1f}x faster (1 thr)")
+    return ", ".join(parts) or "–"
+
+
 def summary_rows(report: Mapping[str, Any]) -> list[dict[str, str]]:
     """The side-by-side table as rows of formatted strings (one per run).
 
     A run with repeated splits (``run["splits"]``) shows top-1 and mean class accuracy
     as ``mean ± std%`` over its K splits, noted ``(K splits)``. The ``peak RSS`` column
     (``max_rss_bytes``, the peak resident memory of the run's process) is there when a
-    run of the report recorded it.
+    run of the report recorded it; so are the columns ``latency ms (T thr)`` (the median
+    latency of one decoded image at batch size 1 on T threads, ``latency_ms``) after
+    ``images/s``, and ``vs float`` (:func:`vs_float`) when a run is a quantized one.
     """
     runs = report.get("runs", [])
     with_rss = any(r.get("max_rss_bytes") is not None for r in runs)
+    counts = latency_thread_counts(runs)
+    with_float = any(isinstance(r.get("float"), Mapping) for r in runs)
     rows = []
     for r in runs:
         ok = r.get("status") == "ok"
@@ -255,10 +303,46 @@ def summary_rows(report: Mapping[str, Any]) -> list[dict[str, str]]:
             "predict ms/image": _f(ms, ".3f"),
             "images/s": _f(r.get("images_per_second"), ".1f"),
         }
+        row.update(_latency_cells(r.get("latency_ms") if ok else None, counts))
+        if with_float:
+            row["vs float"] = vs_float(r)
         if with_rss:
             row["peak RSS"] = format_bytes(r.get("max_rss_bytes"))
         rows.append(row)
     return rows
+
+
+def onnx_rows(report: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The ONNX export table (``compare --export-onnx``): one row per run with an ``onnx`` record.
+
+    Columns: the ONNX file's size, ONNX Runtime's top-1, its agreement with PyTorch's
+    predictions on the test set, the largest absolute logit difference (on the images
+    noted), and the latency of one image per thread count.
+    """
+    runs = [r for r in report.get("runs", []) if isinstance(r.get("onnx"), Mapping)]
+    counts = latency_thread_counts([r["onnx"] for r in runs])
+    rows = []
+    for r in runs:
+        o = r["onnx"]
+        row = {
+            "name": str(r.get("name")),
+            "ONNX MB": _f(o["bytes"] / 1e6, ".3f") if o.get("bytes") else "–",
+            "ORT top-1 %": _pct(o.get("top1")),
+            "PyTorch top-1 %": _pct(r.get("top1")),
+            "agreement %": _pct(o.get("agreement")),
+            "max abs logit diff": (_f(o.get("max_abs_logit_diff"), ".2e")
+                                 + (f" ({o['logit_diff_images']} images)" if o.get("logit_diff_images") else "")),
+        }
+        row.update(_latency_cells(o.get("latency_ms"), counts))
+        if any(x["onnx"].get("error") for x in runs):
+            row["error"] = str(o.get("error") or "–")
+        rows.append(row)
+    return rows
+
+
+LATENCY_NOTE = ("latency ms (T thr): median time to score one decoded image (batch size 1, decoding "
+                "excluded; the model's own preprocessing included) with T threads pinned for torch and "
+                "BLAS/OpenMP (ONNX Runtime: T intra-op threads).")
 
 
 def _metric_label(row: Mapping[str, Any]) -> str:
@@ -284,6 +368,15 @@ def _published_cell(row: Mapping[str, Any]) -> str:
 
 
 def _reproduction_table(report: Mapping[str, Any]) -> list[dict[str, str]]:
+    rows = _reproduction_cells(report)
+    by_name = {str(r.get("name")): r for r in report.get("runs", [])}
+    if any(isinstance(r.get("float"), Mapping) for r in by_name.values()):
+        for row in rows:  # a quantized run's change against its float model, beside the figures
+            row["vs float"] = vs_float(by_name.get(row["name"], {}))
+    return rows
+
+
+def _reproduction_cells(report: Mapping[str, Any]) -> list[dict[str, str]]:
     return [
         {
             "name": str(row["name"]),
@@ -381,9 +474,14 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         "\nfit s includes feature extraction for classic runs; predict ms/image and images/s "
         "cover the whole test set (features + classifier, or the CNN forward pass).\n"
     )
+    if latency_thread_counts(report.get("runs", [])):
+        parts.append(f"{LATENCY_NOTE}\n")
     failed = _failed_runs(report)
     if failed:
         parts += ["\n### Failed runs\n", md_table(failed)]
+    onnx = onnx_rows(report)
+    if onnx:
+        parts += ["\n## ONNX export\n", md_table(onnx)]
     parts += ["\n## Reproduction\n"]
     repro = _reproduction_table(report)
     if repro:
@@ -619,9 +717,14 @@ def render_html(report: Mapping[str, Any], out_dir: str | os.PathLike) -> str:
         '<p class="note">fit s includes feature extraction for classic runs; predict ms/image and '
         "images/s cover the whole test set.</p>"
     )
+    if latency_thread_counts(report.get("runs", [])):
+        parts.append(f'<p class="note">{e(LATENCY_NOTE)}</p>')
     failed = _failed_runs(report)
     if failed:
         parts += ["<h3>Failed runs</h3>", _html_table(failed, "failed")]
+    onnx = onnx_rows(report)
+    if onnx:
+        parts += ["<h2>ONNX export</h2>", _html_table(onnx, "onnx")]
     parts += ["<h2>Reproduction</h2>"]
     repro = _reproduction_table(report)
     if repro:
@@ -731,9 +834,14 @@ def render_benchmarks(reports: Sequence[tuple[str, Mapping[str, Any]]], *, title
         if ds.get("name") == "cifar10":
             parts.append(f"{JPEG_NOTE}\n")
         parts += ["\n### Side by side\n", md_table(summary_rows(rep))]
+        if latency_thread_counts(rep.get("runs", [])):
+            parts.append(f"\n{LATENCY_NOTE}\n")
         failed = _failed_runs(rep)
         if failed:
             parts += ["\n### Failed runs\n", md_table(failed)]
+        onnx = onnx_rows(rep)
+        if onnx:
+            parts += ["\n### ONNX export\n", md_table(onnx)]
         missing = unfinished_runs(rep)
         if missing:
             parts.append(f"\nAsked for but not in this report (the comparison was stopped before they "

@@ -30,14 +30,99 @@ from sklearn.pipeline import Pipeline
 
 import classicvision
 from bench.cache import features_step_signature
-from bench.models_io import load_skops, store_model
+from bench.latency import latency_record, thread_counts
+from bench.models_io import load_skops, store_model, write_sidecar
 from bench.progress import Progress, solver_progress
 from bench.scoring import compute_scores, map_chunks, record_metrics
-from bench.specs import RunSpec, Split, classic_params, cnn_params, empty_record, n_images
+from bench.specs import RunSpec, Split, classic_params, cnn_params, empty_record, n_images, safe_name, take
 from classicvision.augment import MirrorAugmented, with_mirrors
 from classicvision.presets import make_preset
 
-__all__ = ["build_pipeline", "build_cnn", "run_classic", "run_cnn", "release_idle_workers"]
+__all__ = ["build_pipeline", "build_cnn", "run_classic", "run_cnn", "release_idle_workers", "classic_latency",
+           "cnn_latency", "LATENCY_IMAGES", "QUANTIZE_OPTIONS"]
+
+#: Test images the latency of one image is measured on (the timed calls cycle through them).
+LATENCY_IMAGES = 8
+#: Seconds of timed calls per thread count (after at least 5 calls): about a second per run.
+LATENCY_SECONDS = 0.5
+#: The values of a CNN run's ``quantize=`` option.
+QUANTIZE_OPTIONS = ("int8",)
+
+
+def _latency_sample(test: Split) -> Any:
+    """The first :data:`LATENCY_IMAGES` test images, decoded (what the latency is timed on)."""
+    return take(test.images, np.arange(min(LATENCY_IMAGES, len(test))))
+
+
+@contextlib.contextmanager
+def _deep_params(est: Any, **values: Any):
+    """Set every deep parameter of ``est`` whose last component is a key of ``values``, then
+    restore them (on fitted estimators: ``set_params`` refits nothing)."""
+    keys = {k: suffix for suffix in values for k in est.get_params(deep=True)
+            if k == suffix or k.endswith("__" + suffix)}
+    old = {k: v for k, v in est.get_params(deep=True).items() if k in keys}
+    try:
+        for k, suffix in keys.items():
+            with contextlib.suppress(TypeError, ValueError):
+                est.set_params(**{k: values[suffix]})
+        yield
+    finally:
+        for k, v in old.items():
+            with contextlib.suppress(TypeError, ValueError):
+                est.set_params(**{k: v})
+
+
+def _scoring_method(model: Any) -> Any:
+    for name in ("decision_function", "predict_proba", "predict"):
+        if hasattr(model, name):
+            return getattr(model, name)
+    raise TypeError(f"{type(model).__name__} has no decision_function, predict_proba or predict")
+
+
+def classic_latency(model: Any, images: Any, *, seconds: float = LATENCY_SECONDS,
+                    threads: list[int] | None = None) -> dict:
+    """Latency keys (:func:`bench.latency.latency_record`) of a fitted classic model.
+
+    Parameters
+    ----------
+    model : fitted Pipeline or MirrorAugmented
+        Timed through its scoring method (``decision_function``, else ``predict_proba``,
+        else ``predict``) on one decoded image: extraction, coding, pooling, kernel map and
+        SVM (both mirrors for a test-time mirrored model). Every ``n_jobs`` of the model
+        is 1 and every ``verbose`` 0 while it is timed (restored after): the threads, not
+        joblib's processes, are what is pinned.
+    images : (n, H, W[, C]) ndarray or sequence of arrays
+        Decoded test images (the calls cycle through them).
+    seconds : float
+        Timed seconds per thread count.
+    threads : list of int or None
+        Default :func:`bench.latency.thread_counts`.
+
+    Returns
+    -------
+    dict
+        ``latency_ms``, ``latency_p90_ms``, ``latency_threads``, ``latency_repeats``,
+        ``latency_batch_size``.
+    """
+    fn = _scoring_method(model)
+    with _deep_params(model, n_jobs=1, verbose=0):
+        return latency_record(fn, images, threads=threads, max_seconds=seconds)
+
+
+def cnn_latency(clf: Any, images: Any, *, seconds: float = LATENCY_SECONDS,
+                threads: list[int] | None = None) -> dict:
+    """Latency keys of a fitted ``CNNClassifier``: ``predict_proba`` on one decoded image
+    (resize, normalization, forward pass and flip test-time augmentation, on the classifier's
+    device), on 1 and N torch threads (its ``num_threads`` is None while timed, so the pinned
+    count applies). Keys as :func:`classic_latency`'s, plus ``latency_device``."""
+    old = clf.num_threads
+    clf.num_threads = None
+    try:
+        rec = latency_record(clf.predict_proba, images, threads=threads, max_seconds=seconds)
+    finally:
+        clf.num_threads = old
+    rec["latency_device"] = str(getattr(clf, "device_", "cpu"))
+    return rec
 
 
 def _set_matching_params(est: Any, suffix: str, value: Any, explicit: set[str]) -> None:
@@ -94,34 +179,39 @@ def _classic_parts(spec: RunSpec, pipe: Any) -> tuple[MirrorAugmented | None, An
 
 
 def _cached_features(spec: RunSpec, cache: Any, key: str | None, need_step: bool,
-                     progress: Progress) -> dict | None:
+                     progress: Progress, want_step: bool = False) -> dict | None:
     """The cache entry of the features step (train and test features, fitted step), or None.
 
     ``need_step``: the fitted step itself is needed (to save the model), so an entry
-    without it, or whose step file cannot be read back, is a miss.
+    without it, or whose step file cannot be read back, is a miss. ``want_step``: load
+    the step when the entry has one (to time the model), without recomputing otherwise.
     """
     hit = cache.get(key) if cache is not None and key is not None else None
     if hit is None:
         return None
-    if hit["features_path"] is None:
+    if hit["features_path"] is None or not (need_step or want_step):
         return None if need_step else {**hit, "step": None}
     try:
         return {**hit, "step": load_skops(hit["features_path"])}
     except Exception as exc:  # unreadable / refused entry: recompute it
+        if not need_step:
+            progress.line(f"{spec.name}: cached features step unusable ({type(exc).__name__}: {exc}); "
+                          "no latency measured")
+            return {**hit, "step": None}
         progress.line(f"{spec.name}: cached features step unusable ({type(exc).__name__}: {exc}); recomputing")
         return None
 
 
 def _features(spec: RunSpec, features: Any, train_images: Any, y_train: np.ndarray, test_images: Any, *,
               cache: Any, data_identity: Mapping[str, Any] | None, need_step: bool, chunk: int | None,
-              progress: Progress) -> tuple[np.ndarray, np.ndarray, Any, dict, bool]:
+              progress: Progress, want_step: bool = False) -> tuple[np.ndarray, np.ndarray, Any, dict, bool]:
     """Fit the features step on the train images and transform both splits, or read
     them from the cache; returns ``(Xtr, Xte, fitted step or None, timings, cache_hit)``."""
     key = None
     if cache is not None and data_identity is not None:
         key = cache.make_key(dataset=data_identity, step_signature=features_step_signature(features),
                              version=getattr(classicvision, "__version__", "0"))
-    hit = _cached_features(spec, cache, key, need_step, progress)
+    hit = _cached_features(spec, cache, key, need_step, progress, want_step)
     if hit is not None:
         progress.line(f"{spec.name}: features cache hit ({key[:12]}), skipping extraction")
         timings = {k: float(hit["meta"][k]) for k in ("features_fit_seconds", "features_test_seconds")}
@@ -156,6 +246,7 @@ def run_classic(
     models_dir: str | Path | None = None,
     progress: Progress | None = None,
     chunk: int | None = None,
+    latency_seconds: float | None = LATENCY_SECONDS,
 ) -> dict:
     """Fit a classic preset on ``train`` and score it on ``test``.
 
@@ -177,11 +268,16 @@ def run_classic(
     progress : Progress or None
     chunk : int or None
         Images per transform chunk (bounds memory; default ``max(64, n // 20)``).
+    latency_seconds : float or None
+        Timed seconds per thread count of the latency of one image
+        (:func:`classic_latency`); None: not measured.
 
     Returns
     -------
     record : dict
-        The run record (``status: "ok"``).
+        The run record (``status: "ok"``), with the latency keys when measured (or
+        ``latency_error`` when the fitted features step is not at hand: a cache entry
+        without it).
 
     Notes
     -----
@@ -210,7 +306,7 @@ def run_classic(
         data_identity = {**(data_identity or {}), "mirror": rec["mirror"]}
     Xtr, Xte, fitted_features, timings, rec["cache_hit"] = _features(
         spec, features, train_images, y_train, test_images, cache=cache, data_identity=data_identity,
-        need_step=models_dir is not None, chunk=chunk, progress=progress)
+        need_step=models_dir is not None, chunk=chunk, progress=progress, want_step=latency_seconds is not None)
     release_idle_workers()
     Xtr, Xte = np.asarray(Xtr, dtype=np.float32), np.asarray(Xte, dtype=np.float32)
     rec["n_features"] = int(Xtr.shape[1])
@@ -241,6 +337,11 @@ def run_classic(
             rec.update(store_model(fitted, "classic", spec, train, models_dir))
         except Exception as exc:  # a step skops cannot serialize: sizes unknown, results kept
             rec["model_bytes_error"] = f"{type(exc).__name__}: {exc}"
+        if latency_seconds is not None:
+            with progress.stage(spec.name, f"latency of one image on {thread_counts()} threads"):
+                rec.update(classic_latency(fitted, _latency_sample(test), seconds=latency_seconds))
+    elif latency_seconds is not None:
+        rec["latency_error"] = "the fitted features step is not in the features cache entry: no latency"
     return rec
 
 
@@ -285,6 +386,87 @@ def build_cnn(
     return clf.set_params(**kw)
 
 
+def quantize_option(spec: RunSpec) -> str | None:
+    """The ``quantize=`` option of a CNN run spec (None without one).
+
+    Raises
+    ------
+    ValueError
+        A value other than those of :data:`QUANTIZE_OPTIONS`.
+    """
+    q = spec.overrides.get("quantize")
+    if q is None:
+        return None
+    if q not in QUANTIZE_OPTIONS:
+        raise ValueError(f"{spec.name}: quantize={q!r} is not supported; valid: {', '.join(QUANTIZE_OPTIONS)}")
+    return str(q)
+
+
+def float_spec(spec: RunSpec) -> RunSpec:
+    """The spec of the float model a ``quantize=`` run starts from: its overrides without ``quantize``."""
+    return RunSpec(spec.name, spec.track, spec.base, {k: v for k, v in spec.overrides.items() if k != "quantize"})
+
+
+def _file_stem(spec: RunSpec) -> str:
+    return safe_name(spec.name)
+
+
+def _float_classifier(spec: RunSpec, train: Split, *, seed, epochs, device, defaults, memory_limit,
+                      progress: Progress, float_model: str | Path | None) -> tuple[Any, float, dict]:
+    """The trained float classifier of a run, its training seconds and where it came from.
+
+    ``float_model``: the file of the same model saved by another run of the comparison,
+    loaded instead of training again when it reads back (else the model is trained here).
+    """
+    if float_model is not None:
+        from cnn import CNNClassifier  # torch, in the CNN runs only
+
+        try:
+            clf = CNNClassifier.load(float_model, device=device)
+        except Exception as exc:  # unreadable: train instead, and say so
+            progress.line(f"{spec.name}: cannot reuse {float_model} ({type(exc).__name__}: {exc}); training")
+        else:
+            progress.line(f"{spec.name}: reusing the float model {float_model}")
+            return clf, 0.0, {"source": "reused", "path": str(float_model)}
+    clf = build_cnn(spec, seed=seed, epochs=epochs, device=device, verbose=progress.stream is not None,
+                    defaults=defaults, memory_limit=memory_limit)
+    redirect = (contextlib.redirect_stdout(progress.stream) if progress.stream is not None
+                else contextlib.nullcontext())
+    with progress.stage(spec.name, f"train {spec.base} on {len(train)} images",
+                        eta_note="ETA in the epoch lines") as st, redirect:
+        clf.fit(train.images, train.target)
+    return clf, st.seconds, {"source": "trained in this run"}
+
+
+def _score(model: Any, test: Split, n_classes: int, chunk: int, update) -> tuple[np.ndarray, str, float]:
+    t0 = time.perf_counter()
+    scores, kind = compute_scores(_ProbaOnly(model), test.images, n_classes, chunk=chunk, update=update)
+    return scores, kind, time.perf_counter() - t0
+
+
+def _onnx_record(clf: Any, path: Path, test: Split, torch_scores: np.ndarray, n_classes: int, chunk: int,
+                 latency_seconds: float | None) -> dict:
+    """Export ``clf`` to ``path`` and measure the ONNX Runtime copy: size, top-1, agreement
+    with PyTorch's predictions, the largest logit difference, latency."""
+    from cnn.export import OnnxPredictor, export_onnx
+
+    export_onnx(clf, path)
+    pred = OnnxPredictor(path)
+    scores, _, seconds = _score(pred, test, n_classes, chunk, None)
+    y = np.asarray(test.target)
+    sub = _latency_sample(test) if len(test) <= 256 else take(test.images, np.arange(256))
+    logit_diff = float(np.max(np.abs(pred.decision_function(sub) - clf.decision_function(sub))))
+    out = {"path": str(path), "bytes": path.stat().st_size,
+           "top1": float(np.mean(scores.argmax(1) == y)),
+           "agreement": float(np.mean(scores.argmax(1) == torch_scores.argmax(1))),
+           "max_abs_logit_diff": logit_diff, "logit_diff_images": n_images(sub),
+           "predict_seconds": seconds, "runtime": "onnxruntime (CPUExecutionProvider)"}
+    if latency_seconds is not None:
+        out.update(latency_record(None, _latency_sample(test), max_seconds=latency_seconds,
+                                  predictor_for=lambda t: OnnxPredictor(path, threads=t).predict_proba))
+    return out
+
+
 def run_cnn(
     spec: RunSpec,
     train: Split,
@@ -298,6 +480,9 @@ def run_cnn(
     progress: Progress | None = None,
     chunk: int = 1024,
     memory_limit: int | None = None,
+    latency_seconds: float | None = LATENCY_SECONDS,
+    onnx_dir: str | Path | None = None,
+    float_model: str | Path | None = None,
 ) -> dict:
     """Train ``cnn.CNNClassifier(model=spec.base)`` on ``train`` and score it on ``test``.
 
@@ -306,35 +491,105 @@ def run_cnn(
     epoch with elapsed time and ETA), redirected to the progress stream (stderr).
     ``defaults`` are classifier parameters applied unless overridden (the dataset's
     defaults, e.g. ``flip=False`` for digits).
+
+    ``latency_seconds``: timed seconds per thread count of the latency of one image
+    (:func:`cnn_latency`; None: not measured). ``onnx_dir``: export the trained network
+    there as ``<name>.onnx`` (:func:`cnn.export.export_onnx`) and record, under ``onnx``,
+    its size, ONNX Runtime's top-1, its agreement with PyTorch, the largest logit
+    difference and its latency.
+
+    A spec with ``quantize="int8"`` (``--cnn resnet20:quantize=int8``) gives the int8 run:
+    the float model (loaded from ``float_model``, the file another run of the comparison
+    saved, when given; else trained here) is quantized with a calibration sample of the
+    training images (:func:`cnn.quantize.quantize_classifier`), and the run's metrics,
+    ``model_bytes`` (the int8 ``.onnx`` file) and latency are the int8 model's, run with
+    ONNX Runtime; ``float`` holds the float model's top-1, size and latency measured in
+    the same process, ``float_model`` where the float model came from, ``quantization``
+    the settings.
     """
     progress = progress or Progress(None)
     rec = empty_record(spec, cnn_params(spec, seed, epochs, defaults))
+    quantize = quantize_option(spec)
     n_classes = len(train.target_names)
-    clf = build_cnn(spec, seed=seed, epochs=epochs, device=device, verbose=progress.stream is not None,
-                    defaults=defaults, memory_limit=memory_limit)
+    clf, fit_seconds, source = _float_classifier(
+        float_spec(spec), train, seed=seed, epochs=epochs, device=device, defaults=defaults,
+        memory_limit=memory_limit, progress=progress, float_model=float_model if quantize else None)
     rec["params"]["device"] = device
-    ntr, nte = len(train), len(test)
-    redirect = (contextlib.redirect_stdout(progress.stream) if progress.stream is not None
-                else contextlib.nullcontext())
-    with progress.stage(spec.name, f"train {spec.base} on {ntr} images",
-                        eta_note="ETA in the epoch lines") as st, redirect:
-        clf.fit(train.images, train.target)
-    fit_seconds = st.seconds
-    t0 = time.perf_counter()
-    scores, kind = compute_scores(
-        _ProbaOnly(clf), test.images, n_classes, chunk=chunk,
-        update=progress.chunks(spec.name, "predict", nte),
-    )
-    predict_seconds = time.perf_counter() - t0
+    scores, kind, predict_seconds = _score(clf, test, n_classes, chunk,
+                                           progress.chunks(spec.name, "predict", len(test)))
+    resolved = getattr(clf, "device_", None)
+    if resolved is not None:
+        rec["params"]["device_used"] = str(resolved)
+    if quantize is not None:
+        return _quantized_run(rec, spec, clf, train, test, scores, fit_seconds, predict_seconds, source,
+                              models_dir=models_dir, onnx_dir=onnx_dir, seed=seed, chunk=chunk,
+                              latency_seconds=latency_seconds,
+                              progress=progress)
     rec.update(record_metrics(test.target, scores, test.target_names))
     rec["score_kind"] = kind
     rec["fit_seconds"] = fit_seconds
     rec["predict_seconds"] = predict_seconds
-    rec["images_per_second"] = nte / predict_seconds if predict_seconds > 0 else None
-    resolved = getattr(clf, "device_", None)
-    if resolved is not None:
-        rec["params"]["device_used"] = str(resolved)
+    rec["images_per_second"] = len(test) / predict_seconds if predict_seconds > 0 else None
     rec.update(store_model(clf, "cnn", spec, train, models_dir))
+    if latency_seconds is not None:
+        with progress.stage(spec.name, f"latency of one image on {thread_counts()} threads"):
+            rec.update(cnn_latency(clf, _latency_sample(test), seconds=latency_seconds))
+    if onnx_dir is not None:
+        path = Path(onnx_dir) / f"{_file_stem(spec)}.onnx"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with progress.stage(spec.name, f"ONNX export to {path}"):
+            try:
+                rec["onnx"] = _onnx_record(clf, path, test, scores, n_classes, chunk, latency_seconds)
+            except Exception as exc:  # a network the exporter cannot take: the run's results stand
+                rec["onnx"] = {"path": str(path), "error": f"{type(exc).__name__}: {exc}"}
+                progress.line(f"{spec.name}: ONNX export failed: {rec['onnx']['error']}")
+    return rec
+
+
+def _quantized_run(rec: dict, spec: RunSpec, clf: Any, train: Split, test: Split, float_scores: np.ndarray,
+                   fit_seconds: float, float_predict_seconds: float, source: dict, *, models_dir, onnx_dir, seed,
+                   chunk, latency_seconds, progress: Progress) -> dict:
+    """The int8 run of :func:`run_cnn`: quantize ``clf``, score the int8 model, record both."""
+    import tempfile
+
+    from bench.models_io import cnn_nbytes
+    from cnn.export import OnnxPredictor
+    from cnn.quantize import DEFAULT_CALIBRATION, quantize_classifier
+
+    n_classes = len(train.target_names)
+    y = np.asarray(test.target)
+    sample = _latency_sample(test)
+    float_bytes = Path(source["path"]).stat().st_size if source.get("path") else cnn_nbytes(clf)
+    floatrec = {"top1": float(np.mean(float_scores.argmax(1) == y)), "model_bytes": float_bytes,
+                "predict_seconds": float_predict_seconds}
+    if latency_seconds is not None:
+        floatrec.update(cnn_latency(clf, sample, seconds=latency_seconds))
+    with tempfile.TemporaryDirectory(prefix="int8-") as tmp:
+        folder = Path(models_dir or onnx_dir or tmp)
+        path = folder / f"{_file_stem(spec)}.onnx"
+        with progress.stage(spec.name, f"int8 quantization ({DEFAULT_CALIBRATION} calibration images)") as st:
+            quantize_classifier(clf, path, train.images, n_calibration=DEFAULT_CALIBRATION, random_state=seed)
+        pred = OnnxPredictor(path)
+        scores, kind, predict_seconds = _score(pred, test, n_classes, chunk,
+                                               progress.chunks(spec.name, "predict (int8)", len(test)))
+        rec.update(record_metrics(test.target, scores, test.target_names))
+        rec["score_kind"] = kind
+        rec["fit_seconds"] = fit_seconds + st.seconds
+        rec["predict_seconds"] = predict_seconds
+        rec["images_per_second"] = len(test) / predict_seconds if predict_seconds > 0 else None
+        rec["model_bytes"] = path.stat().st_size
+        rec["timings"] = {"train_seconds": fit_seconds, "quantize_seconds": st.seconds}
+        rec["quantization"] = pred.metadata_.get("quantization")
+        rec["float"] = floatrec
+        rec["float_model"] = source
+        rec["agreement_with_float"] = float(np.mean(scores.argmax(1) == float_scores.argmax(1)))
+        if latency_seconds is not None:
+            rec.update(latency_record(None, sample, max_seconds=latency_seconds,
+                                      predictor_for=lambda t: OnnxPredictor(path, threads=t).predict_proba))
+            rec["latency_runtime"] = "onnxruntime (CPUExecutionProvider)"
+        if models_dir is not None or onnx_dir is not None:
+            write_sidecar(path, spec, train)
+            rec["model_path"] = str(path)
     return rec
 
 

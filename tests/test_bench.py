@@ -849,3 +849,28 @@ def test_compare_max_pixels_refuses_larger_images_naming_the_file(tmp_path, caps
     err = capsys.readouterr().err
     assert "1,200" in err and "0.png" in err and "max_pixels" in err
     assert cli.main(args[:-1] + ["1200", "--out", str(tmp_path / "ok")]) == 0
+
+
+def test_latency_columns_and_model_sizes(e2e):
+    """Both tracks' runs record the latency of one image on 1 and N = min(4, usable cores)
+    threads, shown beside images/s; model_bytes is the saved file's size on disk."""
+    from bench.latency import thread_counts
+    from bench.report import latency_column
+
+    rep = _read(e2e)
+    counts = thread_counts()
+    assert counts[0] == 1 and counts[-1] == min(4, rep["environment"]["cpu"]["usable"])
+    for r in rep["runs"]:
+        assert r["latency_threads"] == counts
+        assert set(r["latency_ms"]) == {str(t) for t in counts}
+        assert all(0 < v < 10_000 for v in r["latency_ms"].values())
+        assert all(r["latency_p90_ms"][k] >= r["latency_ms"][k] for k in r["latency_ms"])
+        assert all(n >= 5 for n in r["latency_repeats"].values()) and r["latency_batch_size"] == 1
+        assert r["model_bytes"] == Path(r["model_path"]).stat().st_size
+    assert rep["runs"][1]["model_path"].endswith(".pt") and rep["runs"][1]["latency_device"] == "cpu"
+    md = (e2e / "report.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| name | track |"))
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    assert cols.index(latency_column(1)) == cols.index("images/s") + 1
+    assert all(latency_column(t) in cols for t in counts)
+    assert "decoding excluded" in md and latency_column(1) in (e2e / "report.html").read_text()
