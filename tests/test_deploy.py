@@ -280,3 +280,21 @@ def test_report_tables_of_latency_int8_and_onnx(tmp_path):
     assert 'id="onnx"' in render_html(_report(runs), tmp_path)
     plain = summary_rows(_report([runs[2]]))[0]
     assert not any(k.startswith("latency") or k == "vs float" for k in plain)
+
+
+def test_reproduction_table_shows_the_change_against_float_and_onnx_errors():
+    from bench.report import _reproduction_table
+
+    runs = [
+        {"name": "resnet20", "track": "cnn", "status": "ok", "top1": 0.88, "params": {"model": "resnet20"},
+         "model_bytes": 1_100_000, "onnx": {"error": "UnsupportedOperatorError: aten::foo"}},
+        {"name": "resnet20:quantize=int8", "track": "cnn", "status": "ok", "top1": 0.875,
+         "params": {"model": "resnet20", "overrides": {"quantize": "int8"}}, "model_bytes": 320_000,
+         "float": {"top1": 0.88, "model_bytes": 1_100_000}},
+    ]
+    rep = {"dataset": {"name": "cifar10", "classes": list("abcdefghij")}, "runs": runs}
+    rows = {r["name"]: r for r in _reproduction_table(rep)}
+    assert rows["resnet20:quantize=int8"]["vs float"] == "-0.50 pt, 3.4x smaller"
+    assert rows["resnet20"]["vs float"] == "–" and rows["resnet20"]["published %"] == "91.25"
+    (o,) = onnx_rows(rep)
+    assert o["error"].startswith("UnsupportedOperatorError") and o["ONNX MB"] == "–"
