@@ -8,9 +8,11 @@ from collections import OrderedDict
 from numbers import Real
 
 import numpy as np
+from joblib import parallel_config
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.metrics.pairwise import linear_kernel, rbf_kernel
+from sklearn.multiclass import OneVsRestClassifier
 from sklearn.svm import SVC
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
@@ -89,9 +91,11 @@ class KernelSVC(ClassifierMixin, BaseEstimator):
     """SVM classifier on additive histogram kernels via a precomputed Gram matrix.
 
     ``fit`` computes the training Gram matrix with the chosen kernel and trains
-    :class:`sklearn.svm.SVC` (``kernel="precomputed"``, libsvm, one-vs-one).
-    ``predict`` / ``decision_function`` evaluate the kernel only against the
-    stored support vectors, not all training rows.
+    :class:`sklearn.svm.SVC` (``kernel="precomputed"``, libsvm) machines on it:
+    one per pair of classes (``multi_class="ovo"``, libsvm's own scheme) or one
+    per class against all the others (``multi_class="ovr"``, the scheme of
+    Lazebnik et al. 2006). ``predict`` / ``decision_function`` evaluate the
+    kernel only against the stored support vectors, not all training rows.
 
     Parameters
     ----------
@@ -106,7 +110,9 @@ class KernelSVC(ClassifierMixin, BaseEstimator):
         RBF width; ``None`` means ``1 / (n_features * X.var())`` (sklearn's "scale").
         Ignored by the other kernels.
     class_weight : dict, "balanced" or None, default=None
-        Per-class multiplier of ``C`` (as in :class:`~sklearn.svm.SVC`).
+        Per-class multiplier of ``C`` (as in :class:`~sklearn.svm.SVC`). With
+        ``multi_class="ovr"``, None or ``"balanced"`` (each machine weighs its
+        class against the rest in inverse proportion to their sizes).
     probability : bool, default=False
         Enable ``predict_proba``: Platt (sigmoid) calibration of the decision
         values by :class:`~sklearn.calibration.CalibratedClassifierCV` with 5-fold
@@ -118,10 +124,21 @@ class KernelSVC(ClassifierMixin, BaseEstimator):
         then skip the kernel computation. Callable kernels are never cached.
     tol : float > 0, default=1e-3
         libsvm stopping tolerance.
+    multi_class : {"ovo", "ovr"}, default="ovo"
+        How more than two classes are learned. ``"ovo"``: libsvm's one-vs-one
+        machines (``K (K - 1) / 2`` of them, each on two classes' samples) and
+        voting. ``"ovr"``: one machine per class, trained on all samples with
+        that class positive, and the label of the highest decision value
+        ("one-versus-all", Lazebnik et al. 2006). With many classes of few
+        samples each, one-vs-one voting favours classes whose pairwise machines
+        err in their favour; one-vs-rest compares every class on one scale.
     decision_function_shape : {"ovr", "ovo"}, default="ovr"
-        Shape of ``decision_function`` for more than two classes.
+        Shape of ``decision_function`` for more than two classes with
+        ``multi_class="ovo"`` (``"ovo"`` gives the raw pairwise values);
+        with ``multi_class="ovr"`` the scores are always one per class.
     n_jobs : int or None, default=None
-        Threads for the histogram-kernel computation.
+        Threads for the histogram-kernel computation and, with
+        ``multi_class="ovr"``, for training the per-class machines.
 
     Attributes
     ----------
@@ -130,10 +147,12 @@ class KernelSVC(ClassifierMixin, BaseEstimator):
         Indices of the support vectors in the training set.
     support_vectors_ : (n_SV, n_features) ndarray
     n_support_ : (n_classes,) ndarray of int32
-    dual_coef_ : (n_classes - 1, n_SV) ndarray
-    intercept_ : (n_classes * (n_classes - 1) / 2,) ndarray
-    svc_ : sklearn.svm.SVC
-        The fitted precomputed-kernel SVC.
+    dual_coef_ : (n_classes - 1, n_SV) ndarray, or (n_classes, n_SV) with ``"ovr"``
+        With ``"ovr"``, row ``k`` holds the weights of class ``k``'s machine on
+        the (union of the) support vectors, zero where a vector is not one of its own.
+    intercept_ : (n_classes * (n_classes - 1) / 2,) ndarray, or (n_classes,) with ``"ovr"``
+    svc_ : sklearn.svm.SVC or sklearn.multiclass.OneVsRestClassifier
+        The fitted precomputed-kernel SVC (or the per-class SVCs with ``"ovr"``).
     calibrator_ : sklearn.calibration.CalibratedClassifierCV
         Only with ``probability=True``.
     gamma_ : float or None
@@ -181,6 +200,7 @@ class KernelSVC(ClassifierMixin, BaseEstimator):
         "probability": ["boolean"],
         "cache_kernel": ["boolean"],
         "tol": [Interval(Real, 0, None, closed="neither")],
+        "multi_class": [StrOptions({"ovo", "ovr"})],
         "decision_function_shape": [StrOptions({"ovr", "ovo"})],
         "n_jobs": [int, None],
     }
@@ -195,6 +215,7 @@ class KernelSVC(ClassifierMixin, BaseEstimator):
         probability=False,
         cache_kernel=True,
         tol=1e-3,
+        multi_class="ovo",
         decision_function_shape="ovr",
         n_jobs=None,
     ):
@@ -205,6 +226,7 @@ class KernelSVC(ClassifierMixin, BaseEstimator):
         self.probability = probability
         self.cache_kernel = cache_kernel
         self.tol = tol
+        self.multi_class = multi_class
         self.decision_function_shape = decision_function_shape
         self.n_jobs = n_jobs
 
@@ -282,6 +304,8 @@ class KernelSVC(ClassifierMixin, BaseEstimator):
             tol=self.tol,
             decision_function_shape=self.decision_function_shape,
         )
+        if self.multi_class == "ovr" and len(np.unique(y)) > 2:
+            return self._fit_ovr(svc, K, X, y)
         if self.probability:
             # sigmoid calibration on 5-fold out-of-fold decision values, then one
             # SVC refitted on all rows (SVC(probability=True) is deprecated in
@@ -301,6 +325,40 @@ class KernelSVC(ClassifierMixin, BaseEstimator):
         self.intercept_ = svc.intercept_
         self._n_train = X.shape[0]
         self._ovo_coef = self._build_ovo_coef()
+        return self
+
+    def _fit_ovr(self, svc, K, X, y):
+        """One machine per class on the whole Gram matrix; the support vectors of all
+        machines are stored once, with a column of weights per class."""
+        if self.class_weight is not None and not isinstance(self.class_weight, str):
+            raise ValueError("multi_class='ovr' takes class_weight=None or 'balanced' "
+                             f"(each machine has two classes), got {self.class_weight!r}")
+        ovr = OneVsRestClassifier(svc, n_jobs=self.n_jobs)
+        # threads: libsvm releases the GIL, and the machines share the one Gram matrix
+        with parallel_config(backend="threading"):
+            if self.probability:
+                calibrator = CalibratedClassifierCV(ovr, method="sigmoid", cv=5, ensemble=False)
+                calibrator.fit(K, y)
+                self.calibrator_ = calibrator
+                ovr = calibrator.calibrated_classifiers_[0].estimator
+            else:
+                ovr.fit(K, y)
+        machines = ovr.estimators_
+        support = np.unique(np.concatenate([m.support_ for m in machines]))
+        position = np.full(X.shape[0], -1)
+        position[support] = np.arange(len(support))
+        coef = np.zeros((len(machines), len(support)))
+        for k, m in enumerate(machines):
+            coef[k, position[m.support_]] = m.dual_coef_[0]
+        self.svc_ = ovr
+        self.classes_ = ovr.classes_
+        self.support_ = support
+        self.support_vectors_ = X[support].copy()
+        self.n_support_ = np.array([len(m.support_) for m in machines], dtype=np.int32)
+        self.dual_coef_ = coef
+        self.intercept_ = np.array([m.intercept_[0] for m in machines])
+        self._n_train = X.shape[0]
+        self._ovo_coef = coef.T
         return self
 
     def _build_ovo_coef(self):
@@ -344,12 +402,18 @@ class KernelSVC(ClassifierMixin, BaseEstimator):
         dec = self._decision_ovo(X)
         if len(self.classes_) == 2:
             return dec[:, 0]
+        if self._is_ovr():
+            return dec
         if self.decision_function_shape == "ovo":
             return dec
         return _ovr_from_ovo((dec < 0).astype(int), -dec, len(self.classes_))
 
+    def _is_ovr(self) -> bool:
+        return self.multi_class == "ovr" and len(self.classes_) > 2
+
     def predict(self, X):
-        """Predict class labels by one-vs-one voting (libsvm's rule).
+        """Predict class labels: one-vs-one voting (libsvm's rule), or with
+        ``multi_class="ovr"`` the class of the highest decision value.
 
         Parameters
         ----------
@@ -363,6 +427,8 @@ class KernelSVC(ClassifierMixin, BaseEstimator):
         n_classes = len(self.classes_)
         if n_classes == 2:
             return self.classes_[(dec[:, 0] >= 0).astype(int)]
+        if self._is_ovr():
+            return self.classes_[np.argmax(dec, axis=1)]
         votes = np.zeros((dec.shape[0], n_classes), dtype=np.int64)
         p = 0
         for i in range(n_classes):
