@@ -200,3 +200,12 @@ def test_sources_are_consistent():
         assert cfg["source"] in {"classicvision", "torchvision", "timm"}, name
         assert (cfg["source"] == "torchvision") == bool(cfg["torchvision_weights"]), name
         assert not (cfg["torchvision_weights"] and cfg["timm_weights"]), name  # one source per model
+
+
+def test_head_of_a_timm_model_is_its_classifier():
+    # DPN's classifier is a 1x1 convolution, not a Linear layer
+    model = create_model("dpn107", 7)
+    assert head_parameter_names(model) == ["classifier.weight", "classifier.bias"]
+    assert model.classifier.out_channels == 7
+    assert head_parameter_names(create_model("ghostnet_100", 3)) == ["classifier.weight", "classifier.bias"]
+    assert head_parameter_names(create_model("resnet20", 3)) == ["fc.weight", "fc.bias"]

@@ -431,9 +431,18 @@ def read_pretrained(name: str, pretrained: str | os.PathLike) -> tuple[dict[str,
 
 
 def head_parameter_names(model: nn.Module) -> list[str]:
-    """Names (``state_dict`` keys) of the classifier head: the last ``nn.Linear`` of ``model``."""
+    """Names (``state_dict`` keys) of the classifier head of ``model``.
+
+    The module timm's ``model.get_classifier()`` returns, where the model has
+    that method (DPN's head is a 1x1 convolution), else the last ``nn.Linear``.
+    """
     head = None
+    get_classifier = getattr(model, "get_classifier", None)
+    classifier = get_classifier() if callable(get_classifier) else None
     for mname, module in model.named_modules():
+        if classifier is not None and module is classifier and mname:
+            head = mname
+            break
         if isinstance(module, nn.Linear):
             head = mname
     if head is None:
