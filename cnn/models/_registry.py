@@ -5,12 +5,20 @@ decorated with :func:`register_model`. The decorator records the builder under i
 function name together with two dicts kept apart:
 
 * its **configuration**, facts about the architecture (input sizes, the
-  normalization statistics, the torchvision weights, family, paper), which
+  normalization statistics, the torchvision or timm weights, who builds it,
+  family, paper), which
   :func:`get_model_config` returns (keys of :data:`DEFAULT_CONFIG`);
 * its **training recipe**, the defaults ``CNNClassifier`` trains it with
   (learning rate and the batch size it refers to, momentum, weight decay, label
   smoothing, bias learning-rate scale), which :func:`get_model_recipe` returns
   (keys of :data:`DEFAULT_RECIPE`).
+
+Every registered network has timm's interface: ``forward_features(x)`` (the
+last feature map), ``forward_head(x, pre_logits=False)``, ``num_features``
+(channels of that map) and ``head_hidden_size`` (width of
+``forward_head(x, pre_logits=True)``); builders of the project's own nets define
+them, torchvision's get them from :func:`cnn.models.imagenet.with_feature_interface`,
+timm's have them.
 """
 
 from __future__ import annotations
@@ -203,7 +211,7 @@ def get_model_config(name: str) -> dict[str, Any]:
     config : dict
         The keys of :data:`DEFAULT_CONFIG` (``input_size``, ``test_input_size``,
         ``min_input_size``, ``max_input_size``, ``torchvision_weights``,
-        ``mean``, ``std``, ``family``, ``paper``).
+        ``timm_weights``, ``source``, ``mean``, ``std``, ``family``, ``paper``).
 
     Raises
     ------
