@@ -483,8 +483,8 @@ def plot_robustness(section: Mapping[str, Any], path: str | os.PathLike | None):
     if handles:
         fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), fontsize=8, frameon=False)
     fig.suptitle(f"accuracy under disturbance ({section.get('n_test')} test images, seed {section.get('seed')}; "
-                 "classic solid, CNN dashed)", fontsize=11)
-    fig.tight_layout(rect=(0, (0.15 + 0.25 * legend_rows) / height, 1, 1 - 0.45 / height))
+                 "classic solid, CNN dashed)", fontsize=11, y=1 - 0.12 / height, va="top")
+    fig.tight_layout(rect=(0, (0.15 + 0.25 * legend_rows) / height, 1, 1))  # makes room for the suptitle
     if path is not None:
         _save_figure(fig, path)
     return fig

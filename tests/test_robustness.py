@@ -10,7 +10,7 @@ import pytest
 from bench import cli
 from bench import robustness as rb
 from bench.compare import OutputLock
-from bench.specs import UsageError
+from bench.specs import DatasetError, UsageError
 from classicvision.disturbances import DISTURBANCES
 
 CNN = "small_convnet:batch_size=32"
@@ -115,3 +115,25 @@ def test_command_line_and_its_errors(tmp_path, run_dir, capsys):
     assert "no report.json" in capsys.readouterr().err
     with OutputLock(run_dir), pytest.raises(UsageError, match="in use by another compare"):
         rb.run_robustness(run_dir, severities=[1], disturbances=["jpeg"], limit=10)
+
+
+def test_models_of_repeated_splits_are_found_per_split(tmp_path):
+    """``compare --splits K`` saves each split's model under ``models/split<i>/``."""
+    run = {"name": "hog_svm:C=10", "track": "classic", "model_path": str(tmp_path / "elsewhere" / "x.skops")}
+    assert rb._model_path(tmp_path, run, 1, 3) == tmp_path / "models" / "split1" / "hog_svm_C=10.skops"
+    # one split: the folder's own file, else the path recorded (a folder that was not moved)
+    assert rb._model_path(tmp_path, run, 0, 1) == tmp_path / "elsewhere" / "x.skops"
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "hog_svm_C=10.skops").write_bytes(b"")
+    assert rb._model_path(tmp_path, run, 0, 1) == tmp_path / "models" / "hog_svm_C=10.skops"
+    assert rb._model_path(tmp_path, {"name": "resnet20", "track": "cnn"}, 0, 1).suffix == ".pt"
+
+
+def test_a_test_set_that_changed_since_the_runs_is_refused(run_dir, tmp_path):
+    copy = tmp_path / "changed"
+    copy.mkdir()
+    rep = json.loads((run_dir / "report.json").read_text())
+    rep["dataset"]["digest"]["test"] = "0" * 32
+    (copy / "report.json").write_text(json.dumps(rep))
+    with pytest.raises(DatasetError, match="differs from the one the runs were scored on"):
+        rb.run_robustness(copy, severities=[1], disturbances=["jpeg"], limit=10)
