@@ -109,8 +109,11 @@ def curves_figure(history: Sequence[Mapping[str, Any]], path: str | os.PathLike,
     ax2.set_ylabel("error (%)")
     ax2.set_title("error per pass" if eep else "error per pass (no test evaluation)")
     ax2.legend(fontsize=8)
+    from matplotlib.ticker import MaxNLocator
+
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -698,7 +698,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             del x
             validation = None
             if val_images is not None:
-                vx = images_to_tensor(val_images, size=size, in_chans=in_chans)
+                try:
+                    vx = images_to_tensor(val_images, size=size, in_chans=in_chans)
+                except ValueError as exc:
+                    raise ValueError(f"validation_data: {exc}") from exc
                 validation = DeviceData(vx, torch.from_numpy(val_y), self.mean_, self.std_, device, channels_last=cl)
                 del vx
             plan = _FitPlan(cfg=cfg, recipe=recipe, seed=seed, pad=pad, device=device, amp_dtype=amp_dtype, channels_last=cl,
@@ -727,13 +730,15 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 f"validation_data needs one label per image and at least one image: {len(images)} images, "
                 f"labels of shape {y.shape}"
             )
-        pos = np.searchsorted(classes, y).clip(0, len(classes) - 1)
-        unknown = y[classes[pos] != y]
-        if unknown.size:
+        index = {c: i for i, c in enumerate(classes.tolist())}
+        encoded = [index.get(v, -1) for v in y.tolist()]
+        unknown = sorted({repr(v) for v, i in zip(y.tolist(), encoded) if i < 0})
+        if unknown:
             raise ValueError(
-                f"validation_data holds labels absent from the training labels: {sorted(set(unknown.tolist()))[:10]}"
+                f"validation_data holds labels absent from the training labels: {', '.join(unknown[:10])}"
+                + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
             )
-        return images, pos.astype(np.int64)
+        return images, np.asarray(encoded, dtype=np.int64)
 
     @staticmethod
     def _valid_stats(mean, std, in_chans: int) -> bool:

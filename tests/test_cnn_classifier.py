@@ -814,8 +814,12 @@ def test_validation_data_errors(small):
     X, y = small
     with pytest.raises(ValueError, match="eval_every=2 needs validation_data"):
         _quick(eval_every=2).fit(X, y)
-    with pytest.raises(ValueError, match="absent from the training labels: \\[42\\]"):
+    with pytest.raises(ValueError, match="absent from the training labels: 42$"):
         _quick().fit(X, y, validation_data=(X[:3], [1, 2, 42]))
+    with pytest.raises(ValueError, match="absent from the training labels: 'cat'"):
+        _quick().fit(X, y, validation_data=(X[:2], ["cat", "cat"]))
+    with pytest.raises(ValueError, match="validation_data: .*image 1"):
+        _quick().fit(X, y, validation_data=([X[0], np.zeros((8, 8, 2), np.uint8)], y[:2]))
     with pytest.raises(ValueError, match="pair"):
         _quick().fit(X, y, validation_data=X[:3])
     with pytest.raises(ValueError, match="3 images"):
