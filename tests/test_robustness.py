@@ -25,7 +25,7 @@ def run_dir(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CLASSICVISION_CACHE", str(base / "cache"))
         rc = cli.main(["compare", "--dataset", "digits", "--pipelines", "hog_svm", "--cnn", CNN, "--limit", "100",
-                       "--epochs", "1", "--save-models", "--out", str(out), "--seed", "0", "--quiet"])
+                       "--epochs", "1", "--save-models", "--no-latency", "--out", str(out), "--seed", "0", "--quiet"])
     assert rc == 0
     return out
 
