@@ -161,3 +161,20 @@ def test_errors_are_clear(digits, tmp_path):
 def test_cuda_asked_for_without_cuda(digits, tmp_path):
     with pytest.raises(ValueError, match="device='cuda' was asked for but CUDA is not available"):
         CNNFeatures(pretrained=tmp_path / "x.pt", train=False, device="cuda").fit(digits[0][:10])
+
+
+def test_transformer_contract_and_grid_search(digits):
+    from sklearn.model_selection import GridSearchCV
+
+    X, y = digits[0][:120], digits[1][:120]
+    est = CNNFeatures(model="small_convnet", epochs=1, random_state=0)
+    tags = est.__sklearn_tags__()
+    assert tags.input_tags.two_d_array is False and tags.input_tags.three_d_array is True
+    params = est.get_params()
+    out = est.fit(X, y).transform(X)
+    assert est.get_params() == params  # fit does not touch the public parameters
+    np.testing.assert_array_equal(clone(est).fit_transform(X, y), out)  # fit_transform == fit + transform
+    pipe = make_pipeline(CNNFeatures(model="small_convnet", epochs=1, random_state=0), LinearSVM())
+    search = GridSearchCV(pipe, {"linearsvm__C": [0.1, 1.0]}, cv=2).fit(X, y)
+    assert search.best_params_["linearsvm__C"] in (0.1, 1.0)
+    assert search.predict(X[:5]).shape == (5,)
