@@ -1,8 +1,9 @@
 """``python -m bench robustness RUN_DIR``: the saved models of a run, on disturbed test images.
 
 For a folder written by ``python -m bench compare --save-models``, every saved model
-(classic pipelines through :func:`bench.models_io.load_model`'s skops allowlist, CNNs
-through ``CNNClassifier.load``) is scored on the run's own test set, reloaded as
+(:func:`bench.models_io.load_model`: classic pipelines through the skops allowlist, CNNs
+through ``CNNClassifier.load``, the ``.onnx`` of ``quantize=int8`` runs through ONNX
+Runtime) is scored on the run's own test set, reloaded as
 ``compare`` loaded it (the dataset, split, seed and ``--limit`` recorded in
 ``report.json``, with :func:`bench.compare.load_split_sets`; its digest is checked
 against the report's), and on disturbed copies of it: every disturbance of
@@ -214,7 +215,7 @@ def _load_models(run: Mapping[str, Any], run_dir: Path, n_splits: int, device: s
             why = (f"compare could not save it: {run['model_bytes_error']}" if run.get("model_bytes_error")
                    else "run compare with --save-models")
             raise FileNotFoundError(f"no saved model at {path} ({why})")
-        if run.get("track") == "cnn" and device != "auto":
+        if path.suffix == ".pt" and device != "auto":
             from cnn import CNNClassifier  # torch, only for a CNN on a chosen device
 
             models.append(CNNClassifier.load(path, device=device))
