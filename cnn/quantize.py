@@ -64,6 +64,9 @@ __all__ = ["DEFAULT_CALIBRATION", "calibration_indices", "quantize_onnx", "quant
 #: Training images used to calibrate the activation ranges.
 DEFAULT_CALIBRATION = 256
 _CAL_BATCH = 32
+#: Operators only a quantized graph holds (QDQ or QOperator form).
+_INT8_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
+                       "MatMulInteger"})
 
 
 class _Batches(CalibrationDataReader):
@@ -124,6 +127,8 @@ def quantize_onnx(
     ValueError
         ``calibration`` is not uint8 ``(n, C, S, S)`` with ``n >= 1`` matching the file, or
         an unknown ``quant_format``.
+    RuntimeError
+        The result holds no int8 operator (a file not laid out as :func:`export_onnx` writes).
     """
     src, dst = Path(src), Path(dst)
     model = onnx.load(str(src))
@@ -149,6 +154,9 @@ def quantize_onnx(
             calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=exclude,
         )
         qmodel = onnx.load(str(out))
+    if not any(n.op_type in _INT8_OPS for n in qmodel.graph.node):
+        raise RuntimeError(f"quantizing {src} left no int8 operator in the graph (its network's nodes are "
+                           "expected under the exporter's '/net/' scope; was it written by export_onnx?)")
     meta = {**meta, "precision": "int8", "quantization": {
         "tool": "onnxruntime.quantization.quantize_static", "format": quant_format, "per_channel": per_channel,
         "reduce_range": reduce_range, "calibration_images": int(cal.shape[0]), "calibrate_method": "minmax",

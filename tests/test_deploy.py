@@ -195,6 +195,14 @@ def test_quantize_checks_its_calibration(net, tmp_path):
         quantize_onnx(fp32, tmp_path / "q.onnx", np.zeros((4, 3, 8, 8), np.uint8))
     with pytest.raises(ValueError, match="quant_format"):
         quantize_onnx(fp32, tmp_path / "q.onnx", np.zeros((4, 1, 8, 8), np.uint8), quant_format="int4")
+    import onnx
+
+    model = onnx.load(str(fp32))
+    for i, node in enumerate(model.graph.node):  # no node under the exporter's '/net/' scope
+        node.name = f"node{i}"
+    onnx.save(model, str(tmp_path / "renamed.onnx"))
+    with pytest.raises(RuntimeError, match="no int8 operator"):
+        quantize_onnx(tmp_path / "renamed.onnx", tmp_path / "q.onnx", np.zeros((4, 1, 8, 8), np.uint8))
     idx = calibration_indices(10, 20, random_state=0)
     assert list(idx) == list(range(10))
     with pytest.raises(ValueError, match="calibration image"):
