@@ -6,8 +6,10 @@
 record of the ``report.json`` contract (``name``, ``track``, ``params``, ``status``,
 ``error``, ``top1``, ``top5``, ``macro_f1``, ``per_class_recall``, ``confusion``,
 ``fit_seconds``, ``predict_seconds``, ``images_per_second``, ``model_bytes``) plus a few
-extra keys (``timings``, ``cache_hit``, ``score_kind``, ``model_path``). They raise on
-failure; :mod:`bench.compare` runs each in a process of its own and turns exceptions and
+extra keys (``timings``, ``cache_hit``, ``score_kind``, ``model_path``; the latency of one
+image, ``latency_ms`` and ``latency_p90_ms`` per thread count with ``latency_threads``, see
+:mod:`bench.latency`; ``onnx`` for an exported CNN; ``float``, ``float_model`` and
+``quantization`` for a ``quantize=int8`` run). They raise on failure; :mod:`bench.compare` runs each in a process of its own and turns exceptions and
 deaths into ``status: "failed"`` records.
 
 The other jobs of a run live in their own modules: progress lines in
