@@ -126,6 +126,15 @@ def test_datasets_without_settings_give_the_defaults():
         preset_params("lazebnik_spm", dataset="cifar10", n_wordz=3)
 
 
+def test_lazebnik_follows_the_paper_on_caltech_and_keeps_cifar():
+    # one-versus-all machines (Lazebnik et al. 2006), C from cross-validation on training images
+    svm = make_preset("lazebnik_spm").named_steps["svm"]
+    assert svm.multi_class == "ovr" and svm.C == 3.0
+    assert preset_params("lazebnik_spm", dataset="caltech101")["n_words"] == 200  # the paper's M
+    assert preset_params("lazebnik_spm", dataset="scene15")["n_words"] == 400
+    assert preset_params("lazebnik_spm", dataset="cifar10")["C"] == 1.0  # CIFAR-10's figure unchanged
+
+
 def test_dataset_settings_are_checked_at_registration():
     from classicvision.presets import _register
 
