@@ -1,5 +1,5 @@
 """Command line of ``python -m bench``: ``compare``, ``list``, ``predict``, ``speed``, ``benchmarks``,
-``cache``.
+``cache``, ``robustness``.
 
 ``get_args_parser()`` returns the reusable parser (as torchvision's reference scripts
 do); ``main(argv)`` runs a subcommand and returns its exit code. ``compare --config
@@ -26,14 +26,15 @@ from typing import Any
 
 __all__ = ["get_args_parser", "main", "CIFAR_MODELS"]
 
-DATASET_CHOICES = ("digits", "cifar10", "scene15", "caltech101", "folder")
+DATASET_CHOICES = ("digits", "cifar10", "cifar100", "scene15", "caltech101", "folder")
 
 #: The CNNs of the CIFAR literature the benchmarks run (those the registry has).
 CIFAR_MODELS = ("fastnet", "small_convnet", "vgg_bn_drop", "resnet20", "resnet32", "resnet44", "resnet56",
                 "resnet110", "googlenet_cifar")
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1, or a usage error naming the text."""
     try:
         v = int(text)
     except ValueError:
@@ -77,20 +78,20 @@ COMPARE_OPTIONS: tuple[tuple[tuple[str, ...], dict], ...] = (
                            "resumes and keeps the runs finished there")),
     (("--fresh",), dict(action="store_true",
                         help="start the --out folder's report over (the old report.json is kept aside, renamed)")),
-    (("--train-per-class",), dict(type=_positive_int, default=None, metavar="N", help="training images per class")),
-    (("--test-per-class",), dict(type=_positive_int, default=None, metavar="N",
+    (("--train-per-class",), dict(type=positive_int, default=None, metavar="N", help="training images per class")),
+    (("--test-per-class",), dict(type=positive_int, default=None, metavar="N",
                                  help="test images per class: up to N (all the rest when a class has fewer)")),
-    (("--splits",), dict(type=_positive_int, default=1, metavar="K",
+    (("--splits",), dict(type=positive_int, default=1, metavar="K",
                          help="repeat every run over K random per-class splits (seeds S..S+K-1) and report "
                               "mean +- std (needs --train-per-class; default: 1)")),
     (("--seed",), dict(type=int, default=0, metavar="S", help="seed for subsets, pipelines and CNNs (default: 0)")),
-    (("--limit",), dict(type=_positive_int, default=None, metavar="N",
+    (("--limit",), dict(type=positive_int, default=None, metavar="N",
                         help="cap train and test images at N each (stratified, seeded) for quick checks")),
-    (("--max-pixels",), dict(type=_positive_int, default=None, metavar="N",
+    (("--max-pixels",), dict(type=positive_int, default=None, metavar="N",
                              help="largest image decoded, in pixels (default: classicvision.datasets."
                                   "MAX_IMAGE_PIXELS, 89,478,485); a larger one is refused as a possible "
                                   "decompression bomb")),
-    (("--epochs",), dict(type=_positive_int, default=None, metavar="E", help="CNN epochs (default: the classifier's)")),
+    (("--epochs",), dict(type=positive_int, default=None, metavar="E", help="CNN epochs (default: the classifier's)")),
     (("--memory-limit",), dict(type=_memory, default=None, metavar="SIZE",
                                help="resident memory one run may use, e.g. 8GiB or 0.5 (of the available memory); "
                                     "a run past it is stopped and recorded as failed; CNNs choose a batch size "
@@ -102,6 +103,9 @@ COMPARE_OPTIONS: tuple[tuple[tuple[str, ...], dict], ...] = (
     (("--export-onnx",), dict(action="store_true",
                               help="export every CNN to OUT/models/NAME.onnx and record its size, ONNX Runtime "
                                    "top-1, agreement with PyTorch and latency")),
+    (("--robustness",), dict(action="store_true",
+                             help="then score the saved models on disturbed test images (python -m bench robustness "
+                                  "OUT with its defaults; needs --save-models)")),
     (("--n-jobs",), dict(type=int, default=None, metavar="N", help="n_jobs for the classic pipelines")),
     (("--device",), dict(default="auto", choices=("auto", "cpu", "cuda"), help="CNN device (default: auto)")),
     (("--quiet",), dict(action="store_true", help="no progress lines on stderr")),
@@ -140,7 +144,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="top-k classes of images with a saved model")
     pr.add_argument("model", help="a model file from compare --save-models (.skops or CNN weights)")
     pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    pr.add_argument("--top-k", type=_positive_int, default=5, help="classes shown per image (default: 5)")
+    pr.add_argument("--top-k", type=positive_int, default=5, help="classes shown per image (default: 5)")
 
     sp = sub.add_parser("speed", help="speed benchmarks (bench.speed)", add_help=False)
     sp.add_argument("speed_args", nargs=argparse.REMAINDER)
@@ -152,7 +156,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     bm.add_argument("--out", default="runs/benchmarks", metavar="DIR", help="where the runs go (default: runs/benchmarks)")
     bm.add_argument("--datasets", default="cifar10,scene15", metavar="NAMES", help="datasets to run (default: cifar10,scene15)")
     bm.add_argument("--root", default=None, metavar="PATH", help="dataset root (see compare --root)")
-    bm.add_argument("--epochs", type=_positive_int, default=None, metavar="E", help="CNN epochs")
+    bm.add_argument("--epochs", type=positive_int, default=None, metavar="E", help="CNN epochs")
     bm.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     bm.add_argument("--n-jobs", type=int, default=None)
     ca = sub.add_parser(
@@ -168,6 +172,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     ca.add_argument("--all", action="store_true", help="clear: every entry")
     ca.add_argument("--datasets", action="store_true",
                     help="clear: also the decoded datasets (classicvision.datasets.clear_cache)")
+    # delayed like the commands' own modules: its option list names the disturbances
+    # (numpy and OpenCV, about 0.5 s), which only a parser needs
+    from bench.robustness import add_parser as add_robustness_parser
+
+    add_robustness_parser(sub)
     return parser
 
 
@@ -371,6 +380,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_benchmarks(args)
     if args.command == "cache":
         return _cmd_cache(args)
+    if args.command == "robustness":
+        from bench.robustness import cmd as robustness_cmd
+
+        return robustness_cmd(args)
     if args.command == "compare":
         from bench.compare import DatasetError, UsageError, run_compare
         from bench.progress import Progress
@@ -382,6 +395,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         previous = signal.signal(signal.SIGTERM, _interrupt) if _main_thread() else None
         try:
             report, rc = run_compare(args, command=command, progress=progress)
+            if args.robustness and report.get("out"):  # compare has released its lock by now
+                from bench.robustness import run_robustness
+
+                try:
+                    run_robustness(report["out"], seed=args.seed, device=args.device, progress=progress)
+                except (UsageError, DatasetError, ValueError) as exc:
+                    print(f"error: robustness: {exc}", file=sys.stderr)
+                    rc = rc or 1
         except UsageError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

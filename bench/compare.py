@@ -742,6 +742,8 @@ def run_compare(args: Any, *, command: str | None = None, progress: Progress | N
         The dataset could not be loaded.
     """
     progress = progress or Progress()
+    if getattr(args, "robustness", False) and not args.save_models:
+        raise UsageError("--robustness scores the saved models: add --save-models")
     classic, cnns = _requested(args)
     out = Path(args.out) if args.out else default_out_dir(args.dataset)
     memory_limit = _memory_limit(args)
@@ -777,6 +779,8 @@ def run_compare(args: Any, *, command: str | None = None, progress: Progress | N
             "environment": environment_info(),
             "runs": runs,
         }
+        if prev is not None and runs and prev.get("robustness"):  # kept until a run's model changes
+            report["robustness"] = prev["robustness"]
         write_reports(report, out, figures=False)
 
         ctx = {
@@ -873,6 +877,7 @@ def _run_all(specs, planned, runs: list[dict], report: dict, ctx: dict, progress
             runs.append(rec)
         else:
             runs[pos] = rec
+        report.pop("robustness", None)  # scored on models this run has just replaced or added to
         write_reports(report, out)
 
     return n_failed

@@ -83,7 +83,7 @@ def curves_figure(history: Sequence[Mapping[str, Any]], path: str | os.PathLike,
     ValueError
         ``history`` is not a list of dicts.
     """
-    from bench.report import _new_figure, _save_figure
+    from bench.report import new_figure, save_figure
 
     history = _check_history(history)
     ep, loss = _series(history, "loss")
@@ -92,7 +92,7 @@ def curves_figure(history: Sequence[Mapping[str, Any]], path: str | os.PathLike,
     tep, tloss = _series(history, "test_loss")
     eep, terr = _series(history, "test_error")
     aep, acc = _series(history, "accuracy")
-    fig = _new_figure((10.0, 3.8))
+    fig = new_figure((10.0, 3.8))
     ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     ax1.plot(ep, loss, "-o", ms=3, label="train loss")
     if tep:
@@ -117,7 +117,7 @@ def curves_figure(history: Sequence[Mapping[str, Any]], path: str | os.PathLike,
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    _save_figure(fig, path)
+    save_figure(fig, path)
     return True
 
 
@@ -163,14 +163,14 @@ def render_html(run: Mapping[str, Any], out_dir: str | os.PathLike | None = None
     Without ``out_dir`` (or the file), the caption and summary only. Empty
     for a run without ``history``.
     """
-    from bench.report import _img_tag
+    from bench.report import img_tag
 
     if not run.get("history"):
         return ""
     name = str(run.get("name"))
     history = _check_history(run["history"])
     path = Path(out_dir) / curves_filename(name) if out_dir is not None else None
-    img = _img_tag(path, f"training curves of {name}") if path is not None and path.is_file() else ""
+    img = img_tag(path, f"training curves of {name}") if path is not None and path.is_file() else ""
     caption = f"training curves: {html.escape(name)}. {html.escape(_summary(history))}"
     return f"<figure>{img}<figcaption>{caption}</figcaption></figure>"
 

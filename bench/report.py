@@ -28,7 +28,10 @@ from typing import Any
 import numpy as np
 
 from bench import isolation
+from bench.curves import curves_html, curves_markdown, write_curves
 from bench.published import JPEG_NOTE, METRIC_NOTE, METRICS, mean_class_accuracy, reproduction_rows, split_stats
+from bench.robustness import render_html as robustness_html
+from bench.robustness import render_markdown as robustness_markdown
 from bench.specs import UsageError, model_names, parse_specs, preset_names, safe_name
 
 __all__ = [
@@ -48,6 +51,10 @@ __all__ = [
     "write_reports",
     "render_benchmarks",
     "confusion_filename",
+    "new_figure",
+    "save_figure",
+    "html_table",
+    "img_tag",
 ]
 
 
@@ -168,7 +175,7 @@ def _write_text_atomic(text: str, path: Path) -> None:
     _atomic_write(path, lambda fh: fh.write(text))
 
 
-def _save_figure(fig, path: str | os.PathLike) -> None:
+def save_figure(fig, path: str | os.PathLike) -> None:
     """``fig.savefig`` as PNG, atomically."""
     _atomic_write(path, lambda fh: fig.savefig(fh, format="png"), mode="wb")
 
@@ -460,7 +467,7 @@ def _failed_runs(report: Mapping[str, Any]) -> list[dict[str, str]]:
     return rows
 
 
-def render_markdown(report: Mapping[str, Any]) -> str:
+def render_markdown(report: Mapping[str, Any], out_dir: str | os.PathLike | None = None) -> str:
     """The Markdown report: side-by-side, reproduction, per-class recall, environment."""
     ds = report.get("dataset", {})
     parts = [
@@ -490,7 +497,12 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         parts.append("No published figure for these runs on this dataset.\n")
     if ds.get("name") == "cifar10":
         parts.append(f"\n{JPEG_NOTE}\n")
+    curves = curves_markdown(report, out_dir)
+    if curves:
+        parts += ["\n" + curves]
     parts += ["\n## Per-class recall (%)\n", md_table(_recall_table(report))]
+    if report.get("robustness"):
+        parts += ["\n" + robustness_markdown(report["robustness"])]
     parts += ["\n## Environment\n", md_table(_env_rows(report.get("environment", {})))]
     return "\n".join(parts)
 
@@ -501,7 +513,8 @@ def confusion_filename(name: str) -> str:
     return f"confusion_{safe_name(name)}.png"
 
 
-def _new_figure(size):
+def new_figure(size: tuple[float, float]):
+    """A matplotlib ``Figure`` of ``size`` inches on the Agg canvas (no pyplot state, no display)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -516,7 +529,7 @@ def plot_confusion(run: Mapping[str, Any], class_names: Sequence[str], path: str
     n = cm.shape[0]
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     side = min(12.0, max(4.0, 0.45 * n + 2.5))
-    fig = _new_figure((side, side * 0.9))
+    fig = new_figure((side, side * 0.9))
     ax = fig.add_subplot(1, 1, 1)
     im = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
@@ -534,7 +547,7 @@ def plot_confusion(run: Mapping[str, Any], class_names: Sequence[str], path: str
             ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=7,
                     color="white" if norm[i, j] > 0.5 else "black")
     fig.tight_layout()
-    _save_figure(fig, path)
+    save_figure(fig, path)
 
 
 def _log_ticks(lo: float, hi: float, max_ticks: int = 9) -> list[float]:
@@ -590,7 +603,7 @@ def plot_accuracy_vs_time(runs: Iterable[Mapping[str, Any]], path: str | os.Path
         The figure (drawn on an Agg canvas).
     """
     ok = [r for r in runs if r.get("status") == "ok" and _measured(r, "top1") is not None and r.get("fit_seconds")]
-    fig = _new_figure((7.0, 4.8))
+    fig = new_figure((7.0, 4.8))
     ax = fig.add_subplot(1, 1, 1)
     colors = {"classic": "tab:blue", "cnn": "tab:orange"}
 
@@ -635,7 +648,7 @@ def plot_accuracy_vs_time(runs: Iterable[Mapping[str, Any]], path: str | os.Path
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     if path is not None:
-        _save_figure(fig, path)
+        save_figure(fig, path)
     return fig
 
 
@@ -672,7 +685,9 @@ window.addEventListener('load', function () {
 """
 
 
-def _html_table(rows: Sequence[Mapping[str, str]], table_id: str, columns: Sequence[str] | None = None) -> str:
+def html_table(rows: Sequence[Mapping[str, str]], table_id: str, columns: Sequence[str] | None = None) -> str:
+    """An HTML ``<table id=table_id>`` of ``rows`` (``columns``, default the first row's keys),
+    values escaped, failed statuses marked; a "(none)" note for no rows."""
     if not rows:
         return f'<p id="{table_id}" class="note">(none)</p>'
     columns = list(columns or rows[0].keys())
@@ -688,7 +703,8 @@ def _html_table(rows: Sequence[Mapping[str, str]], table_id: str, columns: Seque
     return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
-def _img_tag(path: Path, alt: str) -> str:
+def img_tag(path: Path, alt: str) -> str:
+    """An ``<img>`` with the PNG at ``path`` embedded as a data URI (a report stays one file)."""
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
@@ -712,7 +728,7 @@ def render_html(report: Mapping[str, Any], out_dir: str | os.PathLike) -> str:
     ]
     if report.get("command"):
         parts.append(f"<p class=\"note\">Command: <code>{e(str(report['command']))}</code></p>")
-    parts += ["<h2>Side by side</h2>", _html_table(summary_rows(report), "summary")]
+    parts += ["<h2>Side by side</h2>", html_table(summary_rows(report), "summary")]
     parts.append(
         '<p class="note">fit s includes feature extraction for classic runs; predict ms/image and '
         "images/s cover the whole test set.</p>"
@@ -721,14 +737,14 @@ def render_html(report: Mapping[str, Any], out_dir: str | os.PathLike) -> str:
         parts.append(f'<p class="note">{e(LATENCY_NOTE)}</p>')
     failed = _failed_runs(report)
     if failed:
-        parts += ["<h3>Failed runs</h3>", _html_table(failed, "failed")]
+        parts += ["<h3>Failed runs</h3>", html_table(failed, "failed")]
     onnx = onnx_rows(report)
     if onnx:
-        parts += ["<h2>ONNX export</h2>", _html_table(onnx, "onnx")]
+        parts += ["<h2>ONNX export</h2>", html_table(onnx, "onnx")]
     parts += ["<h2>Reproduction</h2>"]
     repro = _reproduction_table(report)
     if repro:
-        parts.append(_html_table(repro, "reproduction"))
+        parts.append(html_table(repro, "reproduction"))
         if _metric_note(repro):
             parts.append(f'<p class="note">{e(_metric_note(repro))}</p>')
     else:
@@ -738,17 +754,22 @@ def render_html(report: Mapping[str, Any], out_dir: str | os.PathLike) -> str:
     parts += ["<h2>Figures</h2>", '<div class="figs">']
     avt = out_dir / "accuracy_vs_time.png"
     if avt.is_file():
-        parts.append(f"<figure>{_img_tag(avt, 'accuracy vs training time')}<figcaption>top-1 vs training time</figcaption></figure>")
+        parts.append(f"<figure>{img_tag(avt, 'accuracy vs training time')}<figcaption>top-1 vs training time</figcaption></figure>")
     for r in report.get("runs", []):
         p = out_dir / confusion_filename(str(r.get("name")))
         if r.get("status") == "ok" and p.is_file():
             parts.append(
-                f"<figure>{_img_tag(p, 'confusion matrix ' + str(r.get('name')))}"
+                f"<figure>{img_tag(p, 'confusion matrix ' + str(r.get('name')))}"
                 f"<figcaption>confusion matrix: {e(str(r.get('name')))}</figcaption></figure>"
             )
     parts.append("</div>")
-    parts += ["<h2>Per-class recall (%)</h2>", _html_table(_recall_table(report), "recall")]
-    parts += ["<h2>Environment</h2>", _html_table(_env_rows(report.get("environment", {})), "environment")]
+    curves = curves_html(report, out_dir)
+    if curves:
+        parts.append(curves)
+    parts += ["<h2>Per-class recall (%)</h2>", html_table(_recall_table(report), "recall")]
+    if report.get("robustness"):
+        parts.append(robustness_html(report["robustness"], out_dir))
+    parts += ["<h2>Environment</h2>", html_table(_env_rows(report.get("environment", {})), "environment")]
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -765,7 +786,8 @@ def write_reports(report: Mapping[str, Any], out_dir: str | os.PathLike, *, figu
                 plot_confusion(r, classes, out_dir / confusion_filename(str(r.get("name"))))
         plot_accuracy_vs_time(report.get("runs", []), out_dir / "accuracy_vs_time.png",
                               title=f"{report.get('dataset', {}).get('name')}: top-1 vs training time")
-    _write_text_atomic(render_markdown(report), out_dir / "report.md")
+        write_curves(report, out_dir)
+    _write_text_atomic(render_markdown(report, out_dir), out_dir / "report.md")
     _write_text_atomic(render_html(report, out_dir), out_dir / "report.html")
 
 
@@ -849,5 +871,8 @@ def render_benchmarks(reports: Sequence[tuple[str, Mapping[str, Any]]], *, title
         repro = _reproduction_table(rep)
         parts += ["\n### Reproduction\n",
                   md_table(repro) + f"\n{_metric_note(repro)}\n" if repro else "No published figure for these runs.\n"]
+        if rep.get("robustness"):
+            fig = Path(source) / rep["robustness"].get("figure", "robustness.png")
+            parts.append("\n" + robustness_markdown(rep["robustness"], heading="###", figure=str(fig)))
     return "\n".join(parts)
 

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bench.cli import _positive_int
+from bench.cli import positive_int
 from bench.specs import DatasetError, Split, UsageError, safe_name, take
 from classicvision.disturbances import DISTURBANCES, SEVERITIES, disturb_batch, disturbance_params
 
@@ -93,7 +93,7 @@ def _names(text: str) -> list[str]:
 
 def _limit(text: str) -> int | None:
     """``--limit``: a positive number of images, or ``all`` (None)."""
-    return None if text.strip().lower() == "all" else _positive_int(text)
+    return None if text.strip().lower() == "all" else positive_int(text)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -449,7 +449,7 @@ def plot_robustness(section: Mapping[str, Any], path: str | os.PathLike | None):
     -------
     fig : matplotlib.figure.Figure
     """
-    from bench.report import _new_figure, _save_figure
+    from bench.report import new_figure, save_figure
 
     kinds = list(section.get("disturbances") or {})
     sevs = list(section.get("severities") or [])
@@ -458,7 +458,7 @@ def plot_robustness(section: Mapping[str, Any], path: str | os.PathLike | None):
     nrows = max(1, -(-len(kinds) // ncols))
     legend_rows = -(-len(runs) // 4)
     height = 2.8 * nrows + 0.6 + 0.25 * legend_rows
-    fig = _new_figure((3.2 * ncols, height))
+    fig = new_figure((3.2 * ncols, height))
     styles = {"classic": ("-", "o"), "cnn": ("--", "s")}
     handles = []
     for j, kind in enumerate(kinds):
@@ -487,7 +487,7 @@ def plot_robustness(section: Mapping[str, Any], path: str | os.PathLike | None):
                  "classic solid, CNN dashed)", fontsize=11, y=1 - 0.12 / height, va="top")
     fig.tight_layout(rect=(0, (0.15 + 0.25 * legend_rows) / height, 1, 1))  # makes room for the suptitle
     if path is not None:
-        _save_figure(fig, path)
+        save_figure(fig, path)
     return fig
 
 
@@ -612,24 +612,24 @@ def render_html(section: Mapping[str, Any], out_dir: str | os.PathLike | None = 
     html : str
         A fragment (``<h2>`` and what follows), for the body of ``report.html``.
     """
-    from bench.report import _html_table, _img_tag
+    from bench.report import html_table, img_tag
 
     e = html.escape
     parts = ['<h2 id="robustness">Robustness</h2>', f'<p class="note">{e(_intro(section))}</p>',
-             _html_table(_summary_rows(section), "robustness-summary")]
+             html_table(_summary_rows(section), "robustness-summary")]
     for i, r in enumerate(section.get("runs", [])):
         if r.get("status") != "ok":
             continue
         rows = [{k: v.replace("**", "") for k, v in row.items()} for row in _run_rows(section, r)]
         parts += [f"<h3>{e(str(r.get('name')))} ({e(str(r.get('track')))}): clean {_pct(r.get('clean'))}%</h3>",
-                  _html_table(rows, f"robustness-run-{i}")]
+                  html_table(rows, f"robustness-run-{i}")]
     fig = Path(out_dir) / str(section.get("figure", FIGURE)) if out_dir is not None else None
     if fig is not None and fig.is_file():
-        parts.append(f'<div class="figs"><figure>{_img_tag(fig, "accuracy against severity")}'
+        parts.append(f'<div class="figs"><figure>{img_tag(fig, "accuracy against severity")}'
                      "<figcaption>accuracy against severity (classic solid, CNN dashed)</figcaption></figure></div>")
-    parts += ["<h3>Disturbance parameters</h3>", _html_table(_param_rows(section), "robustness-params")]
+    parts += ["<h3>Disturbance parameters</h3>", html_table(_param_rows(section), "robustness-params")]
     failed = [{"run": str(r.get("name")), "track": str(r.get("track")), "error": str(r.get("error"))}
               for r in section.get("runs", []) if r.get("status") != "ok"]
     if failed:
-        parts += ["<h3>Runs not evaluated</h3>", _html_table(failed, "robustness-failed")]
+        parts += ["<h3>Runs not evaluated</h3>", html_table(failed, "robustness-failed")]
     return "\n".join(parts)

@@ -414,7 +414,8 @@ def _file_stem(spec: RunSpec) -> str:
 
 
 def _float_classifier(spec: RunSpec, train: Split, *, seed, epochs, device, defaults, memory_limit,
-                      progress: Progress, float_model: str | Path | None) -> tuple[Any, float, dict]:
+                      progress: Progress, float_model: str | Path | None,
+                      validation: Split | None = None) -> tuple[Any, float, dict]:
     """The trained float classifier of a run, its training seconds and where it came from.
 
     ``float_model``: the file of the same model saved by another run of the comparison,
@@ -436,8 +437,11 @@ def _float_classifier(spec: RunSpec, train: Split, *, seed, epochs, device, defa
                 else contextlib.nullcontext())
     with progress.stage(spec.name, f"train {spec.base} on {len(train)} images",
                         eta_note="ETA in the epoch lines") as st, redirect:
-        clf.fit(train.images, train.target)
-    return clf, st.seconds, {"source": "trained in this run"}
+        # validation: the test split, for the per-epoch test loss / error of the curves (never
+        # trained on; the weights are the same without it); its evaluation time is not fit time
+        val = None if validation is None else (validation.images, validation.target)
+        clf.fit(train.images, train.target, validation_data=val)
+    return clf, st.seconds - float(getattr(clf, "eval_seconds_", 0.0)), {"source": "trained in this run"}
 
 
 def _score(model: Any, test: Split, n_classes: int, chunk: int, update) -> tuple[np.ndarray, str, float]:
@@ -515,8 +519,11 @@ def run_cnn(
     n_classes = len(train.target_names)
     clf, fit_seconds, source = _float_classifier(
         float_spec(spec), train, seed=seed, epochs=epochs, device=device, defaults=defaults,
-        memory_limit=memory_limit, progress=progress, float_model=float_model if quantize else None)
+        memory_limit=memory_limit, progress=progress, float_model=float_model if quantize else None,
+        validation=test)
     rec["params"]["device"] = device
+    rec["history"] = [dict(h) for h in getattr(clf, "history_", [])]
+    rec["eval_seconds"] = float(getattr(clf, "eval_seconds_", 0.0))
     scores, kind, predict_seconds = _score(clf, test, n_classes, chunk,
                                            progress.chunks(spec.name, "predict", len(test)))
     resolved = getattr(clf, "device_", None)

@@ -113,7 +113,7 @@ def test_report_files(e2e):
     for name in ("confusion_hog_svm.png", "confusion_small_convnet_batch_size=32.png", "accuracy_vs_time.png"):
         data = (e2e / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (e2e / "report.html").read_text().count("data:image/png;base64,") == 3
+    assert (e2e / "report.html").read_text().count("data:image/png;base64,") == 4
 
 
 def test_saved_classic_model_reproduces_score(e2e):
