@@ -639,8 +639,9 @@ def bound_images(splits: Sequence[Split], needs: Sequence[tuple[str, int] | None
                 done[id(im)] = images[i] = resize_max_side(np.asarray(im), target)
     if not done:
         return None
+    sides = [f"{what} side {n} px" for what, n in (("longer", long_need), ("shorter", short_need)) if n]
     progress.line(f"dataset: {len(done)} images downscaled to the largest size a run needs "
-                  f"(longer side {long_need} px, shorter side {short_need} px at least)")
+                  f"({' and '.join(sides)} at least)")
     return long_need, short_need
 
 

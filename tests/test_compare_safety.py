@@ -303,3 +303,23 @@ def test_cnn_from_weights_a_compare_saved(tmp_path):
                      "--limit", "60", "--epochs", "1", "--out", str(tmp_path / "third"), "--quiet"]) == 1
     [rec] = _read(tmp_path / "third")["runs"]
     assert rec["status"] == "failed" and str(missing) in rec["error"]
+
+
+def test_bound_images_downscales_once_and_names_only_the_bounds_in_use():
+    import io
+
+    from bench.progress import Progress
+    from bench.specs import Split
+
+    rng = np.random.default_rng(0)
+    big, small = rng.integers(0, 255, (600, 800, 3), np.uint8), rng.integers(0, 255, (100, 120, 3), np.uint8)
+    train = Split([big, small], np.array([0, 1]), ["a", "b"])
+    test = Split([train.images[0]], np.array([0]), ["a", "b"])  # the same image in two splits
+    out = io.StringIO()
+    bound = cmp.bound_images([train, test], [("long", 300)], Progress(out))
+    assert bound == (300, 0)
+    assert train.images[0].shape == (225, 300, 3) and train.images[1] is small
+    assert test.images[0] is train.images[0]  # downscaled once
+    assert "2 images downscaled" not in out.getvalue() and "longer side 300 px at least" in out.getvalue()
+    assert "shorter side" not in out.getvalue()
+    assert cmp.bound_images([train], [("long", 300), None], Progress(out)) is None  # a run needs them as they are
