@@ -1100,6 +1100,33 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[self.predict_proba(images, filenames).argmax(1)]
 
     # ------------------------------------------------------------- save/load
+    # ------------------------------------------------------------- export
+    def export_onnx(self, path: str | os.PathLike, *, opset: int | None = None) -> Path:
+        """Write the fitted network, its input normalization included, as an ONNX file.
+
+        The file takes ``image``: uint8 ``(batch, in_chans_, input_size_, input_size_)``,
+        the images as this classifier resizes them (:func:`cnn.data.images_to_tensor`),
+        and returns ``logits``: float32 ``(batch, n_classes)`` in ``classes_`` order; the
+        flip test-time augmentation is not in the graph. :class:`cnn.export.OnnxPredictor`
+        runs the file with this classifier's preprocessing and flip TTA
+        (:func:`cnn.export.export_onnx` has the details).
+
+        Parameters
+        ----------
+        path : str or path
+            The ``.onnx`` file to write (atomically).
+        opset : int or None, default=None
+            ONNX opset version; None: 17.
+
+        Returns
+        -------
+        pathlib.Path
+            ``path``.
+        """
+        from .export import export_onnx  # onnx is loaded only when exporting
+
+        return export_onnx(self, path, opset=opset)
+
     def save(self, path: str | os.PathLike) -> None:
         """Save the fitted classifier to one file (``torch.save`` of tensors and plain data).
 

@@ -306,3 +306,9 @@ def test_reproduction_table_shows_the_change_against_float_and_onnx_errors():
     assert rows["resnet20"]["vs float"] == "–" and rows["resnet20"]["published %"] == "91.25"
     (o,) = onnx_rows(rep)
     assert o["error"].startswith("UnsupportedOperatorError") and o["ONNX MB"] == "–"
+
+
+def test_classifier_export_onnx_method(net, digits, tmp_path):
+    path = net.export_onnx(tmp_path / "m.onnx")
+    assert path == tmp_path / "m.onnx"
+    assert np.array_equal(OnnxPredictor(path).predict(digits[2]), net.predict(digits[2]))
