@@ -73,7 +73,7 @@ METRICS: dict[str, str] = {"top1": "top-1", "mean_class_accuracy": "mean class a
 
 METRIC_NOTE = (
     "metric: top-1 is the overall accuracy; mean class acc is the mean of the per-class "
-    "recalls (diagonal of the row-normalized confusion matrix), the figure the 15-Scene papers "
+    "recalls (diagonal of the row-normalized confusion matrix), the figure the 15-Scene and Caltech-101 papers "
     "report. Each published figure is compared with the same measured metric."
 )
 
