@@ -137,3 +137,18 @@ def test_a_test_set_that_changed_since_the_runs_is_refused(run_dir, tmp_path):
     (copy / "report.json").write_text(json.dumps(rep))
     with pytest.raises(DatasetError, match="differs from the one the runs were scored on"):
         rb.run_robustness(copy, severities=[1], disturbances=["jpeg"], limit=10)
+
+
+def test_the_command_line_runs_it_and_compare_asks_for_saved_models(run_dir, tmp_path, torch_one_thread):
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    rc = cli.main(["robustness", str(copy), "--severities", "1", "--disturbances", "contrast,occlusion",
+                   "--limit", "50", "--quiet"])
+    assert rc == 0
+    report = json.loads((copy / "report.json").read_text())
+    assert list(report["robustness"]["disturbances"]) == ["contrast", "occlusion"]
+    assert "## Robustness" in (copy / "report.md").read_text()
+    # --robustness scores saved models: without --save-models it is refused before any work
+    assert cli.main(["compare", "--dataset", "digits", "--pipelines", "hog_svm", "--cnn", "none", "--robustness",
+                     "--out", str(tmp_path / "nope"), "--quiet"]) == 2
+    assert not (tmp_path / "nope" / "report.json").exists()
