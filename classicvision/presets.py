@@ -494,13 +494,14 @@ def lazebnik_spm(*, n_words: int = 400, patch: int = 16, step: int = 8, levels=(
     Zisserman 2012; 3x the dimension) and a linear SVM; ``kernel_map=None`` with
     ``svm="linear"`` is the plain linear SVM on the histograms.
 
-    The kernel SVM is one-versus-all, as in the paper ("a test image is assigned
-    the label of the classifier with the highest response"): one machine per class
+    The kernel SVM is one-versus-all, as in the paper (the class whose machine
+    gives the highest response wins): one machine per class
     on all training images (:class:`~classicvision.kernels.KernelSVC` with
     ``multi_class="ovr"``), not libsvm's one-vs-one voting. The paper gives no
     ``C``; ``C=3`` was chosen by 5-fold cross-validation on the training images
     of split 0 of 15-Scene and of Caltech-101 (grid 0.3, 1, 3, 10, 100; 3 was best
-    on both, 10 within 0.6 points; see BENCHMARKS.md).
+    on both, 10 within 0.7 points: mean per-class CV accuracy at C = 1, 3, 10 of
+    76.7, 80.2, 80.1% on 15-Scene and 57.3, 60.9, 60.2% on Caltech-101, M=400).
 
     ``color``: ``"gray"`` (the paper's gray SIFT, 128-D), ``"opponent"`` (OpponentSIFT)
     or ``"rgb"`` (RGB-SIFT): SIFT on each of three colour channels, concatenated

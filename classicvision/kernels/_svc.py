@@ -279,6 +279,11 @@ class KernelSVC(ClassifierMixin, BaseEstimator):
         if y.ndim != 1 or y.shape[0] != X.shape[0]:
             X, y = validate_data(self, X, y, reset=True)
         check_classification_targets(y)
+        ovr = self.multi_class == "ovr" and len(np.unique(y)) > 2
+        if ovr and self.class_weight is not None and not isinstance(self.class_weight, str):
+            # refused before the Gram matrix is computed
+            raise ValueError("multi_class='ovr' takes class_weight=None or 'balanced' "
+                             f"(each machine has two classes), got {self.class_weight!r}")
         if self.kernel == "rbf":
             if self.gamma is None:
                 var = float(X.var())
@@ -304,18 +309,9 @@ class KernelSVC(ClassifierMixin, BaseEstimator):
             tol=self.tol,
             decision_function_shape=self.decision_function_shape,
         )
-        if self.multi_class == "ovr" and len(np.unique(y)) > 2:
+        if ovr:
             return self._fit_ovr(svc, K, X, y)
-        if self.probability:
-            # sigmoid calibration on 5-fold out-of-fold decision values, then one
-            # SVC refitted on all rows (SVC(probability=True) is deprecated in
-            # scikit-learn 1.9); the CV splitter slices the Gram matrix pairwise.
-            calibrator = CalibratedClassifierCV(svc, method="sigmoid", cv=5, ensemble=False)
-            calibrator.fit(K, y)
-            self.calibrator_ = calibrator
-            svc = calibrator.calibrated_classifiers_[0].estimator
-        else:
-            svc.fit(K, y)
+        svc = self._fit_svc(svc, K, y)
         self.svc_ = svc
         self.classes_ = svc.classes_
         self.support_ = svc.support_
@@ -327,22 +323,24 @@ class KernelSVC(ClassifierMixin, BaseEstimator):
         self._ovo_coef = self._build_ovo_coef()
         return self
 
+    def _fit_svc(self, est, K, y):
+        """``est`` fitted on the Gram matrix ``K``; with ``probability``, the estimator
+        refitted on all rows inside a sigmoid calibration on 5-fold out-of-fold decision
+        values (``calibrator_``; SVC(probability=True) is deprecated in scikit-learn 1.9).
+        The CV splitter slices the Gram matrix pairwise."""
+        if not self.probability:
+            return est.fit(K, y)
+        calibrator = CalibratedClassifierCV(est, method="sigmoid", cv=5, ensemble=False)
+        calibrator.fit(K, y)
+        self.calibrator_ = calibrator
+        return calibrator.calibrated_classifiers_[0].estimator
+
     def _fit_ovr(self, svc, K, X, y):
         """One machine per class on the whole Gram matrix; the support vectors of all
         machines are stored once, with a column of weights per class."""
-        if self.class_weight is not None and not isinstance(self.class_weight, str):
-            raise ValueError("multi_class='ovr' takes class_weight=None or 'balanced' "
-                             f"(each machine has two classes), got {self.class_weight!r}")
-        ovr = OneVsRestClassifier(svc, n_jobs=self.n_jobs)
         # threads: libsvm releases the GIL, and the machines share the one Gram matrix
         with parallel_config(backend="threading"):
-            if self.probability:
-                calibrator = CalibratedClassifierCV(ovr, method="sigmoid", cv=5, ensemble=False)
-                calibrator.fit(K, y)
-                self.calibrator_ = calibrator
-                ovr = calibrator.calibrated_classifiers_[0].estimator
-            else:
-                ovr.fit(K, y)
+            ovr = self._fit_svc(OneVsRestClassifier(svc, n_jobs=self.n_jobs), K, y)
         machines = ovr.estimators_
         support = np.unique(np.concatenate([m.support_ for m in machines]))
         position = np.full(X.shape[0], -1)
