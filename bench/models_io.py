@@ -54,6 +54,7 @@ __all__ = [
     "VETTED_TYPES",
     "HELPER_TYPES",
     "ESTIMATOR_MODULES",
+    "CNN_ESTIMATOR_MODULES",
     "trusted_estimator_types",
     "UntrustedModelError",
     "dump_skops",
@@ -92,6 +93,11 @@ ESTIMATOR_MODULES: tuple[str, ...] = (
     "classicvision.augment",
 )
 
+#: The CNN track's estimator modules (``cnn.CNNFeatures`` in the ``cnn_features_svm`` preset),
+#: imported only to load a file that names one of their types, so that loading a classic
+#: model never imports torch.
+CNN_ESTIMATOR_MODULES: tuple[str, ...] = ("cnn.features",)
+
 #: Private ``classicvision`` types that fitted estimators hold in their state and
 #: that must be loadable too. Found by dumping every preset's fitted pipeline
 #: (``skops.io.get_untrusted_types``): none today. Add a type here only after
@@ -104,19 +110,25 @@ class UntrustedModelError(ValueError):
 
 
 @functools.cache
-def trusted_estimator_types() -> frozenset[str]:
+def trusted_estimator_types(cnn: bool = False) -> frozenset[str]:
     """The ``module.Class`` names of our classes a ``.skops`` file may contain.
 
     The classes listed in the ``__all__`` of each module of :data:`ESTIMATOR_MODULES`
     that subclass :class:`sklearn.base.BaseEstimator` (named where they are defined,
-    as skops names them), plus :data:`HELPER_TYPES`.
+    as skops names them), plus :data:`HELPER_TYPES`; with ``cnn=True`` those of
+    :data:`CNN_ESTIMATOR_MODULES` too.
+
+    Parameters
+    ----------
+    cnn : bool, default=False
+        Include the CNN track's estimators (imports torch).
 
     Returns
     -------
     names : frozenset of str
     """
     names = set(HELPER_TYPES)
-    for module_name in ESTIMATOR_MODULES:
+    for module_name in ESTIMATOR_MODULES + (CNN_ESTIMATOR_MODULES if cnn else ()):
         module = importlib.import_module(module_name)
         for attr in module.__all__:
             obj = getattr(module, attr)
@@ -238,7 +250,7 @@ def load_skops(path: str | os.PathLike) -> Any:
         untrusted = sio.get_untrusted_types(file=path)
     except (zipfile.BadZipFile, KeyError, ValueError) as exc:
         raise ValueError(f"{path} is not a skops model file ({type(exc).__name__}: {exc})") from exc
-    ours = trusted_estimator_types()
+    ours = trusted_estimator_types(cnn=any(t.split(".", 1)[0] == "cnn" for t in untrusted))
     allowed = [t for t in untrusted if t in VETTED_TYPES or t in ours]
     refused = sorted(set(untrusted) - set(allowed))
     if refused:

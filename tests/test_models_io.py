@@ -35,6 +35,7 @@ TINY = {
     "coates_kmeans": dict(n_words=8, step=4, C=0.1),
     "coates_soft_threshold": dict(n_words=8, step=4, C=0.1),
     "nec2010": dict(n_words=4, pca=8, sizes=(16,)),
+    "cnn_features_svm": dict(model="small_convnet", epochs=1, image_size=16, device="cpu"),
 }
 
 
@@ -108,7 +109,8 @@ def test_trusted_types_are_the_estimator_classes():
     assert "classicvision.kernels._linear.LinearSVM" in names
     assert "classicvision.augment.MirrorAugmented" in names
     assert "classicvision.preprocessing.ChunkedStandardScaler" in names
-    assert not any(n.startswith(("bench.", "cnn.")) for n in names)
+    assert not any(n.startswith(("bench.", "cnn.")) for n in names)  # a classic load never imports torch
+    assert "cnn.features.CNNFeatures" in models_io.trusted_estimator_types(cnn=True)
     assert "classicvision.metrics.ClassificationReport" not in names
     assert "classicvision.features.hog" not in names  # functions of __all__ are not classes
 

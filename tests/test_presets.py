@@ -47,9 +47,9 @@ def test_registry_lists_the_published_systems():
     for name, info in PRESETS.items():
         assert info["description"] and info["citation"] and info["url"].startswith("http")
         for dataset, figure in info["published"].items():
-            assert dataset in {"cifar10", "scene15", "caltech101"}
+            assert dataset in {"cifar10", "scene15", "caltech101", "imagenet"}
             if isinstance(figure, dict):  # a figure that names its metric
-                assert figure["metric"] in {"top1", "mean_class_accuracy"} and figure["note"]
+                assert figure["metric"] in {"top1", "top5", "mean_class_accuracy"} and figure["note"]
                 figure = figure["value"]
             assert 0 < figure < 1
         assert isinstance(info["datasets"], dict)
@@ -382,3 +382,23 @@ def test_max_descriptors_of_a_preset_is_the_image_encoders_pool_and_exists_once(
     assert params["features__encoder__max_descriptors"] == 100_000
     pipe = make_preset("nec2010", max_descriptors=4321)
     assert pipe.get_params()["features__sift__fit_descriptors"] == 4321
+
+
+def test_nec2010_imagenet_setting_follows_the_paper():
+    pipe = make_preset("nec2010", dataset="imagenet")
+    names = [n for n, _ in pipe.named_steps["features"].transformer_list]
+    assert names == ["hog8", "hog16", "hog8_llc", "hog16_llc", "lbp"]  # HOG at two scales, LBP
+    union = dict(pipe.named_steps["features"].transformer_list)
+    assert type(union["hog8"].encoder).__name__ == "SuperVector"
+    assert type(union["hog8_llc"].encoder).__name__ == "LLC"  # LCC's fast approximation
+    assert union["hog16"].extractor.pixels_per_cell == 16
+    assert union["lbp"].encoder.pyramid.levels == (1, 2, (3, 1))
+    assert pipe.named_steps["svm"].solver == "asgd"
+    assert PRESETS["nec2010"]["published"]["imagenet"]["metric"] == "top5"
+    # the default (no dataset) keeps the SIFT + LBP super-vector recipe
+    default = make_preset("nec2010")
+    assert [n for n, _ in default.named_steps["features"].transformer_list] == ["sift", "lbp"]
+    with pytest.raises(ValueError, match="descriptor"):
+        make_preset("nec2010", descriptor="surf")
+    with pytest.raises(ValueError, match="coding"):
+        make_preset("nec2010", coding="lcc")
