@@ -591,6 +591,22 @@ def _pool(paths: list[_Parts], root: Path, split: str | None, train_per_class):
     return prefix, pool, class_names, target, fixed
 
 
+def _select(paths: list[_Parts], root: Path, split, train_per_class, test_per_class, random_state):
+    """The layout of ``paths`` and the files to return: ``(prefix, pool, class_names,
+    target, chosen, extra)`` (:func:`_pool`, then the per-class draws of :func:`select_indices`)."""
+    prefix, pool, class_names, target_all, fixed = _pool(paths, root, split, train_per_class)
+    chosen, extra = select_indices(
+        target_all,
+        split=split,
+        fixed=fixed,
+        train_per_class=train_per_class,
+        test_per_class=test_per_class,
+        random_state=random_state,
+        target_names=class_names,
+    )
+    return prefix, pool, class_names, target_all, chosen, extra
+
+
 def _decode_selected(root: Path, parts: list[_Parts], rel_names: list[str], blobs: dict | None,
                      member_limit: int, pixel_limit: int, n_jobs) -> list:
     """Decode the selected files (``parts`` below ``root``): an image, or an error message, each."""
@@ -649,6 +665,9 @@ def load_image_folder(
     n_jobs: int | None = -1,
     max_pixels: int | None = None,
     max_member_bytes: int | None = MAX_MEMBER_BYTES,
+    lazy: bool = False,
+    max_side: int | None = None,
+    rgb: bool = False,
 ) -> Bunch:
     """Load an image-classification dataset stored in the ImageFolder layout.
 
@@ -697,12 +716,34 @@ def load_image_folder(
         Archives only: a member larger than this is not read into memory but
         reported as unreadable (an error naming the archive and the member, or
         skipped with ``on_error="skip"``). ``None`` means the default.
+    lazy : bool, default=False
+        Return the images as a :class:`LazyImages` that decodes each image when
+        it is indexed, instead of decoding them all now: listing reads the
+        folder's directory entries or the archive's member headers only, and
+        no decoded-array cache is read or written (``cache`` and ``n_jobs``
+        are unused). Folders and *uncompressed* ``.tar`` archives (members
+        read at their offsets); a compressed archive is a ``ValueError``. The
+        Bunch is the same otherwise (targets, names, per-class draws with the
+        same seed). Header checks (``max_pixels``) and decoding errors happen
+        when an image is accessed, so ``on_error="skip"`` is refused; an
+        archive member over ``max_member_bytes``, or a hard link to a missing
+        member, is an error at listing.
+    max_side : int or None, default=None
+        Downscale decoded images whose longer side is larger to this many
+        pixels (area interpolation, as the extractors' ``max_size``); with
+        ``lazy=True`` each image as it is accessed.
+    rgb : bool, default=False
+        Replicate grayscale images to three channels. Without it the eager
+        loader does so only when the dataset mixes grayscale and colour files,
+        and the lazy one never (it cannot know without decoding): pass
+        ``rgb=True`` on such a dataset for the same arrays both ways.
 
     Returns
     -------
     Bunch
-        images : (N, H, W[, 3]) ndarray of uint8, or list of N (H, W[, 3]) ndarrays
-            One array when every image has the same shape, else a list.
+        images : (N, H, W[, 3]) ndarray of uint8, list of N (H, W[, 3]) ndarrays, or LazyImages
+            One array when every image has the same shape, else a list
+            (``lazy=True``: a :class:`LazyImages` of N images).
             Grayscale files give (H, W) images, color files RGB (H, W, 3).
         target : (N,) ndarray of int64
             Index into ``target_names``.
@@ -761,6 +802,12 @@ def load_image_folder(
     pixel_limit = resolve_max_pixels(max_pixels)
     member_limit = _check_member_bytes(max_member_bytes)
     root = Path(os.path.expanduser(os.fspath(path)))
+    if lazy:
+        return _load_lazy(root, split, train_per_class, test_per_class, random_state, on_error,
+                          max_pixels, member_limit, max_side, rgb)
+    from ._lazy import _check_max_side
+
+    max_side = _check_max_side(max_side)
     source_id, listing, refused_links = _source(root, cache)
     if refused_links:
         _warn_links(root, refused_links)
@@ -777,6 +824,9 @@ def load_image_folder(
             on_error=on_error,
             max_pixels=pixel_limit,
             max_member_bytes=member_limit if is_tar else None,
+            # Only when set, so that the keys of earlier caches stay valid:
+            **({"rgb": True} if rgb else {}),
+            **({"max_side": max_side} if max_side is not None else {}),
         )
         hit = _cache.load(key)
         if hit is not None:
@@ -786,15 +836,8 @@ def load_image_folder(
             return Bunch(split=split, **hit)
 
     paths, blobs = _list_files(root, listing, split, member_limit)
-    prefix, pool, class_names, target_all, fixed = _pool(paths, root, split, train_per_class)
-    chosen, extra = select_indices(
-        target_all,
-        split=split,
-        fixed=fixed,
-        train_per_class=train_per_class,
-        test_per_class=test_per_class,
-        random_state=random_state,
-        target_names=class_names,
+    prefix, pool, class_names, target_all, chosen, extra = _select(
+        paths, root, split, train_per_class, test_per_class, random_state
     )
     rel_names = ["/".join(prefix + pool[i]) for i in chosen]
     decoded = _decode_selected(root, [prefix + pool[i] for i in chosen], rel_names, blobs, member_limit,
@@ -803,6 +846,11 @@ def load_image_folder(
     decoded, rel_names, target, extra, skipped = _drop_unreadable(
         root, decoded, rel_names, target_all[chosen], extra, on_error
     )
+    if rgb or max_side is not None:
+        from ..features._common import resize_max_side  # features imports datasets: import late
+
+        decoded = [resize_max_side(cv2.cvtColor(im, cv2.COLOR_GRAY2RGB) if rgb and im.ndim == 2 else im,
+                                   max_side) for im in decoded]
     images = _assemble(decoded)
     filenames = np.asarray(rel_names, dtype=str)
     if key is not None:
@@ -812,6 +860,66 @@ def load_image_folder(
         target=target,
         target_names=list(class_names),
         filenames=filenames,
+        split=split,
+        **extra,
+    )
+
+
+def _load_lazy(root: Path, split, train_per_class, test_per_class, random_state, on_error, max_pixels,
+               member_limit: int, max_side, rgb: bool) -> Bunch:
+    """:func:`load_image_folder` with ``lazy=True``: list, select, and wrap in a LazyImages."""
+    from ._lazy import LazyImages, _check_max_side, index_plain_tar
+
+    _check_max_side(max_side)
+    if on_error != "raise":
+        raise ValueError(
+            "on_error='skip' needs every image decoded at load time, which lazy=True does not do; "
+            "use lazy=False to skip unreadable files, or remove them"
+        )
+    _, listing, refused_links = _source(root, cache=False)
+    if refused_links:
+        _warn_links(root, refused_links)
+    if listing is None:
+        if _decompressor(root) is not None:
+            raise ValueError(
+                f"{root} is a compressed archive, which cannot be read by offset (lazy=True reads "
+                "each image at its position in the archive); unpack it (tar xf) or recompress it "
+                "as a plain .tar (e.g. gunzip -c x.tar.gz > x.tar), or pass lazy=False"
+            )
+        paths, where = index_plain_tar(root)
+        stats = None
+    else:
+        paths = [tuple(rel.split("/")) for rel, _, _ in listing]
+        stats = {rel: (size, mtime) for rel, size, mtime in listing}
+        del listing
+    prefix, pool, class_names, target_all, chosen, extra = _select(
+        paths, root, split, train_per_class, test_per_class, random_state
+    )
+    del paths
+    rel_names = ["/".join(prefix + pool[i]) for i in chosen]
+    if not rel_names:
+        raise ValueError(f"no images selected in {root}")
+    if stats is not None:
+        sizes = np.fromiter((stats[r][0] for r in rel_names), dtype=np.int64, count=len(rel_names))
+        mtimes = np.fromiter((stats[r][1] for r in rel_names), dtype=np.int64, count=len(rel_names))
+        images = LazyImages._from_listing(root, rel_names, sizes, mtimes, max_side=max_side,
+                                          max_pixels=max_pixels, rgb=rgb)
+    else:
+        spots = [where[prefix + pool[i]] for i in chosen]
+        for rel, spot in zip(rel_names, spots):
+            if isinstance(spot, str):
+                raise ValueError(spot)
+            if spot[1] > member_limit:
+                raise ValueError(_too_big(root, tuple(rel.split("/")), spot[1], member_limit))
+        offsets = np.fromiter((s[0] for s in spots), dtype=np.int64, count=len(spots))
+        sizes = np.fromiter((s[1] for s in spots), dtype=np.int64, count=len(spots))
+        images = LazyImages._from_listing(root, rel_names, sizes, None, archive=root, offsets=offsets,
+                                          max_side=max_side, max_pixels=max_pixels, rgb=rgb)
+    return Bunch(
+        images=images,
+        target=target_all[chosen],
+        target_names=list(class_names),
+        filenames=np.asarray(rel_names, dtype=str),
         split=split,
         **extra,
     )

@@ -13,6 +13,7 @@ from ._cifar100 import load_cifar100
 from ._decode import resolve_max_pixels
 from ._digits import load_digits_images
 from ._folder import load_image_folder
+from ._imagenet import load_imagenet
 
 __all__ = ["DATASETS", "dataset_root", "load_dataset", "load_scene15"]
 
@@ -29,6 +30,9 @@ DATASETS: dict[str, str] = {
     "caltech101": "Caltech-101 (Fei-Fei, Fergus & Perona 2004): about 300x200 px colour and gray objects, "
     "102 classes (with BACKGROUND_Google) of 31-80 images, no fixed split: the protocol is 30 training "
     "images per class and up to 50 of the rest for testing (train_per_class=30, test_per_class=50)",
+    "imagenet": "ImageNet / ILSVRC layout (Russakovsky et al. 2015): root/train/<wnid>/*.JPEG and root/val/ "
+    "(class subfolders, or flat files with the ILSVRC ground-truth file); split 'test' reads val/; "
+    "lazy by default (images decoded on access)",
     "folder": "any ImageFolder directory or .tar/.tar.gz archive: <root>[/<split>]/<class>/<file>",
 }
 
@@ -137,7 +141,7 @@ def load_dataset(
 
     Parameters
     ----------
-    name : {"digits", "cifar10", "cifar100", "scene15", "caltech101", "folder"}
+    name : {"digits", "cifar10", "cifar100", "scene15", "caltech101", "imagenet", "folder"}
     root : str, path-like or None, default=None
         Where the data are (see each loader); ignored for "digits"; for the
         others ``None`` falls back on ``$CLASSICVISION_DATA``.
@@ -150,7 +154,7 @@ def load_dataset(
     **kwargs
         Passed to the loader (:func:`load_digits_images`, :func:`load_cifar10`,
         :func:`load_cifar100` (e.g. ``label="coarse"``), :func:`load_scene15`,
-        :func:`load_image_folder`): e.g.
+        :func:`load_imagenet`, :func:`load_image_folder`): e.g.
         ``train_per_class`` / ``test_per_class`` (exactly that many training
         and up to that many test images per class), ``max_member_bytes``.
         ``cache``, ``n_jobs``, ``on_error`` and ``max_member_bytes`` are
@@ -185,6 +189,8 @@ def load_dataset(
         path = _find_copy(dataset_root(name, root), _CALTECH101_COPIES)
         return load_image_folder(path, split, **kwargs)
     path = dataset_root(name, root)
+    if name == "imagenet":
+        return load_imagenet(path, "val" if split == "test" else split, **kwargs)
     if name == "cifar10":
         return load_cifar10(path, split, **kwargs)
     if name == "cifar100":
