@@ -1,6 +1,7 @@
 """Tests of the helper scripts in scripts/ (run on tiny fake data)."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import cv2
@@ -95,3 +96,58 @@ def test_photo_folder_flat_layout_and_errors(photo_script, fake_scene, tmp_path,
     with pytest.raises(SystemExit):
         photo_script.main(["--help"])
     assert "--n-train" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def imagenet_script():
+    spec = importlib.util.spec_from_file_location("make_imagenet_like", SCRIPTS / "make_imagenet_like.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # --jobs 2 pickles its worker function by module name
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+def test_imagenet_like_layout_sizes_and_determinism(imagenet_script, tmp_path, capsys):
+    from classicvision.datasets import load_imagenet
+
+    def make(out, *extra):
+        argv = ["--out", str(out), "--classes", "3", "--per-class", "2", "--val-per-class", "2",
+                "--size", "40", "--jobs", "1", *extra]
+        return imagenet_script.main(argv)
+
+    out = tmp_path / "inet"
+    assert make(out) == 0
+    assert "wrote 12 images (3 classes)" in capsys.readouterr().out
+    wnids = (out / "synsets.txt").read_text().split()
+    assert wnids == sorted(wnids) and len(set(wnids)) == 3 and all(len(w) == 9 and w[0] == "n" for w in wnids)
+    train = load_imagenet(out, "train", lazy=False)
+    val = load_imagenet(out, "val", lazy=False)
+    assert train.target_names == val.target_names == wnids
+    assert np.bincount(train.target).tolist() == [2, 2] + [2] and np.bincount(val.target).tolist() == [2, 2, 2]
+    assert all(f.endswith(".JPEG") for f in list(train.filenames) + list(val.filenames))
+    for image in list(train.images) + list(val.images):
+        h, w, c = image.shape
+        assert c == 3 and 36 <= max(h, w) <= 44 and 0.74 <= min(h, w) / max(h, w) <= 1.0
+    # flat val with the ILSVRC ground-truth file reads to the same labels per image
+    flat = tmp_path / "flat"
+    assert make(flat, "--flat-val") == 0
+    assert (flat / "ILSVRC2010_validation_ground_truth.txt").is_file()
+    flat_val = load_imagenet(flat, "val")
+    assert sorted(flat_val.filenames) == [f"ILSVRC2010_val_{n:08d}.JPEG" for n in range(1, 7)]
+    by_name = {f.split("/")[-1]: t for f, t in zip(val.filenames, val.target)}
+    assert {f: by_name[f] for f in flat_val.filenames} == dict(zip(flat_val.filenames, flat_val.target))
+    files = sorted(p.relative_to(out) for p in out.rglob("*.JPEG"))
+    assert [(out / p).read_bytes() for p in files if p.parts[0] == "train"] == [
+        (flat / p).read_bytes() for p in files if p.parts[0] == "train"
+    ]
+    # deterministic given the seed, whatever the number of processes; another seed differs
+    again = tmp_path / "again"
+    assert imagenet_script.main(["--out", str(again), "--classes", "3", "--per-class", "2",
+                                 "--val-per-class", "2", "--size", "40", "--jobs", "2"]) == 0
+    assert [(out / p).read_bytes() for p in files] == [(again / p).read_bytes() for p in files]
+    other = tmp_path / "other"
+    assert make(other, "--seed", "1") == 0
+    assert (other / files[0]).read_bytes() != (out / files[0]).read_bytes()
+    assert make(out) == 2  # refuses a folder that is not empty
+    assert "not an empty folder" in capsys.readouterr().err
