@@ -24,8 +24,10 @@ from torch import nn
 
 from classicvision.utils.validation import Interval, Options, StrOptions, fit_context
 
+from . import data as _data
+from . import distributed as _dist
 from .augment import BatchAugment, parse_augment
-from .data import DeviceData, channel_stats, images_to_tensor, normalize
+from .data import DeviceData, channel_stats, image_shapes, images_to_tensor, is_lazy, normalize
 from .engine import (
     autocast_context,
     evaluate,
@@ -93,7 +95,9 @@ class _FitPlan:
     pre_meta: dict = field(default_factory=dict)  # its file, channels, normalization
     crop_flip: bool = True  # random crop (and flip, when ``flip``) while training
     transforms: tuple = ()  # the extra augmentations (cnn.augment.BatchTransform)
-    validation: DeviceData | None = None  # validation_data on the device, labels encoded
+    validation: DeviceData | None = None  # validation_data (this rank's share) on the device, labels encoded
+    dist: _dist.DistContext | None = None  # the data-parallel run, None without one
+    has_validation: bool = False  # validation_data was given (a rank's share may be empty)
 
 
 class MemoryPlanError(MemoryError, ValueError):
@@ -316,6 +320,13 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         With ``pretrained`` and ``freeze="none"``, the backbone's learning rate
         is ``lr * backbone_lr_scale`` (the head's is ``lr``). Unused without
         ``pretrained``.
+    distributed : {"auto"} or bool, default="auto"
+        Data-parallel training with ``DistributedDataParallel`` (Li et al.,
+        VLDB 2020) when the process is one of a ``torchrun --nproc-per-node N``
+        launch (any launcher that sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+        ``MASTER_ADDR``, ``MASTER_PORT``) or a process group is already
+        initialized. ``"auto"``: then; ``True``: then, and an error otherwise;
+        ``False``: never. See Notes.
 
     Attributes
     ----------
@@ -361,6 +372,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         keys of the network copied from the file / left at initialisation),
         ``reasons`` (why each was skipped) and ``unused`` (keys of the file the
         network has not). None otherwise.
+    world_size_ : int
+        Processes that trained the network (1 without data parallelism).
+    rank_ : int
+        This process's rank in that training (0 without data parallelism):
+        a script writes its reports and saved models where ``rank_ == 0``.
 
     Notes
     -----
@@ -369,6 +385,42 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     values (0.85 momentum, label smoothing 0.2, 64x learning rate on biases)
     and the CIFAR nets the usual 0.9 / 5e-4 / 0.1. On CUDA, runs are not
     bit-reproducible (cuDNN autotuning is on for speed); on the CPU they are.
+
+    **Lazy images.** ``images`` may be a lazy sequence such as
+    :class:`classicvision.datasets.LazyImages` (any sequence that is not a
+    list, tuple or ndarray: :func:`cnn.data.is_lazy`). It is read by index, a
+    chunk at a time, straight into the uint8 tensor at the input size
+    (``N x C x input_size x input_size`` bytes, whatever the files' sizes), and
+    never materialized; :meth:`predict` and :meth:`predict_proba` stream it in
+    chunks. Each image is decoded once, plus once more in a first pass that
+    reads the sizes when the input size must come from the images (``input_size``
+    None and a model configured without one, e.g. ``small_convnet``).
+
+    **Data parallelism** (``torchrun``). Every rank holds the whole training set
+    on its device and trains on its share of each epoch, split as
+    ``torch.utils.data.DistributedSampler`` splits it: one permutation per
+    epoch, seeded with the fit's seed + epoch and shared by the ranks; rank
+    ``r`` takes every ``N``-th index from ``r``, padded so that all ranks run
+    the same number of batches (:func:`cnn.distributed.shard_indices`).
+    ``batch_size`` is per rank (as in PyTorch's and timm's training scripts),
+    so a step sees ``N x batch_size`` images. A given ``lr`` is used as it is
+    (scale it yourself); with ``lr=None`` and SGD the recipe's linear scaling
+    applies to the global batch, ``recipe lr x N x batch_size /
+    lr_batch_size`` (Goyal et al., 2017, as timm does); Adam and AdamW keep
+    0.001. ``memory_limit`` holds per rank (the batch size is the smallest any
+    rank can afford). Gradients are averaged by DDP; BatchNorm normalizes with
+    each rank's own batch statistics (no SyncBatchNorm), and the running
+    statistics of rank 0 are copied to every rank at the end, so that all
+    ranks hold identical weights and :meth:`predict` works on each. The
+    augmentation, dropout and initialization draw from seed + rank (rank 0's
+    initialization is broadcast). The reported training ``loss`` and
+    ``accuracy`` are averaged over all ranks' images; ``validation_data`` is
+    evaluated sharded (rank ``r`` takes every ``N``-th image) and summed over
+    the ranks. Only rank 0 prints (``verbose``) and writes ``checkpoint_dir``;
+    resuming needs the same number of processes. A process group that fit
+    initialized (``gloo`` on the CPU, ``nccl`` on CUDA, where a device
+    without an index becomes ``cuda:LOCAL_RANK``) is destroyed at the end of
+    fit; one the caller initialized is left alone.
 
     Examples
     --------
@@ -409,6 +461,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         "pretrained": [str, os.PathLike, None],
         "freeze": [StrOptions({"none", "backbone"})],
         "backbone_lr_scale": [Interval(Real, 0, None, closed="left")],
+        "distributed": ["boolean", StrOptions({"auto"})],
     }
 
     def __init__(
@@ -445,6 +498,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         pretrained: str | os.PathLike | None = None,
         freeze: str = "none",
         backbone_lr_scale: float = 0.1,
+        distributed: bool | str = "auto",
     ):
         self.model = model
         self.epochs = epochs
@@ -477,6 +531,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.pretrained = pretrained
         self.freeze = freeze
         self.backbone_lr_scale = backbone_lr_scale
+        self.distributed = distributed
 
     # ------------------------------------------------------------------ tags
     def __sklearn_tags__(self):
@@ -507,6 +562,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             return torch.float16
         return torch.bfloat16
 
+    def _log(self) -> bool:
+        """Whether to print: ``verbose``, and not a rank other than 0 of a data-parallel run."""
+        return bool(self.verbose) and _dist.is_main_process()
+
     @contextlib.contextmanager
     def _threads(self):
         if self.num_threads is None:
@@ -520,13 +579,17 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             torch.set_num_threads(old)
 
     @staticmethod
-    def _image_sizes(images) -> list[tuple[int, int]]:
+    def _image_sizes(images, shapes=None) -> list[tuple[int, int]]:
+        if shapes is not None:
+            return [tuple(sh[:2]) for sh in shapes]
         if isinstance(images, np.ndarray) and images.ndim in (3, 4):
             return [tuple(images.shape[1:3])]
         return [tuple(np.shape(im)[:2]) for im in images]
 
     @staticmethod
-    def _all_gray(images) -> bool:
+    def _all_gray(images, are_shapes: bool = False) -> bool:
+        if are_shapes:
+            return all(len(sh) == 2 or (len(sh) == 3 and sh[2] == 1) for sh in images)
         if isinstance(images, np.ndarray) and images.ndim in (3, 4):
             return images.ndim == 3 or images.shape[-1] == 1
         return all(np.ndim(im) == 2 or (np.ndim(im) == 3 and np.shape(im)[2] == 1) for im in images)
@@ -594,8 +657,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        images : sequence of (H, W[, C]) arrays or (N, H, W[, C]) ndarray
-            uint8 (or float in [0, 1]); gray, RGB or RGBA; any sizes.
+        images : sequence of (H, W[, C]) arrays, (N, H, W[, C]) ndarray, or lazy sequence
+            uint8 (or float in [0, 1]); gray, RGB or RGBA; any sizes. A lazy
+            sequence (e.g. :class:`classicvision.datasets.LazyImages`) is read
+            by index, a chunk at a time, and never materialized (see Notes).
         y : array-like of shape (N,)
             Class labels (any hashable values numpy can sort).
         filenames : sequence of str, optional
@@ -650,30 +715,38 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         limit = None if self.memory_limit is None else parse_bytes(self.memory_limit)
 
         t_start = time.perf_counter()
-        device = self._resolve_device()
+        with _dist.process_group(self.distributed, self._resolve_device) as dctx:
+            self._fit_prepared(images, y_enc, classes, filenames, cfg, recipe, crop_flip, transforms,
+                               val_images, val_y, limit, t_start, dctx)
+        return self
+
+    def _fit_prepared(self, images, y_enc, classes, filenames, cfg, recipe, crop_flip, transforms,
+                      val_images, val_y, limit, t_start, dctx) -> None:
+        """:meth:`fit` after the checks of its arguments, inside the process group of ``dctx`` (or None)."""
+        device = dctx.device if dctx is not None else self._resolve_device()
         amp_dtype = self._amp_dtype(device)
         cl = (device.type == "cuda") if self.channels_last == "auto" else bool(self.channels_last)
         pre_state, pre_meta = None, {}
         if self.pretrained is not None:  # fails now on a missing file or a model without weights
             pre_state, pre_meta = read_pretrained(self.model, self.pretrained)
+        lazy = is_lazy(images)
+        # a lazy sequence is decoded to learn the sizes only when the input size must come from them
+        shapes = None
+        if lazy and self.input_size is None and cfg["input_size"] is None:
+            shapes = image_shapes(images, filenames)
         if self.in_chans is not None:
             in_chans = self.in_chans
         elif pre_meta.get("in_chans") in (1, 3):
             in_chans = int(pre_meta["in_chans"])
+        elif lazy and shapes is None:
+            in_chans = None  # 1 if every image is gray, else 3: decided while converting
         else:
-            in_chans = 1 if self._all_gray(images) else 3
-        size = self._choose_input_size(images, cfg)
+            in_chans = 1 if self._all_gray(images if shapes is None else shapes, shapes is not None) else 3
+        size = self._choose_input_size(images, cfg, shapes)
         check_input_size(self.model, size)
-        n = y.shape[0]
+        n = y_enc.shape[0]
         if limit is not None:
-            data_bytes = n * in_chans * size * size + 8 * n
-            if data_bytes > limit:
-                raise MemoryPlanError(
-                    f"{self.model}: the {n} training images at input_size {size} take "
-                    f"{_fmt_bytes(data_bytes)} as uint8, more than memory_limit={_fmt_bytes(limit)} "
-                    f"before any training step (batch_size {self.batch_size}); lower input_size, "
-                    "train on fewer images or raise memory_limit"
-                )
+            self._check_data_fits(n, in_chans or 1, size, limit)
         pad = self.crop_padding if self.crop_padding is not None else max(1, size // 8)
         rs = check_random_state(self.random_state)
         seed = int(rs.randint(0, 2**31 - 1))
@@ -682,13 +755,19 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.model_config_ = cfg
         self.model_recipe_ = recipe
         self.input_size_ = int(size)
-        self.in_chans_ = int(in_chans)
         self.device_ = device
         self._amp_dtype_ = amp_dtype
         self._channels_last_ = cl
+        self.world_size_ = dctx.world_size if dctx is not None else 1
+        self.rank_ = dctx.rank if dctx is not None else 0
 
         with self._threads():
             x = images_to_tensor(images, size=size, in_chans=in_chans, filenames=filenames)
+            if in_chans is None:
+                in_chans = int(x.shape[1])
+                if limit is not None:
+                    self._check_data_fits(n, in_chans, size, limit)
+            self.in_chans_ = int(in_chans)
             mean, std = pre_meta.get("mean"), pre_meta.get("std")
             if pre_state is not None and self._valid_stats(mean, std, in_chans):
                 self.mean_, self.std_ = [float(v) for v in mean], [float(v) for v in std]
@@ -698,17 +777,32 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             del x
             validation = None
             if val_images is not None:
-                try:
-                    vx = images_to_tensor(val_images, size=size, in_chans=in_chans)
-                except ValueError as exc:
-                    raise ValueError(f"validation_data: {exc}") from exc
-                validation = DeviceData(vx, torch.from_numpy(val_y), self.mean_, self.std_, device, channels_last=cl)
-                del vx
+                # data parallel: each rank evaluates every world_size-th image (summed over the ranks)
+                part = None if dctx is None else range(dctx.rank, len(val_images), dctx.world_size)
+                if part is None or len(part):
+                    try:
+                        vx = images_to_tensor(val_images, size=size, in_chans=in_chans, indices=part)
+                    except ValueError as exc:
+                        raise ValueError(f"validation_data: {exc}") from exc
+                    vy = torch.from_numpy(val_y if part is None else val_y[dctx.rank :: dctx.world_size])
+                    validation = DeviceData(vx, vy, self.mean_, self.std_, device, channels_last=cl)
+                    del vx
             plan = _FitPlan(cfg=cfg, recipe=recipe, seed=seed, pad=pad, device=device, amp_dtype=amp_dtype, channels_last=cl,
                             t_start=t_start, limit=limit, pre_state=pre_state, pre_meta=pre_meta,
-                            crop_flip=crop_flip, transforms=tuple(transforms), validation=validation)
+                            crop_flip=crop_flip, transforms=tuple(transforms), validation=validation,
+                            dist=dctx, has_validation=val_images is not None)
             self._train(data, plan)
-        return self
+
+    def _check_data_fits(self, n: int, in_chans: int, size: int, limit: int) -> None:
+        """Refuse a training tensor larger than ``memory_limit`` on its own."""
+        data_bytes = n * in_chans * size * size + 8 * n
+        if data_bytes > limit:
+            raise MemoryPlanError(
+                f"{self.model}: the {n} training images at input_size {size} take "
+                f"{_fmt_bytes(data_bytes)} as uint8, more than memory_limit={_fmt_bytes(limit)} "
+                f"before any training step (batch_size {self.batch_size}); lower input_size, "
+                "train on fewer images or raise memory_limit"
+            )
 
     def _check_validation(self, validation_data, classes: np.ndarray):
         """``(images, encoded labels)`` of ``validation_data``, or ``(None, None)``; checked before training."""
@@ -751,16 +845,16 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         except (TypeError, ValueError):
             return False
 
-    def _choose_input_size(self, images, cfg: dict) -> int:
-        """``input_size``, else the model's size, else the images' median longer side capped."""
+    def _choose_input_size(self, images, cfg: dict, shapes=None) -> int:
+        """``input_size``, else the model's size, else the images' (or ``shapes``') median longer side capped."""
         if self.input_size is not None:
             return int(self.input_size)
         if cfg["input_size"] is not None:
             return int(cfg["input_size"])
-        native = int(np.median([max(s) for s in self._image_sizes(images)]))
+        native = int(np.median([max(s) for s in self._image_sizes(images, shapes)]))
         cap = cfg.get("max_input_size")
         if cap is not None and native > cap:
-            if self.verbose:
+            if self._log():
                 print(
                     f"[{self.model}] input size {cap}: the images' median longer side is {native}, capped at "
                     f"the model's max_input_size (set input_size= to choose another)",
@@ -815,7 +909,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 f"memory_limit={_fmt_bytes(limit)} (batch_size={self.batch_size} was asked). "
                 "Lower input_size, lower batch_size or raise memory_limit"
             )
-        if self.verbose:
+        if self._log():
             print(
                 f"[{self.model}] memory plan at input_size {self.input_size_}: {_fmt_bytes(base)} + "
                 f"{_fmt_bytes(per_image)}/image + {_fmt_bytes(data_bytes)} data <= memory_limit "
@@ -826,30 +920,44 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     def _train(self, data: DeviceData, plan: _FitPlan) -> None:
         """Build the network, choose the batch size, train (or resume) and set the fitted attributes."""
-        recipe, device = plan.recipe, plan.device
+        recipe, device, dctx = plan.recipe, plan.device, plan.dist
         n = len(data)
+        world, rank = (dctx.world_size, dctx.rank) if dctx is not None else (1, 0)
+        per_rank = _dist.shard_size(n, world)  # images each rank trains on per epoch
         momentum, wd = self._optimizer_defaults(recipe)
         ls = self.label_smoothing if self.label_smoothing is not None else recipe["label_smoothing"]
         loss_fn = nn.CrossEntropyLoss(label_smoothing=ls)
         autocast = autocast_context(device, plan.amp_dtype)
-        with training_settings(device, plan.seed) as gen:
+        with training_settings(device, plan.seed + rank) as gen:
             net, head, eval_modules = self._build_network(data, plan)
-            bs = min(self.batch_size, n)
+            bs = min(self.batch_size, per_rank)
             self.memory_plan_ = None
             if plan.limit is not None:
                 bs, self.memory_plan_ = self._plan_memory(net, data, bs, loss_fn, autocast, device, plan.limit)
+                if dctx is not None:  # every rank must step with the same batch size
+                    bs = int(-_dist.all_reduce([-bs], device, op="max")[0])
             self.batch_size_ = int(bs)
-            steps = data.num_batches(bs, drop_last=True)
-            optimizer, scheduler = self._optimizer_and_scheduler(net, head, plan, bs, steps, momentum, wd)
-            start_epoch, history = self._resume(net, optimizer, scheduler, gen, device, n)
+            steps = data.num_batches(bs, drop_last=True, n=per_rank)
+            # the linear scaling rule of the recipe's lr applies to the global batch
+            optimizer, scheduler = self._optimizer_and_scheduler(net, head, plan, bs * world, steps, momentum, wd)
+            start_epoch, history = self._resume(net, optimizer, scheduler, gen, device, n, world, rank)
             train_net = net
+            if dctx is not None:
+                train_net = nn.parallel.DistributedDataParallel(
+                    net, device_ids=[device.index] if device.type == "cuda" else None
+                )
             self.compile_seconds_ = 0.0
             if self.compile and start_epoch < self.epochs:
-                train_net, self.compile_seconds_ = self._compile(net, data, bs, loss_fn, autocast, device)
+                train_net, self.compile_seconds_ = self._compile(train_net, data, bs, loss_fn, autocast, device)
             self.n_params_ = int(sum(p.numel() for p in net.parameters()))
             augment = BatchAugment(plan.transforms, len(self.classes_)) if plan.transforms else None
+            epoch_now = [start_epoch]
 
             def one_epoch() -> dict:
+                order = None
+                if dctx is not None:
+                    order = _dist.shard_indices(n, world, rank, seed=plan.seed, epoch=epoch_now[0], device=device)
+                epoch_now[0] += 1
                 batches = data.batches(
                     bs,
                     shuffle=True,
@@ -858,22 +966,40 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                     flip=self.flip and plan.crop_flip,
                     generator=gen,
                     augment=augment,
+                    order=order,
                 )
-                return train_one_epoch(
+                stats = train_one_epoch(
                     train_net, batches, optimizer, scheduler,
                     loss_fn=loss_fn, autocast=autocast, scaler=self._scaler(plan.amp_dtype), device=device,
                     eval_modules=eval_modules,
                 )
+                if dctx is not None:  # the means over all ranks' images
+                    k = stats["n"]
+                    loss, correct, total = _dist.all_reduce([stats["loss"] * k, stats["accuracy"] * k, k], device)
+                    seconds = _dist.all_reduce([stats["seconds"]], device, op="max")[0]
+                    stats = {"loss": loss / total, "accuracy": correct / total, "n": int(total), "seconds": seconds,
+                             "images_per_second": total / seconds if seconds > 0 else float("inf")}
+                return stats
 
             def checkpoint_state(epoch: int, history: list) -> dict:
-                return self._checkpoint_state(net, optimizer, scheduler, epoch, history, gen, device, n)
+                return self._checkpoint_state(net, optimizer, scheduler, epoch, history, gen, device, n, world)
 
             def validate() -> dict:
-                return evaluate(net, plan.validation.batches(max(bs, 256)), autocast=autocast)
+                if dctx is None:
+                    return evaluate(net, plan.validation.batches(max(bs, 256)), autocast=autocast)
+                ev = {"loss": 0.0, "accuracy": 0.0, "n": 0}
+                if plan.validation is not None:
+                    ev = evaluate(net, plan.validation.batches(max(bs, 256)), autocast=autocast)
+                loss, correct, total = _dist.all_reduce([ev["loss"] * ev["n"], ev["accuracy"] * ev["n"], ev["n"]],
+                                                        device)
+                return {"loss": loss / total, "accuracy": correct / total, "n": int(total)}
 
             self.eval_seconds_ = 0.0
             self._run_epochs(one_epoch, optimizer, start_epoch, history, checkpoint_state,
-                             validate if plan.validation is not None else None)
+                             validate if plan.has_validation else None, main=dctx is None or dctx.is_main)
+            train_net = None  # drop the DDP wrapper (and its hooks) before the weights are handed out
+        # DDP keeps the parameters equal; the batch-norm statistics are each rank's own: take rank 0's
+        _dist.broadcast_module(net, 0)
         net.eval()
         self.model_ = net
         self.history_ = history
@@ -890,7 +1016,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         report = None
         if plan.pre_state is not None:
             report = load_matching_weights(net, plan.pre_state, source=plan.pre_meta.get("file", ""))
-            if self.verbose:
+            if self._log():
                 print(
                     f"[{self.model}] pretrained {report['file']}: loaded {len(report['loaded'])} tensors, "
                     f"kept {len(report['skipped'])} at initialisation "
@@ -934,25 +1060,41 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         )
         return optimizer, scheduler
 
-    def _resume(self, net, optimizer, scheduler, gen, device, n: int) -> tuple[int, list[dict]]:
-        """The first epoch to run and the history so far: from the checkpoint with ``resume``, else 0 and []."""
+    def _resume(self, net, optimizer, scheduler, gen, device, n: int, world: int = 1,
+                rank: int = 0) -> tuple[int, list[dict]]:
+        """The first epoch to run and the history so far: from the checkpoint with ``resume``, else 0 and [].
+
+        Every rank of a data-parallel run reads the file rank 0 wrote, and takes
+        its own random state from it.
+        """
         ckpt = self._ckpt_path()
         if not (self.resume and ckpt is not None and ckpt.exists()):
             return 0, []
         state = load_checkpoint(ckpt, map_location="cpu")
         self._check_resumable(state, n)
+        saved_world = int(state.get("world_size", 1))
+        if saved_world != world:
+            raise ValueError(
+                f"cannot resume from {ckpt}: it was written by a run of {saved_world} process(es), this one has "
+                f"{world} (the per-rank split of the data depends on it)"
+            )
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if device.type == "cuda" and state["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
-        gen.set_state(state["rng"]["generator"].to(gen.get_state().device))
+        rng = state["rng_ranks"][rank] if world > 1 else state["rng"]
+        torch.set_rng_state(rng["torch"])
+        if device.type == "cuda" and rng.get("cuda") is not None:
+            torch.cuda.set_rng_state(rng["cuda"], device)
+        gen.set_state(rng["generator"].to(gen.get_state().device))
         return int(state["epoch"]), list(state["history"])
 
     def _run_epochs(self, one_epoch, optimizer, start_epoch: int, history: list, checkpoint_state,
-                    validate=None) -> None:
-        """Epochs ``start_epoch..epochs-1``: train, evaluate (``validate``), record ``history``, print, checkpoint."""
+                    validate=None, main: bool = True) -> None:
+        """Epochs ``start_epoch..epochs-1``: train, evaluate (``validate``), record ``history``, print, checkpoint.
+
+        Only the ``main`` process (rank 0) writes the checkpoint; every rank
+        builds its state (a collective in a data-parallel run).
+        """
         ckpt = self._ckpt_path()
         every = self.eval_every or 1
         t_train = time.perf_counter()
@@ -974,7 +1116,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 rec["test_loss"], rec["test_error"] = ev["loss"], 1.0 - ev["accuracy"]
                 test = f" test-loss {rec['test_loss']:.4f} test-err {rec['test_error']:.4f}"
             history.append(rec)
-            if self.verbose:
+            if self._log():
                 done = epoch + 1 - start_epoch
                 elapsed = time.perf_counter() - t_train
                 eta = elapsed / done * (self.epochs - epoch - 1)
@@ -985,7 +1127,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                     flush=True,
                 )
             if ckpt is not None:
-                save_checkpoint(ckpt, checkpoint_state(epoch + 1, history))
+                state = checkpoint_state(epoch + 1, history)
+                if main:
+                    save_checkpoint(ckpt, state)
+                del state
 
     @staticmethod
     def _scaler(amp_dtype):
@@ -1014,23 +1159,30 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         synchronize(device)
         return compiled, time.perf_counter() - t0
 
-    def _checkpoint_state(self, net, optimizer, scheduler, epoch, history, gen, device, n):
-        return {
+    def _checkpoint_state(self, net, optimizer, scheduler, epoch, history, gen, device, n, world: int = 1):
+        rng = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device).cpu() if device.type == "cuda" else None,
+            "generator": gen.get_state().cpu(),
+        }
+        state = {
             "format": _FORMAT + ".checkpoint",
             "model": net.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "epoch": epoch,
             "history": history,
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                "generator": gen.get_state(),
-            },
+            "rng": rng,
             "params": self._params_for_saving(),
             "n_samples": n,
             "classes": self.classes_.tolist(),
         }
+        if world > 1:  # every rank's random state (collective: all ranks build the state)
+            ranks: list = [None] * world
+            torch.distributed.all_gather_object(ranks, rng)
+            state["world_size"] = world
+            state["rng_ranks"] = ranks
+        return state
 
     def _check_resumable(self, state: dict, n: int) -> None:
         if state.get("format") != _FORMAT + ".checkpoint":
@@ -1054,18 +1206,31 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "model_")
         if isinstance(images, (str, bytes)) or not hasattr(images, "__len__"):
             raise TypeError(f"images must be a sequence of arrays, got {type(images).__name__}")
+        # a planned training batch fits; inference needs less memory per image
+        planned = getattr(self, "memory_plan_", None)
+        bs = self.batch_size_ if planned else max(self.batch_size, 256)
+        n = len(images)
+        if is_lazy(images):  # streamed: chunks of whole batches, so the batches are those of a list
+            per_image = self.in_chans_ * self.input_size_**2
+            chunk = max(1, _data.CHUNK_BYTES // (per_image * bs)) * bs
+            parts = [range(a, min(a + chunk, n)) for a in range(0, n, chunk)]
+        else:
+            parts = [None]
+        outs = []
         with self._threads():
-            x = images_to_tensor(images, size=self.input_size_, in_chans=self.in_chans_, filenames=filenames)
-            data = DeviceData(x, None, self.mean_, self.std_, self.device_, channels_last=self._channels_last_)
-            # a planned training batch fits; inference needs less memory per image
-            planned = getattr(self, "memory_plan_", None)
-            bs = self.batch_size_ if planned else max(self.batch_size, 256)
-            return predict_logits(
-                self.model_,
-                data.batches(bs),
-                autocast=autocast_context(self.device_, self._amp_dtype_),
-                tta_flip=self.tta and self.flip,
-            )
+            for part in parts:
+                x = images_to_tensor(images, size=self.input_size_, in_chans=self.in_chans_, filenames=filenames,
+                                     indices=part)
+                data = DeviceData(x, None, self.mean_, self.std_, self.device_, channels_last=self._channels_last_)
+                del x
+                outs.append(predict_logits(
+                    self.model_,
+                    data.batches(bs),
+                    autocast=autocast_context(self.device_, self._amp_dtype_),
+                    tta_flip=self.tta and self.flip,
+                ))
+                del data
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=outs[0].ndim - 2)
 
     def decision_function(self, images, filenames=None) -> np.ndarray:
         """Logits, float32 (averaged over the flip when ``tta``).
@@ -1165,6 +1330,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             "eval_seconds": float(getattr(self, "eval_seconds_", 0.0)),
             "history": self.history_,
             "batch_size_used": int(getattr(self, "batch_size_", self.batch_size)),
+            "world_size": int(getattr(self, "world_size_", 1)),
         }
         json.dumps(config)  # guarantees the config is plain data
         state = {k: v.detach().cpu() for k, v in self.model_.state_dict().items()}
@@ -1289,4 +1455,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         clf.batch_size_ = int(used) if isinstance(used, int) and used >= 1 else int(clf.batch_size)
         clf.memory_plan_ = None
         clf.pretrained_report_ = None
+        world = cfg.get("world_size", 1)
+        clf.world_size_ = int(world) if isinstance(world, int) and world >= 1 else 1
+        clf.rank_ = 0
         return clf

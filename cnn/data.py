@@ -5,6 +5,11 @@ The whole training set is converted once, a few images at a time, to a
 CIFAR-10 takes 150 MB). Every batch is then cast, normalized, randomly cropped
 (with reflect padding) and flipped on the device, as airbench does, so no
 per-batch host-to-device copy or DataLoader worker is needed.
+
+A lazy sequence of images (any sequence that is not a list, tuple or ndarray, such as
+:class:`classicvision.datasets.LazyImages`, which decodes a file on ``x[i]``) is read
+by index, a chunk at a time, and never materialized: only the uint8 result at the
+input size and one chunk of decoded images are held (:func:`is_lazy`).
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ __all__ = [
     "random_flip",
     "DeviceData",
     "CHUNK_BYTES",
+    "is_lazy",
+    "image_shapes",
 ]
 
 _LUMA = (0.299, 0.587, 0.114)
@@ -91,48 +98,161 @@ def _one_image(image, index: int, filenames, in_chans: int) -> np.ndarray:
     return _stack_channels(arr[None], in_chans)[0]
 
 
+def is_lazy(images) -> bool:
+    """Whether ``images`` is read by index without being materialized.
+
+    True for a sequence (``len`` and indexing) that is not a list, tuple or
+    ndarray, e.g. :class:`classicvision.datasets.LazyImages`, whose
+    ``np.asarray`` raises on purpose and whose items are decoded on access.
+    """
+    if isinstance(images, (np.ndarray, list, tuple, str, bytes)):
+        return False
+    return hasattr(images, "__len__") and hasattr(images, "__getitem__")
+
+
+def _lazy_filenames(images, filenames):
+    """``filenames``, else the sequence's own ``filenames`` (LazyImages has them) when one per image."""
+    if filenames is not None:
+        return filenames
+    own = getattr(images, "filenames", None)
+    try:
+        return own if own is not None and len(own) == len(images) else None
+    except TypeError:
+        return None
+
+
+def image_shapes(images, filenames: Sequence[str] | None = None) -> list[tuple[int, ...]]:
+    """The shape of every image, reading (for a lazy sequence: decoding) one image at a time.
+
+    Parameters
+    ----------
+    images : sequence of (H, W[, C]) arrays, lazy sequence, or (N, H, W[, C]) ndarray
+    filenames : sequence of str, optional
+        Used in error messages.
+
+    Returns
+    -------
+    list of tuple
+        ``(H, W)`` or ``(H, W, C)`` per image; no image is kept.
+    """
+    if isinstance(images, np.ndarray) and images.ndim in (3, 4):
+        return [tuple(images.shape[1:])] * images.shape[0]
+    if not is_lazy(images):
+        return [tuple(np.shape(im)) for im in image_list(images)]
+    filenames = _lazy_filenames(images, filenames)
+    return [tuple(check_image(images[i], index=i, filenames=filenames).shape) for i in range(len(images))]
+
+
+def _is_gray(arr: np.ndarray) -> bool:
+    return arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 1)
+
+
+def _lazy_to_tensor(images, indices, size: int, in_chans: int | None, filenames, chunk_bytes: int) -> torch.Tensor:
+    """``images[i]`` for ``i`` in ``indices``, read a chunk at a time, as ``(len(indices), C, size, size)`` uint8.
+
+    A chunk holds decoded images until their float32 working copy reaches
+    ``chunk_bytes``; its images are resized by shape group and written into the
+    result, then dropped. ``in_chans=None``: 1 channel while every image is
+    gray, widened to 3 (the gray ones replicated, as 3-channel conversion
+    does) at the first colour image.
+    """
+    n = len(indices)
+    if n == 0:
+        raise ValueError("got an empty set of images")
+    c = in_chans or 1
+    out = torch.empty((n, c, size, size), dtype=torch.uint8)
+    pending: list[tuple[int, np.ndarray]] = []
+    held = 0
+
+    def flush() -> None:
+        groups: dict = {}
+        for j, arr in pending:
+            groups.setdefault(arr.shape, []).append((j, arr))
+        for items in groups.values():
+            _fill(out, torch.as_tensor([j for j, _ in items]), np.stack([a for _, a in items]), size, c)
+        pending.clear()
+
+    for j, i in enumerate(indices):
+        arr = _to_uint8(check_image(images[int(i)], index=int(i), filenames=filenames))
+        if in_chans is None and c == 1 and not _is_gray(arr):
+            flush()
+            out, c = out.repeat(1, 3, 1, 1), 3  # images j.. are overwritten below
+        arr = _stack_channels(arr[None], c)[0]
+        pending.append((j, arr))
+        held += 4 * c * (arr.shape[0] * arr.shape[1] + size * size)
+        if held >= chunk_bytes:
+            flush()
+            held = 0
+    flush()
+    return out
+
+
 def images_to_tensor(
     images,
     *,
     size: int,
-    in_chans: int,
+    in_chans: int | None,
     filenames: Sequence[str] | None = None,
-    chunk_bytes: int = CHUNK_BYTES,
+    chunk_bytes: int | None = None,
+    indices: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Convert images to one ``(N, in_chans, size, size)`` ``uint8`` CPU tensor.
 
     Images are converted chunk by chunk (images of one size at a time, a few
     images per chunk for large photos): only the uint8 result and one chunk's
     float working copy (about ``chunk_bytes``) are held, never a float copy of
-    the whole set, nor a stacked copy of full-size images.
+    the whole set, nor a stacked copy of full-size images. A lazy sequence
+    (:func:`is_lazy`, e.g. :class:`classicvision.datasets.LazyImages`) is read
+    by index in order, each image once, and never materialized: at most one
+    chunk of decoded images (about ``chunk_bytes / 4`` bytes of uint8 pixels)
+    is alive at a time.
 
     Parameters
     ----------
-    images : sequence of (H, W[, C]) arrays, or (N, H, W[, C]) ndarray
+    images : sequence of (H, W[, C]) arrays, lazy sequence, or (N, H, W[, C]) ndarray
         Grayscale, RGB or RGBA; ``uint8`` or float in ``[0, 1]``; any sizes.
     size : int
         Output height and width. Images of another size are resized with
-        antialiased bilinear interpolation; a non-square image is stretched to
+        antialiased bilinear interpolation (Bradski, *OpenCV*, 2000, via
+        ``torch.nn.functional.interpolate``); a non-square image is stretched to
         the square (its aspect ratio is not kept, nothing is cropped or padded).
-    in_chans : {1, 3}
+    in_chans : {1, 3} or None
         Output channels: gray is replicated to 3, RGB is converted to gray with
-        the BT.601 luma weights.
+        the BT.601 luma weights. None: 1 when every image is gray, else 3 (read
+        the channels off the result).
     filenames : sequence of str, optional
-        Used in error messages.
-    chunk_bytes : int, default=CHUNK_BYTES
-        Float32 working memory per resize chunk.
+        Used in error messages; for a lazy sequence with a ``filenames``
+        attribute (one per image), that one by default.
+    chunk_bytes : int or None, default=None
+        Float32 working memory per resize chunk; None: :data:`CHUNK_BYTES`.
+    indices : sequence of int, optional
+        Convert only ``images[i]`` for these ``i`` (in this order); error
+        messages name the images by their index in ``images``.
 
     Returns
     -------
     (N, in_chans, size, size) uint8 torch.Tensor
+        ``N = len(indices)`` when given, else ``len(images)``. For the same
+        images the values do not depend on the input's type (list, array or
+        lazy sequence) nor on ``chunk_bytes``.
 
     Raises
     ------
     ValueError
         Empty input, or an invalid image (the message names its index / file).
     """
-    if in_chans not in (1, 3):
-        raise ValueError(f"in_chans must be 1 or 3, got {in_chans}")
+    if in_chans not in (1, 3, None):
+        raise ValueError(f"in_chans must be 1, 3 or None, got {in_chans}")
+    if chunk_bytes is None:
+        chunk_bytes = CHUNK_BYTES
+    if in_chans is None and isinstance(images, np.ndarray) and images.ndim in (3, 4):
+        in_chans = 1 if images.ndim == 3 or images.shape[-1] == 1 else 3
+    if indices is not None or in_chans is None or is_lazy(images):
+        if not is_lazy(images) and not isinstance(images, np.ndarray):
+            images = image_list(images)
+        filenames = _lazy_filenames(images, filenames)
+        idx = range(len(images)) if indices is None else indices
+        return _lazy_to_tensor(images, idx, size, in_chans, filenames, chunk_bytes)
     if isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.ndim in (3, 4) and (
         images.ndim == 3 or images.shape[-1] in (1, 3, 4)
     ):
@@ -282,6 +402,7 @@ class DeviceData:
         flip: bool = False,
         generator: torch.Generator | None = None,
         augment: BatchAugment | None = None,
+        order: torch.Tensor | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         """Yield ``(images, labels)`` batches: float32, normalized, augmented on the device.
 
@@ -306,9 +427,17 @@ class DeviceData:
         augment : cnn.augment.BatchAugment, optional
             Extra per-batch augmentations. With Mixup or CutMix the labels are
             soft targets, ``(B, n_classes)`` float rows summing to one.
+        order : (M,) int64 tensor, optional
+            The indices to serve, in this order (e.g. this rank's shard of a
+            data-parallel epoch, :func:`cnn.distributed.shard_indices`);
+            replaces ``shuffle``.
         """
-        n = len(self)
-        order = torch.randperm(n, device=self.device, generator=generator) if shuffle else None
+        if order is None:
+            n = len(self)
+            order = torch.randperm(n, device=self.device, generator=generator) if shuffle else None
+        else:
+            order = order.to(self.device)
+            n = int(order.shape[0])
         stop = n - (n % batch_size) if (drop_last and n >= batch_size) else n
         for i in range(0, stop, batch_size):
             idx = order[i : i + batch_size] if order is not None else slice(i, i + batch_size)
@@ -325,9 +454,9 @@ class DeviceData:
                 xb, yb = augment.on_normalized(xb, yb, generator)
             yield self._finish(xb), yb
 
-    def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
-        """Number of batches :meth:`batches` yields."""
-        n = len(self)
+    def num_batches(self, batch_size: int, drop_last: bool = False, n: int | None = None) -> int:
+        """Number of batches :meth:`batches` yields (serving ``n`` indices of ``order``, when given)."""
+        n = len(self) if n is None else int(n)
         if drop_last and n >= batch_size:
             return n // batch_size
         return -(-n // batch_size)
