@@ -114,6 +114,33 @@ def test_indexing_and_slicing(folder):
         images[1.5]
 
 
+def _sums(images):
+    return [int(im.sum()) for im in images]
+
+
+def _child(images, queue):
+    queue.put(_sums(images))
+
+
+@pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(), reason="needs fork")
+def test_worker_processes_open_the_archive_themselves(plain_tar):
+    import multiprocessing
+
+    images = load_image_folder(plain_tar, "train", lazy=True).images
+    expected = _sums(images)  # the parent now holds an open handle
+    ctx = multiprocessing.get_context("fork")
+    parts = [images[k::3] for k in range(3)]
+    with ctx.Pool(2) as pool:  # slices travel pickled: paths and offsets
+        got = pool.map(_sums, parts)
+    assert got == [expected[k::3] for k in range(3)]
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(images, queue))  # inherited by fork, not pickled
+    proc.start()
+    assert queue.get(timeout=30) == expected
+    proc.join(timeout=30)
+    assert proc.exitcode == 0
+
+
 def test_array_conversion_refused(folder):
     images = load_image_folder(folder, "train", lazy=True).images
     with pytest.raises(TypeError, match="index it"):

@@ -868,7 +868,7 @@ def load_image_folder(
 def _load_lazy(root: Path, split, train_per_class, test_per_class, random_state, on_error, max_pixels,
                member_limit: int, max_side, rgb: bool) -> Bunch:
     """:func:`load_image_folder` with ``lazy=True``: list, select, and wrap in a LazyImages."""
-    from ._lazy import LazyImages, _check_max_side, index_plain_tar
+    from ._lazy import LazyImages, _check_max_side, _interned, index_plain_tar
 
     _check_max_side(max_side)
     if on_error != "raise":
@@ -889,7 +889,7 @@ def _load_lazy(root: Path, split, train_per_class, test_per_class, random_state,
         paths, where = index_plain_tar(root)
         stats = None
     else:
-        paths = [tuple(rel.split("/")) for rel, _, _ in listing]
+        paths = [_interned(tuple(rel.split("/"))) for rel, _, _ in listing]
         stats = {rel: (size, mtime) for rel, size, mtime in listing}
         del listing
     prefix, pool, class_names, target_all, chosen, extra = _select(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from numbers import Integral
@@ -444,6 +445,11 @@ class LazyImages(Sequence):
 _Parts = tuple
 
 
+def _interned(parts: _Parts) -> _Parts:
+    """``parts`` with its folder names interned: one string per class folder, not per file."""
+    return tuple(sys.intern(p) for p in parts[:-1]) + parts[-1:]
+
+
 def _pax_records(data: bytes) -> dict[str, str]:
     """The ``key=value`` records of a pax extended header."""
     out: dict[str, str] = {}
@@ -466,11 +472,10 @@ class _Fallback(Exception):
     """A tar feature the offset reader leaves to :mod:`tarfile`."""
 
 
-def _index_fast(path: Path, fh, file_size: int) -> list[tuple[str, int, int, bytes, str]]:
+def _index_fast(path: Path, fh, file_size: int) -> Iterator[tuple[str, int, int, bytes, str]]:
     """(name, data offset, size, type, link target) of every member, by seeking over the data."""
     from ._folder import _octal
 
-    out = []
     pos = 0
     long_name = long_link = None
     pax: dict[str, str] = {}
@@ -479,7 +484,7 @@ def _index_fast(path: Path, fh, file_size: int) -> list[tuple[str, int, int, byt
         header = fh.read(512)
         if len(header) < 512 or header.count(0) == 512:
             if not header or header.count(0) == 512:
-                return out
+                return
             raise ValueError(f"truncated or corrupt archive {path}: it ends inside a member header")
         if header[257:262] != b"ustar":
             raise _Fallback("not a ustar header")
@@ -519,23 +524,47 @@ def _index_fast(path: Path, fh, file_size: int) -> list[tuple[str, int, int, byt
         link = pax.get("linkpath") or long_link or header[157:257].split(b"\0", 1)[0].decode(
             "utf-8", "surrogateescape"
         )
-        out.append((text, data_at, size, kind, link))
+        yield text, data_at, size, kind, link
         long_name = long_link = None
         pax = {}
 
 
-def _index_tarfile(path: Path) -> list[tuple[str, int, int, bytes, str]]:
+def _index_tarfile(path: Path) -> Iterator[tuple[str, int, int, bytes, str]]:
     import tarfile
 
-    out = []
     try:
         with tarfile.open(path, "r:") as tf:
             for m in tf:
                 kind = b"0" if m.isfile() else b"1" if m.islnk() else b"5"
-                out.append((m.name, m.offset_data, m.size, kind, m.linkname))
+                yield m.name, m.offset_data, m.size, kind, m.linkname
     except Exception as exc:  # noqa: BLE001 - tarfile raises many kinds
         raise ValueError(f"truncated or corrupt archive {path}: {type(exc).__name__}: {exc}") from exc
-    return out
+
+
+def _collect(path: Path, members) -> tuple[list[_Parts], dict]:
+    """The visible files and where each file's bytes lie (see :func:`index_plain_tar`)."""
+    from ._folder import _norm_parts, _skip_name
+
+    seen: dict[_Parts, None] = {}
+    where: dict[_Parts, tuple[int, int] | str] = {}
+    for name, offset, size, kind, link in members:
+        if kind not in (b"0", b"\0", b"7", b"1"):
+            continue
+        parts = _norm_parts(name)
+        if parts is None:
+            continue
+        parts = _interned(parts)
+        if kind == b"1":
+            target = _norm_parts(link)
+            got = where.get(target) if target is not None else None
+            where[parts] = got if got is not None else (
+                f"{'/'.join(parts)} (in {path}): hard link to {link!r}, which is not in the archive"
+            )
+        else:
+            where[parts] = (offset, size)
+        if not _skip_name(parts):
+            seen[parts] = None
+    return list(seen), where
 
 
 def index_plain_tar(path: str | os.PathLike) -> tuple[list[_Parts], dict[_Parts, tuple[int, int] | str]]:
@@ -567,33 +596,11 @@ def index_plain_tar(path: str | os.PathLike) -> tuple[list[_Parts], dict[_Parts,
     ValueError
         For a truncated or corrupt archive (naming it).
     """
-    from ._folder import _norm_parts, _skip_name
-
     path = Path(path)
     with open(path, "rb") as fh:
         file_size = os.fstat(fh.fileno()).st_size
         try:
-            members = _index_fast(path, fh, file_size)
+            return _collect(path, _index_fast(path, fh, file_size))
         except _Fallback:
-            members = None
-    if members is None:
-        members = _index_tarfile(path)
-    seen: dict[_Parts, None] = {}
-    where: dict[_Parts, tuple[int, int] | str] = {}
-    for name, offset, size, kind, link in members:
-        if kind not in (b"0", b"\0", b"7", b"1"):
-            continue
-        parts = _norm_parts(name)
-        if parts is None:
-            continue
-        if kind == b"1":
-            target = _norm_parts(link)
-            got = where.get(target) if target is not None else None
-            where[parts] = got if got is not None else (
-                f"{'/'.join(parts)} (in {path}): hard link to {link!r}, which is not in the archive"
-            )
-        else:
-            where[parts] = (offset, size)
-        if not _skip_name(parts):
-            seen[parts] = None
-    return list(seen), where
+            pass
+    return _collect(path, _index_tarfile(path))
