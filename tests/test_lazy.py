@@ -374,5 +374,7 @@ def test_imagenet_errors(imagenet):
         load_imagenet(imagenet, "test")
     with pytest.raises(FileNotFoundError, match="ground-truth file not found"):
         load_imagenet(imagenet, "val", ground_truth=imagenet / "missing.txt")
+    with pytest.raises(ValueError, match="on_error='skip'"):
+        load_imagenet(imagenet, on_error="skip")
     with pytest.raises(FileNotFoundError, match="ImageNet root folder not found"):
         load_imagenet(imagenet / "nowhere")

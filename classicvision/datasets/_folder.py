@@ -868,14 +868,10 @@ def load_image_folder(
 def _load_lazy(root: Path, split, train_per_class, test_per_class, random_state, on_error, max_pixels,
                member_limit: int, max_side, rgb: bool) -> Bunch:
     """:func:`load_image_folder` with ``lazy=True``: list, select, and wrap in a LazyImages."""
-    from ._lazy import LazyImages, _check_max_side, _interned, index_plain_tar
+    from ._lazy import LazyImages, _check_max_side, _interned, _refuse_skip, index_plain_tar
 
     _check_max_side(max_side)
-    if on_error != "raise":
-        raise ValueError(
-            "on_error='skip' needs every image decoded at load time, which lazy=True does not do; "
-            "use lazy=False to skip unreadable files, or remove them"
-        )
+    _refuse_skip(on_error)
     _, listing, refused_links = _source(root, cache=False)
     if refused_links:
         _warn_links(root, refused_links)

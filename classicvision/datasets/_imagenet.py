@@ -12,6 +12,7 @@ from sklearn.utils import Bunch
 
 from ._decode import IMAGE_EXTENSIONS, resolve_max_pixels
 from ._folder import _assemble, _drop_unreadable, _run_chunks, load_image_folder
+from ._lazy import _refuse_skip
 from ._split import check_per_class_counts, select_indices
 
 __all__ = ["load_imagenet", "GROUND_TRUTH_NAMES", "SYNSET_NAMES"]
@@ -255,8 +256,9 @@ def load_imagenet(
     max_pixels : int or None, default=None
         Largest width x height accepted per image (header check at decoding).
     on_error : {"raise", "skip"}, default="raise"
-        ``lazy=False`` only: leave unreadable files out with a warning
-        (``"skip"``); lazily, a file that fails raises when accessed.
+        ``lazy=False``: leave unreadable files out with a warning
+        (``"skip"``). Lazily a file that fails raises when accessed, and
+        ``"skip"`` is refused (``ValueError``).
     n_jobs : int or None, default=-1
         Decoding threads with ``lazy=False``.
     cache : bool, default=True
@@ -304,6 +306,8 @@ def load_imagenet(
     check_per_class_counts(train_per_class, test_per_class)
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if lazy:
+        _refuse_skip(on_error)
     if max_pixels is not None:
         resolve_max_pixels(max_pixels)
     root = Path(os.path.expanduser(os.fspath(root)))

@@ -35,6 +35,15 @@ def _check_max_side(value) -> int | None:
     return int(value)
 
 
+def _refuse_skip(on_error: str) -> None:
+    """Lazy loaders decode on access, so they cannot leave unreadable files out at load time."""
+    if on_error == "skip":
+        raise ValueError(
+            "on_error='skip' needs every image decoded at load time, which lazy=True does not do; "
+            "use lazy=False to skip unreadable files, or remove them"
+        )
+
+
 def _pread(fh, offset: int, size: int, lock: threading.Lock) -> bytes:
     """``size`` bytes at ``offset`` of the open binary file ``fh``.
 
