@@ -109,6 +109,28 @@ def test_fit_distributed_true_outside_a_launch_is_an_error(monkeypatch):
         CNNClassifier(distributed="always").fit(tr.images[:40], tr.target[:40])
 
 
+def test_fit_in_a_group_the_caller_initialized(tmp_path, monkeypatch):
+    """A one-process gloo group of the caller's: fit trains through DDP in it and leaves it initialized."""
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        tr = load_digits_images(split="train")
+        X, y = tr.images[:200], tr.target[:200]
+        kw = dict(epochs=2, batch_size=40, flip=False, random_state=0, num_threads=1)
+        clf = CNNClassifier(checkpoint_dir=tmp_path / "ckpt", **kw).fit(X, y, validation_data=(X[:50], y[:50]))
+        assert torch.distributed.is_initialized()  # not fit's to destroy
+        assert clf.world_size_ == 1 and clf.rank_ == 0 and len(clf.history_) == 2
+        assert "test_error" in clf.history_[-1] and clf.predict(X[:5]).shape == (5,)
+        # the data-parallel split (a seeded permutation per epoch), not the single-process shuffle
+        off = CNNClassifier(distributed=False, **kw).fit(X, y)
+        assert off.world_size_ == 1
+        assert not all(torch.equal(a, b) for a, b in zip(clf.model_.state_dict().values(),
+                                                         off.model_.state_dict().values()))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
 # ------------------------------------------------------------ torchrun, 2 processes
 def test_torchrun_two_gloo_processes_match_one(tmp_path):
     script = tmp_path / "train.py"
@@ -154,3 +176,8 @@ def test_torchrun_two_gloo_processes_match_one(tmp_path):
     state = torch.load(out / "ckpt" / "last.pt", weights_only=True)
     assert state["world_size"] == 2 and len(state["rng_ranks"]) == 2 and state["epoch"] == EPOCHS
     np.testing.assert_allclose(state["history"][-1]["loss"], ranks[0]["history"][-1]["loss"])
+    # resuming needs as many processes
+    again = CNNClassifier(model="small_convnet", epochs=EPOCHS, batch_size=BATCH, flip=False, random_state=0,
+                          num_threads=1, checkpoint_dir=out / "ckpt", resume=True)
+    with pytest.raises(ValueError, match="2 process"):
+        again.fit(tr.images, tr.target)
