@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from numbers import Integral
 
+import numpy as np
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import FLOAT_DTYPES, check_array
 
@@ -68,7 +69,9 @@ class ChunkedStandardScaler(StandardScaler):
 
         Parameters
         ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features), or FeatureStore
+            A :class:`~classicvision.store.FeatureStore` is read ``chunk_size``
+            rows at a time (never all in memory).
         y : None
             Ignored.
         sample_weight : array-like of shape (n_samples,), default=None
@@ -78,6 +81,14 @@ class ChunkedStandardScaler(StandardScaler):
         self : ChunkedStandardScaler
         """
         self._reset()
+        if hasattr(X, "iter_chunks") and len(getattr(X, "shape", ())) == 2:  # a FeatureStore
+            n = X.shape[0]
+            if sample_weight is not None:
+                sample_weight = check_sample_weight(sample_weight, n, dtype=np.float32)
+            for i, block in X.iter_chunks(block_rows=int(self.chunk_size)):
+                sw = None if sample_weight is None else sample_weight[i : i + block.shape[0]]
+                self.partial_fit(block, y, sample_weight=sw)
+            return self
         X = check_array(X, accept_sparse=("csr", "csc"), dtype=FLOAT_DTYPES, ensure_all_finite="allow-nan")
         if hasattr(X, "tocsr"):
             X = X.tocsr()

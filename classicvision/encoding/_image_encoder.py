@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from numbers import Integral, Real
 
 import numpy as np
@@ -16,8 +18,32 @@ from ..utils.validation import HasMethods, Interval, fit_context
 __all__ = ["ImageEncoder"]
 
 
+def _is_lazy(images) -> bool:
+    """A lazy image sequence (``classicvision.datasets.LazyImages`` or one like it):
+    ``len``, slicing and fancy indexing without decoding, and a ``fingerprint``."""
+    return (not isinstance(images, (list, tuple, np.ndarray)) and hasattr(images, "fingerprint")
+            and hasattr(images, "__len__") and hasattr(images, "__getitem__"))
+
+
+def _materialize(images):
+    """The images of a chunk as a list (a lazy chunk is decoded here, in the worker)."""
+    return [images[i] for i in range(len(images))] if _is_lazy(images) else images
+
+
+def _source_id(images) -> str:
+    """What the images are, for a resumable store: a lazy sequence's fingerprint, or a
+    hash of the pixels."""
+    if _is_lazy(images):
+        fp = images.fingerprint
+        return "lazy:" + str(fp() if callable(fp) else fp)
+    import joblib
+
+    return "pixels:" + joblib.hash([np.asarray(im) for im in images])
+
+
 def _extract(extractor, images, offset):
     """Run the extractor on a chunk, naming the global image index on failure."""
+    images = _materialize(images)
     try:
         sets = extractor.transform(images)
     except (ValueError, TypeError) as exc:
@@ -47,6 +73,14 @@ def _encode(extractor, reducer, encoder, images, offset):
     if reducer is not None:
         sets = reducer.transform(sets)
     return encoder.transform(sets)
+
+
+def _encode_to_store(extractor, reducer, encoder, images, offset, store, chunk_size):
+    """Encode the rows ``offset ..`` of one store chunk and write them into the store
+    (opened by path in this process); the caller gets nothing back."""
+    parts = [_encode(extractor, reducer, encoder, images[a : a + chunk_size], offset + a)
+             for a in range(0, len(images), chunk_size)]
+    store.write(offset, np.concatenate(parts, axis=0).astype(np.float32, copy=False))
 
 
 class ImageEncoder(TransformerMixin, BaseEstimator):
@@ -81,7 +115,7 @@ class ImageEncoder(TransformerMixin, BaseEstimator):
         ``max_descriptors`` (the encoder's codebook or GMM sample, the
         reducer's PCA sample), drawn by the step from these.
     chunk_size : int, default=64
-        Images per chunk in ``transform``.
+        Images per chunk in ``transform`` (and per task of :meth:`transform_to_store`).
     n_jobs : int or None, default=None
         joblib jobs over chunks.
     random_state : int, RandomState instance or None, default=None
@@ -101,6 +135,16 @@ class ImageEncoder(TransformerMixin, BaseEstimator):
     when no descriptor had to be dropped (all of them fit in
     ``fit_descriptors``) and all images were fit images, the descriptors from
     fitting are encoded directly and extraction runs only once.
+
+    ``X`` may be a lazy sequence (:class:`classicvision.datasets.LazyImages`, or
+    any object with ``len``, slicing, integer-array indexing and a
+    ``fingerprint``): it is never decoded as a whole. The fit images are a lazy
+    subset of it, every chunk task decodes its own images (in the worker
+    process), and what ``fit`` holds is the sample of descriptors (at most
+    ``fit_descriptors``). Such input is checked image by image as the extractor
+    reads it, not up front. :meth:`transform_to_store` writes the features to
+    disk chunk by chunk, so neither the images nor the features are ever held
+    whole.
     """
 
     _parameter_constraints = {
@@ -137,15 +181,17 @@ class ImageEncoder(TransformerMixin, BaseEstimator):
         return Parallel(n_jobs=self.n_jobs)(tasks)
 
     def _fit(self, images, y):
-        imgs = check_images(images)
+        imgs = images if _is_lazy(images) else check_images(images)
         n = len(imgs)
+        if n == 0:
+            raise ValueError("ImageEncoder: got an empty sequence of images")
         rng = check_random_state(self.random_state)
         if self.fit_images is None:
             idx = np.arange(n)
         else:
             k = self.fit_images if isinstance(self.fit_images, Integral) else int(np.ceil(self.fit_images * n))
             idx = np.sort(rng.choice(n, min(n, max(1, k)), replace=False))
-        fit_imgs = [imgs[i] for i in idx]
+        fit_imgs = imgs[idx] if _is_lazy(imgs) else [imgs[i] for i in idx]
         fit_y = None if y is None else np.asarray(y)[idx]
         self.extractor_ = clone(self.extractor)
         if hasattr(self.extractor_, "fit"):
@@ -176,7 +222,8 @@ class ImageEncoder(TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : sequence of (H, W[, 3]) uint8 arrays, or (N, H, W[, 3]) array
+        X : sequence of (H, W[, 3]) uint8 arrays, (N, H, W[, 3]) array, or lazy sequence
+            A lazy sequence (``LazyImages``) is not decoded as a whole (see Notes).
         y : array-like of shape (N,), optional
             Passed to the steps' ``fit``.
 
@@ -203,14 +250,84 @@ class ImageEncoder(TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : sequence of (H, W[, 3]) uint8 arrays, or (N, H, W[, 3]) array
+        X : sequence of (H, W[, 3]) uint8 arrays, (N, H, W[, 3]) array, or lazy sequence
 
         Returns
         -------
         features : (n_images, n_features_out_) ndarray of float32
         """
         check_is_fitted(self, "encoder_")
-        return self._transform(check_images(X))
+        return self._transform(X if _is_lazy(X) else check_images(X))
+
+    def transform_to_store(self, X, path, *, dtype: str = "float32", resume: bool = True,
+                           chunk_rows: int | None = None):
+        """Encode images into an on-disk :class:`~classicvision.store.FeatureStore`.
+
+        Each task (``chunk_rows`` images, ``n_jobs`` of them at a time through
+        joblib: processes, or a Dask cluster under ``joblib.parallel_config
+        (backend="dask")``) encodes its images and writes its rows into the store
+        itself, opening it by path: the caller holds neither the images (for a
+        lazy ``X``) nor the features. The rows equal those of :meth:`transform`
+        (the same ``chunk_size`` chunks are encoded). A store left incomplete by
+        a killed run is finished by calling this again with ``resume=True``,
+        which encodes only its missing chunks.
+
+        Parameters
+        ----------
+        X : sequence of (H, W[, 3]) uint8 arrays, (N, H, W[, 3]) array, or lazy sequence
+        path : str or os.PathLike
+            The store's folder.
+        dtype : {"float32", "float16"}, default="float32"
+            Storage type (float16: half the disk, about 3 significant digits; see
+            :class:`~classicvision.store.FeatureStore`).
+        resume : bool, default=True
+            ``True``: an existing store at ``path`` written by this fitted encoder
+            from the same images, with the same layout, is completed (its
+            written chunks are kept); one from other features raises
+            ``ValueError``. ``False``: an existing store there is removed first.
+        chunk_rows : int or None, default=None
+            Rows per store chunk and per task: a multiple of ``chunk_size``
+            (default ``chunk_size``).
+
+        Returns
+        -------
+        store : FeatureStore
+            Complete, ``(n_images, n_features_out_)``.
+        """
+        from ..store import _META, FeatureStore
+
+        check_is_fitted(self, "encoder_")
+        imgs = X if _is_lazy(X) else check_images(X)
+        n = len(imgs)
+        if n == 0:
+            raise ValueError("ImageEncoder.transform_to_store: got an empty sequence of images")
+        cs = int(self.chunk_size)
+        rows = cs if chunk_rows is None else int(chunk_rows)
+        if rows < 1 or rows % cs:
+            raise ValueError(f"ImageEncoder.transform_to_store: chunk_rows={chunk_rows!r} must be a positive "
+                             f"multiple of chunk_size={cs}.")
+        d = self.n_features_out_
+        if not d:
+            d = _encode(self.extractor_, self.reducer_, self.encoder_, imgs[0:1], 0).shape[1]
+        import joblib
+
+        attrs = {"encoder": joblib.hash((self.extractor_, self.reducer_, self.encoder_)),
+                 "images": _source_id(imgs)}
+        path = os.fspath(path)
+        if not resume and os.path.exists(os.path.join(path, _META)):
+            shutil.rmtree(path)
+        try:
+            store = FeatureStore.create(path, n, int(d), dtype=dtype, chunk_rows=rows, attrs=attrs,
+                                        exist_ok=True)
+        except ValueError as exc:
+            raise ValueError(f"ImageEncoder.transform_to_store: {exc} (pass resume=False to overwrite "
+                             "it).") from None
+        missing = store.missing_chunks()
+        self._parallel(
+            delayed(_encode_to_store)(self.extractor_, self.reducer_, self.encoder_, imgs[a:b], a, store, cs)
+            for a, b in missing
+        )
+        return FeatureStore.open(path)
 
     def _transform(self, imgs):
         cs = self.chunk_size

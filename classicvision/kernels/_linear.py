@@ -1,4 +1,4 @@
-"""One-vs-rest L2-regularized squared-hinge linear SVM solved with torch (Newton-CG)."""
+"""One-vs-rest L2-regularized linear SVM: torch Newton-CG, liblinear, or out-of-core averaged SGD."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d, validate_data
 
 from ..utils.validation import Interval, StrOptions, fit_context
 
@@ -27,6 +28,16 @@ _LIBLINEAR_MAX_SAMPLES = 10_000  # "auto" solver: liblinear up to here, Newton-C
 # (a 2 GB float64 matrix and n d^2 multiply-adds), a randomized Nystrom approximation above
 _GRAM_MAX_FEATURES = 16_384
 _GRAM_CHUNK = 8192
+# SGDClassifier keywords LinearSVM(solver="asgd") sets itself
+_SGD_SET_HERE = frozenset({"loss", "penalty", "alpha", "fit_intercept", "class_weight", "random_state",
+                           "n_jobs", "max_iter", "tol"})
+
+
+def _is_asgd(estimator) -> bool:
+    """``partial_fit`` exists only on ``LinearSVM(solver="asgd")`` (``available_if``)."""
+    if estimator.solver != "asgd":
+        raise AttributeError(f"LinearSVM.partial_fit needs solver='asgd' (got solver={estimator.solver!r})")
+    return True
 
 
 @contextmanager
@@ -77,8 +88,9 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
     ----------
     C : float > 0, default=1.0
         Inverse regularization strength (as in :class:`~sklearn.svm.LinearSVC`).
-    loss : {"squared_hinge"}, default="squared_hinge"
-        Only the (differentiable) squared hinge is implemented.
+    loss : {"squared_hinge", "hinge"}, default="squared_hinge"
+        The squared hinge for every solver; the hinge ``max(0, 1 - y z)`` only
+        with ``solver="asgd"``.
     fit_intercept : bool, default=True
         Learn an unregularized bias per class.
     class_weight : dict, "balanced" or None, default=None
@@ -92,11 +104,20 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         Conjugate-gradient steps per Newton iteration.
     device : str, default="cpu"
         torch device for the solve ("cpu", "cuda", ...); predictions use numpy.
-    solver : {"auto", "newton", "liblinear"}, default="auto"
+    solver : {"auto", "newton", "liblinear", "asgd"}, default="auto"
         ``"newton"``: the float32 truncated Newton solver described above.
         ``"liblinear"``: scikit-learn's :class:`~sklearn.svm.LinearSVC` (dual
         coordinate descent, float64), which is faster on small problems.
-        ``"auto"`` uses liblinear when ``n_samples <= 10000`` and Newton above.
+        ``"asgd"``: averaged stochastic gradient descent, out of core: the rows
+        are read ``block_rows`` at a time (from an array, a memmap or a
+        :class:`~classicvision.store.FeatureStore`) and fed to scikit-learn's
+        :class:`~sklearn.linear_model.SGDClassifier` (``average=True``,
+        ``penalty="l2"``, ``alpha = 1 / (C n_samples)``, which is the same
+        objective divided by ``C n_samples``) by ``partial_fit``, for
+        ``n_passes`` passes, the order of the blocks drawn anew each pass from
+        ``random_state`` [6]_ [7]_. Memory: one block and the model.
+        ``"auto"`` uses liblinear when ``n_samples <= 10000`` and Newton above
+        (never ASGD).
     preconditioner : {"auto", "gram", "nystrom", "jacobi"}, default="auto"
         Preconditioner of the conjugate gradients (Newton solver only).
         ``"gram"``: Cholesky factor of ``I + 2C [X 1]^T S [X 1]`` (costs a
@@ -122,10 +143,32 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         torch CPU threads during ``fit``; ``None`` keeps torch's setting, except
         for small problems (``n_samples * n_features * n_classes < 2e7``), which
         run on one thread because thread start-up dominates there.
+    n_passes : int >= 1, default=10
+        ASGD only: passes over the data (``max_iter`` and ``tol`` are the Newton
+        solver's and are not used by ASGD, which runs every pass).
+    block_rows : int >= 1, default=4096
+        ASGD only: rows per ``partial_fit`` call (and per read of the data).
+    sgd_params : dict or None, default=None
+        ASGD only: keyword arguments of ``SGDClassifier`` that replace this
+        class's schedule (``learning_rate``, ``eta0``, ``power_t``, ``average``,
+        ``shuffle``). The keywords this class sets from its own parameters
+        (``loss``, ``penalty``, ``alpha``, ``fit_intercept``, ``class_weight``,
+        ``random_state``, ``n_jobs``, ``max_iter``, ``tol``) are refused. By
+        default the step size is ``eta_t = eta0 / t^0.5`` (``learning_rate=
+        "invscaling"``, ``t`` the samples seen), the average starts after the
+        first pass (``average=n_samples``; from the start with one pass), and
+        ``eta0`` is calibrated as in Bottou's ``svmsgd``: of ``eta0 = 2^k /
+        mean ||x||^2`` for ``k = -2..7``, the one whose single pass over a
+        random sample of 1,024 rows gives the lowest objective on that sample
+        (``eta0_``). scikit-learn's own default schedule (``learning_rate=
+        "optimal"``, ``eta_t = 1 / (alpha (t + t0))``) does not depend on the
+        scale of ``x`` and diverges with the squared hinge on wide standardized
+        features.
     random_state : int, RandomState instance or None, default=None
-        Seeds the randomness of both solvers: liblinear's order of the dual
-        coordinates (passed to :class:`~sklearn.svm.LinearSVC`) and the Gaussian
-        sketch of the Nystrom preconditioner. Pass an int for reproducible fits.
+        Seeds the randomness of the solvers: liblinear's order of the dual
+        coordinates (passed to :class:`~sklearn.svm.LinearSVC`), the Gaussian
+        sketch of the Nystrom preconditioner, and ASGD's order of blocks and of
+        the rows within a block. Pass an int for reproducible fits.
         ``None``: liblinear draws from numpy's global random state (so its
         ``coef_`` varies slightly from fit to fit), while the Nystrom sketch
         keeps its historical fixed seed 0 (the Newton solver with
@@ -138,15 +181,22 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         One row for binary problems (positive means ``classes_[1]``).
     intercept_ : (1,) or (n_classes,) ndarray of float32
     n_iter_ : int
-        Newton iterations run.
+        Newton iterations run (liblinear's iterations; ASGD's passes).
     n_cg_iter_ : int
         Conjugate-gradient steps in total (two passes over ``X`` each).
     preconditioner_ : str
         The preconditioner used (``"gram"``, ``"nystrom"`` or ``"jacobi"``;
         ``"none"`` for liblinear).
-    solver_ : {"liblinear", "newton"}
+    solver_ : {"liblinear", "newton", "asgd"}
         The solver ``fit`` actually used (``solver="auto"`` resolved, see
         :meth:`solver_for`).
+    pass_seconds_ : list of float
+        ASGD only: wall-clock seconds of each pass (reads included).
+    sgd_ : SGDClassifier
+        ASGD only: the fitted scikit-learn model (``partial_fit`` continues it).
+    eta0_ : float or None
+        ASGD only: the calibrated initial step size (None when ``sgd_params``
+        sets ``learning_rate``).
     n_features_in_ : int
 
     See Also
@@ -181,6 +231,15 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
     .. [5] Z. Frangella, J. A. Tropp and M. Udell, "Randomized Nystrom
        preconditioning", SIAM J. Matrix Anal. Appl. 44(2), 2023.
        https://doi.org/10.1137/21M1466244
+    .. [6] B. T. Polyak and A. B. Juditsky, "Acceleration of stochastic
+       approximation by averaging", SIAM J. Control Optim. 30(4), 1992;
+       W. Xu, "Towards optimal one pass large scale learning with averaged
+       stochastic gradient descent", arXiv:1107.2490, 2011.
+       https://arxiv.org/abs/1107.2490
+    .. [7] Y. Lin, F. Lv, S. Zhu, M. Yang, T. Cour, K. Yu, L. Cao and T. Huang,
+       "Large-scale image classification: fast feature extraction and SVM
+       training", CVPR 2011 (averaged SGD for the ILSVRC-2010 SVMs).
+       https://doi.org/10.1109/CVPR.2011.5995477
 
     Examples
     --------
@@ -190,22 +249,28 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
     >>> clf = LinearSVM(C=0.01).fit(X[:1000] / 16, y[:1000])
     >>> clf.coef_.shape
     (10, 64)
+    >>> asgd = LinearSVM(C=0.01, solver="asgd", random_state=0).fit(X[:1000] / 16, y[:1000])
+    >>> asgd.solver_, asgd.n_iter_, asgd.coef_.shape
+    ('asgd', 10, (10, 64))
     """
 
     _parameter_constraints: dict = {
         "C": [Interval(Real, 0, None, closed="neither")],
-        "loss": [StrOptions({"squared_hinge"})],
+        "loss": [StrOptions({"squared_hinge", "hinge"})],
         "fit_intercept": ["boolean"],
         "class_weight": [dict, StrOptions({"balanced"}), None],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="neither")],
         "max_cg_iter": [Interval(Integral, 1, None, closed="left")],
         "device": [str],
-        "solver": [StrOptions({"auto", "newton", "liblinear"})],
+        "solver": [StrOptions({"auto", "newton", "liblinear", "asgd"})],
         "preconditioner": [StrOptions({"auto", "gram", "nystrom", "jacobi"})],
         "nystrom_rank": [Interval(Integral, 1, None, closed="left")],
         "verbose": ["verbose"],
         "n_threads": [Interval(Integral, 1, None, closed="left"), None],
+        "n_passes": [Interval(Integral, 1, None, closed="left")],
+        "block_rows": [Interval(Integral, 1, None, closed="left")],
+        "sgd_params": [dict, None],
         "random_state": ["random_state"],
     }
 
@@ -225,6 +290,9 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         nystrom_rank=1024,
         verbose=0,
         n_threads=None,
+        n_passes=10,
+        block_rows=4096,
+        sgd_params=None,
         random_state=None,
     ):
         self.C = C
@@ -240,6 +308,9 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         self.nystrom_rank = nystrom_rank
         self.verbose = verbose
         self.n_threads = n_threads
+        self.n_passes = n_passes
+        self.block_rows = block_rows
+        self.sgd_params = sgd_params
         self.random_state = random_state
 
     @fit_context(prefer_skip_nested_validation=True)
@@ -248,13 +319,23 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : (n_samples, n_features) array-like
+        X : (n_samples, n_features) array-like, or FeatureStore (``solver="asgd"``)
+            With ``solver="asgd"`` the rows are read ``block_rows`` at a time (a
+            float32 or float64 array or memmap is not copied).
         y : (n_samples,) array-like of class labels
 
         Returns
         -------
         self : LinearSVM
         """
+        if self.solver == "asgd":
+            return self._fit_asgd(X, y)
+        if self.loss != "squared_hinge":
+            raise ValueError(f"LinearSVM: loss={self.loss!r} needs solver='asgd' "
+                             f"(solver={self.solver!r} solves the squared hinge only).")
+        if _is_store(X):
+            raise TypeError(f"LinearSVM(solver={self.solver!r}) needs the features in memory: pass "
+                            "store.to_array(), or use solver='asgd' to read the store chunk by chunk.")
         X, y = validate_data(self, X, y, dtype=np.float32, order="C")
         check_classification_targets(y)
         classes, y_idx = np.unique(y, return_inverse=True)
@@ -339,7 +420,7 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
 
         Returns
         -------
-        solver : {"liblinear", "newton"}
+        solver : {"liblinear", "newton", "asgd"}
         """
         if self.solver == "auto":
             return "liblinear" if int(n_samples) <= _LIBLINEAR_MAX_SAMPLES else "newton"
@@ -367,24 +448,162 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         self.solver_ = "liblinear"
         return self
 
+    # -- averaged SGD ----------------------------------------------------------------
+    def _make_sgd(self, X, y, n_samples: int, classes, class_weight, rng):
+        """The ``SGDClassifier`` of the ASGD solver for ``n_samples`` training rows,
+        its ``eta0`` calibrated on a sample of ``X`` unless ``sgd_params`` sets the schedule."""
+        from sklearn.linear_model import SGDClassifier
+
+        extra = dict(self.sgd_params or {})
+        refused = sorted(set(extra) & _SGD_SET_HERE)
+        if refused:
+            raise ValueError(f"LinearSVM: sgd_params may not set {refused}: LinearSVM sets them "
+                             "(from C, loss, fit_intercept, class_weight, random_state, n_threads).")
+        alpha = 1.0 / (float(self.C) * int(n_samples))
+        kw = dict(loss=self.loss, penalty="l2", alpha=alpha, fit_intercept=self.fit_intercept,
+                  class_weight=class_weight, random_state=int(rng.randint(np.iinfo(np.int32).max)),
+                  n_jobs=self.n_threads, max_iter=1, tol=None, learning_rate="invscaling", power_t=0.5,
+                  average=int(n_samples) if self.n_passes > 1 else True)
+        self.eta0_ = None
+        if "learning_rate" not in extra:
+            kw["eta0"] = self.eta0_ = _calibrate_eta0(X, y, classes, kw, rng, SGDClassifier)
+        kw.update(extra)
+        try:
+            return SGDClassifier(**kw)
+        except TypeError as exc:
+            raise ValueError(f"LinearSVM: sgd_params has a keyword SGDClassifier does not take ({exc}).") from None
+
+    def _set_from_sgd(self, sgd) -> None:
+        self.sgd_ = sgd
+        self.coef_ = np.ascontiguousarray(sgd.coef_, dtype=np.float32)
+        self.intercept_ = np.asarray(sgd.intercept_, dtype=np.float32).reshape(-1)
+        self.n_cg_iter_ = 0
+        self.preconditioner_ = "none"
+        self.solver_ = "asgd"
+
+    def _asgd_input(self, X, y, reset: bool):
+        """``(X, y)`` checked for ASGD without reading all of ``X`` into memory."""
+        if _is_store(X):
+            n, d = X.shape
+            y = column_or_1d(y, warn=True)
+            check_consistent_length(np.empty((n, 0)), y)
+            if reset:
+                self.n_features_in_ = d
+                if hasattr(self, "feature_names_in_"):
+                    del self.feature_names_in_
+            elif d != self.n_features_in_:
+                raise ValueError(f"X has {d} features, but LinearSVM is expecting {self.n_features_in_} "
+                                 "features as input.")
+            return X, y
+        # float32 / float64 arrays and memmaps pass without a copy
+        return validate_data(self, X, y, dtype=[np.float32, np.float64], reset=reset)
+
+    def _fit_asgd(self, X, y):
+        X, y = self._asgd_input(X, y, reset=True)
+        check_classification_targets(y)
+        classes = np.unique(y)
+        if len(classes) < 2:
+            raise ValueError(
+                f"LinearSVM needs samples of at least 2 classes; got {len(classes)} class "
+                f"({classes[0]!r})."
+            )
+        self.classes_ = classes
+        n = X.shape[0]
+        cw = None
+        if self.class_weight is not None:
+            cw = dict(zip(classes, compute_class_weight(self.class_weight, classes=classes, y=y)))
+        rng = check_random_state(self.random_state)
+        sgd = self._make_sgd(X, y, n, classes, cw, rng)
+        step = int(self.block_rows)
+        starts = np.arange(0, n, step)
+        self.pass_seconds_ = []
+        for _ in range(int(self.n_passes)):
+            t0 = time.perf_counter()
+            for a in starts[rng.permutation(len(starts))]:
+                sgd.partial_fit(_read_rows(X, a, a + step), y[a : a + step], classes=classes)
+            self.pass_seconds_.append(time.perf_counter() - t0)
+        self._set_from_sgd(sgd)
+        self.n_iter_ = int(self.n_passes)
+        return self
+
+    @available_if(_is_asgd)
+    @fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, classes=None, n_samples=None):
+        """One ASGD step over the rows of ``X`` (exists with ``solver="asgd"`` only).
+
+        Parameters
+        ----------
+        X : (n, n_features) array-like or FeatureStore
+            A chunk of the training data, read ``block_rows`` rows at a time.
+        y : (n,) array-like of class labels
+        classes : array-like or None
+            All the classes; needed on the first call.
+        n_samples : int or None
+            The size of the whole training set, which sets the regularization
+            ``alpha = 1 / (C n_samples)``; needed on the first call.
+
+        Returns
+        -------
+        self : LinearSVM
+        """
+        first = not hasattr(self, "sgd_")
+        X, y = self._asgd_input(X, y, reset=first)
+        if first:
+            if classes is None or n_samples is None:
+                raise ValueError("LinearSVM.partial_fit: the first call needs classes= (all the classes) and "
+                                 "n_samples= (the training set's size, for alpha = 1 / (C n_samples)).")
+            if self.class_weight == "balanced":
+                raise ValueError("LinearSVM.partial_fit: class_weight='balanced' needs all labels at once; "
+                                 "use fit, or pass class_weight as a dict.")
+            classes = np.unique(np.asarray(classes))
+            if len(classes) < 2:
+                raise ValueError(f"LinearSVM needs at least 2 classes; got classes={list(classes)!r}.")
+            if not isinstance(n_samples, Integral) or n_samples < 1:
+                raise ValueError(f"LinearSVM.partial_fit: n_samples must be an int >= 1, got {n_samples!r}.")
+            self.classes_ = classes
+            rng = check_random_state(self.random_state)
+            sgd = self._make_sgd(X, y, int(n_samples), classes, self.class_weight, rng)
+            self.n_iter_ = 0
+            self.pass_seconds_ = []
+        else:
+            sgd = self.sgd_
+            unknown = np.setdiff1d(np.unique(y), self.classes_)
+            if unknown.size:
+                raise ValueError(f"LinearSVM.partial_fit: labels {list(unknown)!r} are not in classes_.")
+        step = int(self.block_rows)
+        for a in range(0, X.shape[0], step):
+            sgd.partial_fit(_read_rows(X, a, a + step), y[a : a + step], classes=self.classes_)
+        self._set_from_sgd(sgd)
+        return self
+
     def decision_function(self, X):
         """Signed distances ``X @ coef_.T + intercept_``.
 
         Parameters
         ----------
-        X : (n_samples, n_features) array-like
+        X : (n_samples, n_features) array-like, or FeatureStore
+            A store is read chunk by chunk.
 
         Returns
         -------
         scores : (n_samples,) or (n_samples, n_classes) ndarray of float64
         """
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=[np.float32, np.float64], reset=False)
+        if _is_store(X):
+            if X.shape[1] != self.n_features_in_:
+                raise ValueError(f"X has {X.shape[1]} features, but LinearSVM is expecting "
+                                 f"{self.n_features_in_} features as input.")
+            blocks = (block for _, block in X.iter_chunks(block_rows=_PREDICT_CHUNK))
+            n = X.shape[0]
+        else:
+            X = validate_data(self, X, dtype=[np.float32, np.float64], reset=False)
+            blocks = (X[i : i + _PREDICT_CHUNK] for i in range(0, X.shape[0], _PREDICT_CHUNK))
+            n = X.shape[0]
         W = self.coef_.astype(np.float64).T
         b = self.intercept_.astype(np.float64)
-        out = np.empty((X.shape[0], W.shape[1]))
-        for i in range(0, X.shape[0], _PREDICT_CHUNK):
-            out[i : i + _PREDICT_CHUNK] = X[i : i + _PREDICT_CHUNK].astype(np.float64) @ W + b
+        out = np.empty((n, W.shape[1]))
+        for i, block in zip(range(0, n, _PREDICT_CHUNK), blocks):
+            out[i : i + _PREDICT_CHUNK] = block.astype(np.float64) @ W + b
         return out[:, 0] if W.shape[1] == 1 else out
 
     def predict(self, X):
@@ -402,6 +621,60 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         if scores.ndim == 1:
             return self.classes_[(scores > 0).astype(int)]
         return self.classes_[np.argmax(scores, axis=1)]
+
+
+def _is_store(X) -> bool:
+    """A :class:`~classicvision.store.FeatureStore` (or a store-like object: ``iter_chunks``
+    and a 2-D ``shape``), read chunk by chunk instead of converted to an array."""
+    return hasattr(X, "iter_chunks") and len(getattr(X, "shape", ())) == 2
+
+
+def _read_rows(X, a: int, b: int) -> np.ndarray:
+    """Rows ``a:b`` of an array or a store, as an in-memory C-ordered float array."""
+    block = X[a:b]
+    if not np.issubdtype(block.dtype, np.floating):
+        block = block.astype(np.float32)
+    return np.ascontiguousarray(block)
+
+
+def _calibrate_eta0(X, y, classes, kw, rng, SGDClassifier, sample: int = 1024) -> float:
+    """ASGD's initial step size, chosen on a sample of rows (Bottou's ``determineEta0``).
+
+    ``y``: the labels of ``X``. Candidates ``2^k / mean ||x||^2``, ``k = -2..7`` (``||x||^2`` sets the scale of a
+    step's change of the margins); each is run for one pass, averaged, over ``sample``
+    random rows of ``X`` (all of them when fewer), and the one with the lowest
+    objective ``mean loss + alpha / 2 ||W||^2`` on those rows wins. Reference: L.
+    Bottou, "Stochastic gradient descent tricks", Neural Networks: Tricks of the Trade,
+    2012, section 5.2. https://doi.org/10.1007/978-3-642-35289-8_25
+    """
+    import warnings as _w
+
+    n = X.shape[0]
+    idx = np.sort(rng.choice(n, min(n, sample), replace=False))
+    Xs = np.ascontiguousarray(X[idx] if _is_store(X) else np.asarray(X[idx]))
+    if not np.issubdtype(Xs.dtype, np.floating):
+        Xs = Xs.astype(np.float32)
+    y = np.asarray(y)[idx]
+    scale = float(np.mean(np.einsum("ij,ij->i", Xs, Xs, dtype=np.float64)))
+    base = 1.0 / max(scale, np.finfo(np.float64).tiny)
+    K = len(classes)
+    Y = np.where(y[:, None] == np.asarray(classes)[None, :], 1.0, -1.0)
+    if K == 2:
+        Y = Y[:, 1:]
+    best, best_obj = base, np.inf
+    for k in range(-2, 8):
+        eta0 = base * 2.0**k
+        trial = SGDClassifier(**{**kw, "eta0": eta0, "average": True})
+        with _w.catch_warnings(), np.errstate(all="ignore"):
+            _w.simplefilter("ignore")
+            trial.partial_fit(Xs, y, classes=classes)
+            Z = Xs.astype(np.float64) @ trial.coef_.T.astype(np.float64) + trial.intercept_
+            m = np.maximum(0.0, 1.0 - Y * Z)
+            loss = m * m if kw["loss"] == "squared_hinge" else m
+            obj = float(loss.sum(1).mean() + 0.5 * kw["alpha"] * np.sum(trial.coef_.astype(np.float64) ** 2))
+        if np.isfinite(obj) and obj < best_obj:
+            best, best_obj = eta0, obj
+    return float(best)
 
 
 def _sketch_seed(random_state) -> int:
