@@ -628,7 +628,7 @@ def test_cifar10_download_verifies_checksum(tmp_path, http_root):
 
 # --------------------------------------------------------------------------- registry
 def test_load_dataset_names_and_errors(tmp_path):
-    assert set(DATASETS) == {"digits", "cifar10", "cifar100", "scene15", "caltech101", "folder"}
+    assert set(DATASETS) == {"digits", "cifar10", "cifar100", "scene15", "caltech101", "imagenet", "folder"}
     assert all(isinstance(v, str) and v for v in DATASETS.values())
     d = load_dataset("digits", split="test", cache=False, n_jobs=2)
     assert d.images.shape == (599, 8, 8)

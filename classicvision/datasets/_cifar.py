@@ -270,9 +270,10 @@ def load_cifar10(
     train_per_class, test_per_class, random_state
         Per-class subsampling, as in :func:`load_image_folder`.
     **folder_kwargs
-        ``cache``, ``n_jobs``, ``on_error``, ``max_pixels``, ``max_member_bytes``:
-        passed to :func:`load_image_folder` for an ImageFolder copy (the
-        official format needs no decoding or cache).
+        ``cache``, ``n_jobs``, ``on_error``, ``max_pixels``, ``max_member_bytes``,
+        ``lazy``, ``max_side``: passed to :func:`load_image_folder` for an
+        ImageFolder copy (the official format needs no decoding or cache, and
+        cannot be read lazily: ``lazy=True`` on it is a ``ValueError``).
 
     Returns
     -------
@@ -309,7 +310,8 @@ def load_cifar10(
     if split not in (None, "train", "test"):
         raise ValueError(f"CIFAR-10 has splits 'train' and 'test' (or None for both), got split={split!r}")
     check_per_class_counts(train_per_class, test_per_class)
-    unknown = set(folder_kwargs) - {"cache", "n_jobs", "on_error", "max_pixels", "max_member_bytes"}
+    unknown = set(folder_kwargs) - {"cache", "n_jobs", "on_error", "max_pixels", "max_member_bytes", "lazy",
+                                    "max_side"}
     if unknown:
         raise TypeError(f"load_cifar10() got unexpected keyword arguments {sorted(unknown)}")
     root = Path(os.path.expanduser(os.fspath(root)))
@@ -330,6 +332,9 @@ def load_cifar10(
             random_state=random_state,
             **folder_kwargs,
         )
+    if folder_kwargs.get("lazy"):
+        raise ValueError(f"lazy=True reads image files one by one; {where} is CIFAR-10's official (pickled "
+                         "batches) format, which is decoded whole: use an ImageFolder copy (folder or plain .tar)")
     if kind == "official_tar":
         images, target, target_names, filenames = _read_official_tar(where, split)
     else:
