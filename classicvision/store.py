@@ -557,8 +557,8 @@ def fit_chunked(pipeline, store, y, *, rows=None, passes: int | None = None, blo
       of ``sample_rows`` rows (at least ``n_components`` for a Nystroem map);
     * the final step: ``LinearSVM(solver="asgd")`` reads the transformed rows
       block by block for its passes; another classifier with ``partial_fit``
-      gets ``passes`` passes of it over the blocks (in an order shuffled each
-      pass); anything else raises ``ValueError`` (see :func:`to_streaming`).
+      gets ``passes`` passes of it over blocks of rows (a random permutation
+      of the rows each pass); anything else raises ``ValueError`` (see :func:`to_streaming`).
 
     Memory: one block of rows through the steps, the sample, and the models.
 
@@ -638,10 +638,11 @@ def fit_chunked(pipeline, store, y, *, rows=None, passes: int | None = None, blo
         final.fit(view, y)
     elif hasattr(final, "partial_fit"):
         classes = np.unique(y)
-        starts = np.arange(0, n, block_rows)
         for _ in range(1 if passes is None else int(passes)):
-            for a in starts[rng.permutation(len(starts))]:
-                final.partial_fit(view[a : a + block_rows], y[a : a + block_rows], classes=classes)
+            perm = rng.permutation(n)
+            for a in range(0, n, block_rows):
+                rows_ = np.sort(perm[a : a + block_rows])
+                final.partial_fit(view[rows_], y[rows_], classes=classes)
     else:
         raise ValueError(f"fit_chunked: the final step {name!r} ({type(final).__name__}) cannot be fitted "
                          "chunk by chunk; use LinearSVM(solver='asgd') or a classifier with partial_fit "

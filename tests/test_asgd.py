@@ -50,6 +50,17 @@ def test_asgd_accuracy_close_to_newton(digits, loss):
     assert asgd.score(Xte, yte) >= exact - ACCURACY_TOLERANCE
 
 
+def test_asgd_on_rows_stored_in_class_order(digits, tmp_path):
+    # rows, not blocks, are shuffled each pass: a store written class by class still fits
+    Xtr, ytr, Xte, yte = digits
+    order = np.argsort(ytr, kind="stable")
+    s = FeatureStore.create(tmp_path / "sorted", *Xtr.shape, chunk_rows=128)
+    s.write(0, Xtr[order])
+    exact = LinearSVM(C=0.1, solver="newton").fit(Xtr, ytr).score(Xte, yte)
+    asgd = LinearSVM(C=0.1, solver="asgd", loss="hinge", block_rows=128, random_state=0).fit(s, ytr[order])
+    assert asgd.score(Xte, yte) >= exact - ACCURACY_TOLERANCE
+
+
 def test_asgd_binary_and_class_weight(digits):
     Xtr, ytr, Xte, yte = digits
     m = (ytr < 2)
@@ -72,8 +83,10 @@ def test_fit_on_store_equals_fit_on_array(digits, store):
 def test_partial_fit(digits):
     Xtr, ytr, Xte, yte = digits
     clf = LinearSVM(solver="asgd", C=0.1, random_state=0)
-    with pytest.raises(ValueError, match="classes= .* n_samples="):
+    with pytest.raises(ValueError, match="needs classes="):
         clf.partial_fit(Xtr[:100], ytr[:100])
+    with pytest.raises(ValueError, match="n_samples must be an int"):
+        clf.partial_fit(Xtr[:100], ytr[:100], classes=np.arange(10), n_samples=0)
     for _ in range(5):
         for a in range(0, 1200, 400):
             clf.partial_fit(Xtr[a : a + 400], ytr[a : a + 400], classes=np.arange(10), n_samples=1200)

@@ -114,8 +114,10 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         :class:`~sklearn.linear_model.SGDClassifier` (``average=True``,
         ``penalty="l2"``, ``alpha = 1 / (C n_samples)``, which is the same
         objective divided by ``C n_samples``) by ``partial_fit``, for
-        ``n_passes`` passes, the order of the blocks drawn anew each pass from
-        ``random_state`` [6]_ [7]_. Memory: one block and the model.
+        ``n_passes`` passes; each pass draws a random permutation of the rows
+        from ``random_state`` and reads them ``block_rows`` at a time (so data
+        stored in class order is shuffled too) [6]_ [7]_. Memory: one block and
+        the model.
         ``"auto"`` uses liblinear when ``n_samples <= 10000`` and Newton above
         (never ASGD).
     preconditioner : {"auto", "gram", "nystrom", "jacobi"}, default="auto"
@@ -158,7 +160,7 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         "invscaling"``, ``t`` the samples seen), the average starts after the
         first pass (``average=n_samples``; from the start with one pass), and
         ``eta0`` is calibrated as in Bottou's ``svmsgd``: of ``eta0 = 2^k /
-        mean ||x||^2`` for ``k = -2..7``, the one whose single pass over a
+        mean s_i ||x_i||^2`` for ``k = -2..7`` (``s_i`` the class weight), the one whose single pass over a
         random sample of 1,024 rows gives the lowest objective on that sample
         (``eta0_``). scikit-learn's own default schedule (``learning_rate=
         "optimal"``, ``eta_t = 1 / (alpha (t + t0))``) does not depend on the
@@ -515,12 +517,11 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         rng = check_random_state(self.random_state)
         sgd = self._make_sgd(X, y, n, classes, cw, rng)
         step = int(self.block_rows)
-        starts = np.arange(0, n, step)
         self.pass_seconds_ = []
         for _ in range(int(self.n_passes)):
             t0 = time.perf_counter()
-            for a in starts[rng.permutation(len(starts))]:
-                sgd.partial_fit(_read_rows(X, a, a + step), y[a : a + step], classes=classes)
+            for rows in _shuffled_blocks(n, step, rng):
+                sgd.partial_fit(_read_rows(X, rows), y[rows], classes=classes)
             self.pass_seconds_.append(time.perf_counter() - t0)
         self._set_from_sgd(sgd)
         self.n_iter_ = int(self.n_passes)
@@ -540,7 +541,9 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
             All the classes; needed on the first call.
         n_samples : int or None
             The size of the whole training set, which sets the regularization
-            ``alpha = 1 / (C n_samples)``; needed on the first call.
+            ``alpha = 1 / (C n_samples)`` (read on the first call). None: the
+            rows of the first call, right only when that call holds all the
+            training data; pass it when fitting out of core.
 
         Returns
         -------
@@ -549,9 +552,10 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         first = not hasattr(self, "sgd_")
         X, y = self._asgd_input(X, y, reset=first)
         if first:
-            if classes is None or n_samples is None:
-                raise ValueError("LinearSVM.partial_fit: the first call needs classes= (all the classes) and "
-                                 "n_samples= (the training set's size, for alpha = 1 / (C n_samples)).")
+            if classes is None:
+                raise ValueError("LinearSVM.partial_fit: the first call needs classes= (all the classes).")
+            if n_samples is None:
+                n_samples = X.shape[0]
             if self.class_weight == "balanced":
                 raise ValueError("LinearSVM.partial_fit: class_weight='balanced' needs all labels at once; "
                                  "use fit, or pass class_weight as a dict.")
@@ -572,7 +576,7 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"LinearSVM.partial_fit: labels {list(unknown)!r} are not in classes_.")
         step = int(self.block_rows)
         for a in range(0, X.shape[0], step):
-            sgd.partial_fit(_read_rows(X, a, a + step), y[a : a + step], classes=self.classes_)
+            sgd.partial_fit(_read_rows(X, slice(a, a + step)), y[a : a + step], classes=self.classes_)
         self._set_from_sgd(sgd)
         return self
 
@@ -629,9 +633,21 @@ def _is_store(X) -> bool:
     return hasattr(X, "iter_chunks") and len(getattr(X, "shape", ())) == 2
 
 
-def _read_rows(X, a: int, b: int) -> np.ndarray:
-    """Rows ``a:b`` of an array or a store, as an in-memory C-ordered float array."""
-    block = X[a:b]
+def _shuffled_blocks(n: int, step: int, rng):
+    """One pass of ASGD: a random permutation of the ``n`` rows cut in blocks of ``step``,
+    each block's indices sorted (sequential reads; ``SGDClassifier`` shuffles within
+    the block). Rows, not stored chunks, are shuffled: data stored in class order
+    (CIFAR-10's training set, a folder read class by class) would otherwise give
+    blocks of one class."""
+    perm = rng.permutation(n)
+    for a in range(0, n, step):
+        yield np.sort(perm[a : a + step])
+
+
+def _read_rows(X, rows) -> np.ndarray:
+    """Rows (a slice or sorted indices) of an array or a store, as an in-memory
+    C-ordered float array."""
+    block = X[rows]
     if not np.issubdtype(block.dtype, np.floating):
         block = block.astype(np.float32)
     return np.ascontiguousarray(block)
@@ -640,10 +656,11 @@ def _read_rows(X, a: int, b: int) -> np.ndarray:
 def _calibrate_eta0(X, y, classes, kw, rng, SGDClassifier, sample: int = 1024) -> float:
     """ASGD's initial step size, chosen on a sample of rows (Bottou's ``determineEta0``).
 
-    ``y``: the labels of ``X``. Candidates ``2^k / mean ||x||^2``, ``k = -2..7`` (``||x||^2`` sets the scale of a
-    step's change of the margins); each is run for one pass, averaged, over ``sample``
+    ``y``: the labels of ``X``. Candidates ``2^k / mean s_i ||x_i||^2``, ``k = -2..7``
+    (``s_i ||x_i||^2`` sets the scale of a step's change of the margins); each is run for one pass, averaged, over ``sample``
     random rows of ``X`` (all of them when fewer), and the one with the lowest
-    objective ``mean loss + alpha / 2 ||W||^2`` on those rows wins. Reference: L.
+    objective ``mean s_i loss_i + alpha / 2 ||W||^2`` on those rows (``s_i`` the class
+    weights) wins. Reference: L.
     Bottou, "Stochastic gradient descent tricks", Neural Networks: Tricks of the Trade,
     2012, section 5.2. https://doi.org/10.1007/978-3-642-35289-8_25
     """
@@ -655,7 +672,9 @@ def _calibrate_eta0(X, y, classes, kw, rng, SGDClassifier, sample: int = 1024) -
     if not np.issubdtype(Xs.dtype, np.floating):
         Xs = Xs.astype(np.float32)
     y = np.asarray(y)[idx]
-    scale = float(np.mean(np.einsum("ij,ij->i", Xs, Xs, dtype=np.float64)))
+    cw = kw.get("class_weight") or {}
+    sw = np.array([float(cw.get(c, 1.0)) for c in y])  # the class weights scale each row's loss
+    scale = float(np.mean(sw * np.einsum("ij,ij->i", Xs, Xs, dtype=np.float64)))
     base = 1.0 / max(scale, np.finfo(np.float64).tiny)
     K = len(classes)
     Y = np.where(y[:, None] == np.asarray(classes)[None, :], 1.0, -1.0)
@@ -671,7 +690,7 @@ def _calibrate_eta0(X, y, classes, kw, rng, SGDClassifier, sample: int = 1024) -
             Z = Xs.astype(np.float64) @ trial.coef_.T.astype(np.float64) + trial.intercept_
             m = np.maximum(0.0, 1.0 - Y * Z)
             loss = m * m if kw["loss"] == "squared_hinge" else m
-            obj = float(loss.sum(1).mean() + 0.5 * kw["alpha"] * np.sum(trial.coef_.astype(np.float64) ** 2))
+            obj = float((sw * loss.sum(1)).mean() + 0.5 * kw["alpha"] * np.sum(trial.coef_.astype(np.float64) ** 2))
         if np.isfinite(obj) and obj < best_obj:
             best, best_obj = eta0, obj
     return float(best)
