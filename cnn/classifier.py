@@ -733,7 +733,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         # a lazy sequence is decoded to learn the sizes only when the input size must come from them
         shapes = None
         if lazy and self.input_size is None and cfg["input_size"] is None:
-            shapes = image_shapes(images, filenames)
+            shapes = _dist.shapes_sharded(images, filenames, dctx, image_shapes)
         if self.in_chans is not None:
             in_chans = self.in_chans
         elif pre_meta.get("in_chans") in (1, 3):
@@ -762,7 +762,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.rank_ = dctx.rank if dctx is not None else 0
 
         with self._threads():
-            x = images_to_tensor(images, size=size, in_chans=in_chans, filenames=filenames)
+            if lazy and dctx is not None:  # each rank decodes its block, then all ranks exchange them
+                x = _dist.convert_sharded(images, dctx, images_to_tensor, size=size, in_chans=in_chans,
+                                          filenames=filenames)
+            else:
+                x = images_to_tensor(images, size=size, in_chans=in_chans, filenames=filenames)
             if in_chans is None:
                 in_chans = int(x.shape[1])
                 if limit is not None:

@@ -31,6 +31,9 @@ __all__ = [
     "all_reduce",
     "broadcast_module",
     "is_main_process",
+    "block_range",
+    "shapes_sharded",
+    "convert_sharded",
 ]
 
 
@@ -242,3 +245,96 @@ def broadcast_module(module: nn.Module, src: int = 0) -> None:
                 buf = t.contiguous()
                 dist.broadcast(buf, src)
                 t.copy_(buf)
+
+
+def block_range(n: int, world_size: int, rank: int) -> range:
+    """Rank ``rank``'s contiguous block of ``range(n)``: ``ceil(n / world_size)`` items (the last ranks fewer)."""
+    per = shard_size(n, world_size)
+    return range(min(n, rank * per), min(n, (rank + 1) * per))
+
+
+def shapes_sharded(images, filenames, ctx: DistContext | None, shapes_of: Callable) -> list:
+    """``shapes_of(images, filenames)`` of a lazy sequence, each rank reading only its block (gathered).
+
+    Parameters
+    ----------
+    images : lazy sequence
+    filenames : sequence of str or None
+    ctx : DistContext or None
+        None: ``shapes_of`` of all images in this process.
+    shapes_of : callable
+        :func:`cnn.data.image_shapes`.
+
+    Returns
+    -------
+    list of tuple
+        The shape of every image, in order, on every rank.
+    """
+    if ctx is None:
+        return shapes_of(images, filenames)
+    block = block_range(len(images), ctx.world_size, ctx.rank)
+    mine = [tuple(sh) for sh in shapes_of(_Subset(images, block), _subset_names(filenames, block))] if len(block) else []
+    parts: list = [None] * ctx.world_size
+    dist.all_gather_object(parts, mine)
+    return [sh for part in parts for sh in part]
+
+
+def convert_sharded(images, ctx: DistContext, to_tensor: Callable, *, size: int, in_chans: int | None,
+                    filenames=None) -> torch.Tensor:
+    """All of a lazy sequence as one uint8 tensor on every rank, each rank decoding only its block.
+
+    Rank ``r`` converts its contiguous block (:func:`block_range`) with
+    ``to_tensor`` (:func:`cnn.data.images_to_tensor`); the blocks are exchanged
+    with ``all_gather`` (on the training device for ``nccl``). With
+    ``in_chans=None`` the ranks agree on 3 channels when any block has colour
+    (a gray block is replicated, as the 3-channel conversion does). The result
+    equals ``to_tensor(images, ...)`` in one process.
+
+    Returns
+    -------
+    (N, C, size, size) uint8 tensor
+        On the training device for ``nccl``, else on the CPU.
+    """
+    n, world = len(images), ctx.world_size
+    per = shard_size(n, world)
+    block = block_range(n, world, ctx.rank)
+    if len(block):
+        part = to_tensor(images, size=size, in_chans=in_chans, filenames=filenames, indices=block)
+    else:
+        part = torch.empty((0, in_chans or 1, size, size), dtype=torch.uint8)
+    on = ctx.device if "nccl" in ctx.backend else torch.device("cpu")
+    if in_chans is None:
+        c = int(all_reduce([part.shape[1] if len(block) else 1], on, op="max")[0])
+        if part.shape[1] != c:
+            part = part.repeat(1, c, 1, 1)
+    c = part.shape[1]
+    padded = torch.zeros((per, c, size, size), dtype=torch.uint8, device=on)
+    padded[: part.shape[0]] = part.to(on)
+    del part
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    del padded
+    return torch.cat(parts)[:n]
+
+
+def _subset_names(filenames, block: range):
+    return None if filenames is None else [filenames[i] for i in block]
+
+
+class _Subset(Sequence):
+    """Items ``block`` of a sequence, read on access (for :func:`shapes_sharded`)."""
+
+    def __init__(self, seq, block: range):
+        self._seq, self._block = seq, block
+        names = getattr(seq, "filenames", None)
+        if names is not None:
+            try:
+                self.filenames = [names[i] for i in block]
+            except (TypeError, IndexError):
+                pass
+
+    def __len__(self) -> int:
+        return len(self._block)
+
+    def __getitem__(self, i):
+        return self._seq[self._block[i]]

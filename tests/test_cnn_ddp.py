@@ -3,7 +3,8 @@
 The launch test runs ``python -m torch.distributed.run --nproc-per-node 2`` on an unchanged
 training script (the digits, ``small_convnet``) and checks it reaches the accuracy of the
 same script in one process within a point, that only rank 0 wrote the checkpoints and
-the report, and that both ranks end with identical weights.
+the report, that both ranks end with identical weights, and that each rank decoded only its
+block of the lazy training images.
 """
 
 import json
@@ -12,6 +13,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +23,14 @@ from torch.utils.data.distributed import DistributedSampler
 
 from classicvision.datasets import load_digits_images
 from cnn import CNNClassifier
-from cnn.distributed import process_group, shard_indices, shard_size
+from cnn.distributed import block_range, process_group, shard_indices, shard_size
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS, BATCH = 6, 64
 
 SCRIPT = """
 import json, os, sys
+from collections.abc import Sequence
 import torch
 import cnn.classifier as C
 from classicvision.datasets import load_digits_images
@@ -41,20 +44,49 @@ def logged_save(path, state):  # records which rank wrote a checkpoint
         fh.write(f"{path}\\n")
     real_save(path, state)
 
+class Lazy(Sequence):  # decodes on access, counts the accesses, refuses np.asarray
+    def __init__(self, arrays):
+        self.arrays, self.accesses = arrays, []
+    def __len__(self):
+        return len(self.arrays)
+    def __getitem__(self, i):
+        self.accesses.append(int(i))
+        return self.arrays[i].copy()
+    def __array__(self, *args, **kwargs):
+        raise TypeError("lazy")
+
 C.save_checkpoint = logged_save
 tr, te = load_digits_images(split="train"), load_digits_images(split="test")
+lazy = Lazy(tr.images)
 clf = C.CNNClassifier(model="small_convnet", epochs=epochs, batch_size=batch, flip=False, random_state=0,
                       num_threads=1, checkpoint_dir=os.path.join(out, "ckpt"))
-clf.fit(tr.images, tr.target, validation_data=(te.images, te.target))
+clf.fit(lazy, tr.target, validation_data=(te.images, te.target))
 torch.save(clf.model_.state_dict(), os.path.join(out, f"weights-{rank}.pt"))
 info = {"rank": clf.rank_, "world_size": clf.world_size_, "accuracy": clf.score(te.images, te.target),
-        "history": clf.history_, "group_left": torch.distributed.is_initialized()}
+        "history": clf.history_, "group_left": torch.distributed.is_initialized(), "mean": clf.mean_,
+        "accesses": lazy.accesses}
 with open(os.path.join(out, f"rank-{rank}.json"), "w") as fh:
     json.dump(info, fh)
 if clf.rank_ == 0:
     with open(os.path.join(out, "report.json"), "w") as fh:
         json.dump({"accuracy": info["accuracy"], "written_by": rank}, fh)
 """
+
+
+class _Lazy(Sequence):
+    """Decodes (copies) on access; ``np.asarray`` refused, as LazyImages's is."""
+
+    def __init__(self, arrays):
+        self.arrays = arrays
+
+    def __len__(self):
+        return len(self.arrays)
+
+    def __getitem__(self, i):
+        return self.arrays[i].copy()
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError("lazy")
 
 
 def _free_port() -> int:
@@ -80,6 +112,13 @@ def test_shard_indices_cover_disjoint_equal_like_distributed_sampler(n, world):
     assert shard_indices(n, world, 0, seed=17, epoch=0).tolist() != shard_indices(n, world, 0, seed=17, epoch=1).tolist()
     with pytest.raises(ValueError, match="rank"):
         shard_indices(n, world, world, seed=0, epoch=0)
+
+
+@pytest.mark.parametrize("n,world", [(10, 2), (11, 2), (7, 3), (5, 8)])
+def test_block_range_covers_in_order(n, world):
+    blocks = [block_range(n, world, r) for r in range(world)]
+    assert [i for b in blocks for i in b] == list(range(n))
+    assert all(len(b) <= shard_size(n, world) for b in blocks)
 
 
 def test_process_group_outside_a_launch(monkeypatch):
@@ -122,6 +161,9 @@ def test_fit_in_a_group_the_caller_initialized(tmp_path, monkeypatch):
         assert torch.distributed.is_initialized()  # not fit's to destroy
         assert clf.world_size_ == 1 and clf.rank_ == 0 and len(clf.history_) == 2
         assert "test_error" in clf.history_[-1] and clf.predict(X[:5]).shape == (5,)
+        lazy = CNNClassifier(checkpoint_dir=tmp_path / "ckpt2", **kw).fit(_Lazy(X), y, validation_data=(X[:50], y[:50]))
+        assert all(torch.equal(a, b) for a, b in zip(clf.model_.state_dict().values(),
+                                                     lazy.model_.state_dict().values()))
         # the data-parallel split (a seeded permutation per epoch), not the single-process shuffle
         off = CNNClassifier(distributed=False, **kw).fit(X, y)
         assert off.world_size_ == 1
@@ -167,6 +209,11 @@ def test_torchrun_two_gloo_processes_match_one(tmp_path):
     w0, w1 = (torch.load(out / f"weights-{r}.pt", weights_only=True) for r in (0, 1))
     assert w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0)
     assert ranks[0]["accuracy"] == ranks[1]["accuracy"]
+    # the lazy training images: each rank decoded its own half (sizes, then pixels), with the tensor of one process
+    n = len(tr.target)
+    assert [sorted(set(r["accesses"])) for r in ranks] == [list(range(599)), list(range(599, n))]
+    assert [len(r["accesses"]) for r in ranks] == [2 * 599, 2 * (n - 599)]
+    assert ranks[0]["mean"] == ranks[1]["mean"] == one.mean_
     # the issue's "done when": the single-process accuracy within a point
     assert ranks[0]["accuracy"] >= one_acc - 0.01, (ranks[0]["accuracy"], one_acc)
     # only rank 0 wrote: one checkpoint per epoch, and the report
