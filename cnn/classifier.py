@@ -397,7 +397,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     None and a model configured without one, e.g. ``small_convnet``).
 
     **Data parallelism** (``torchrun``). Every rank holds the whole training set
-    on its device and trains on its share of each epoch, split as
+    on its device (a lazy one is decoded in blocks, one per rank, exchanged
+    with ``all_gather``) and trains on its share of each epoch, split as
     ``torch.utils.data.DistributedSampler`` splits it: one permutation per
     epoch, seeded with the fit's seed + epoch and shared by the ranks; rank
     ``r`` takes every ``N``-th index from ``r``, padded so that all ranks run
