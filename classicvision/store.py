@@ -620,7 +620,7 @@ def fit_chunked(pipeline, store, y, *, rows=None, passes: int | None = None, blo
             continue
         view = _Transformed(store, rows, fitted, n_features=store.shape[1] if not fitted else None)
         if hasattr(step, "partial_fit"):
-            if hasattr(step, "_reset"):
+            if hasattr(step, "_reset"):  # start afresh, as StandardScaler.fit does
                 step._reset()
             for a in range(0, n, block_rows):
                 step.partial_fit(view[a : a + block_rows])
@@ -658,7 +658,7 @@ def _scores(pipeline, store, rows, block_rows, method):
     if not hasattr(final, method):
         raise AttributeError(f"the final step {type(final).__name__} has no {method}")
     n = len(store) if rows is None else len(rows)
-    view = _Transformed(store, rows, transformers, n_features=store.shape[1] if not transformers else 0)
+    view = _Transformed(store, rows, transformers, n_features=store.shape[1] if not transformers else None)
     parts = [getattr(final, method)(view[a : a + block_rows]) for a in range(0, n, int(block_rows))]
     return np.concatenate(parts, axis=0)
 

@@ -144,7 +144,8 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
     n_threads : int >= 1 or None, default=None
         torch CPU threads during ``fit``; ``None`` keeps torch's setting, except
         for small problems (``n_samples * n_features * n_classes < 2e7``), which
-        run on one thread because thread start-up dominates there.
+        run on one thread because thread start-up dominates there. ASGD: threads
+        over the one-vs-rest classes (``SGDClassifier``'s ``n_jobs``; None: one).
     n_passes : int >= 1, default=10
         ASGD only: passes over the data (``max_iter`` and ``tol`` are the Newton
         solver's and are not used by ASGD, which runs every pass).
