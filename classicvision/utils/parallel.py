@@ -138,10 +138,13 @@ def _local_cluster(distributed, n_workers, threads_per_worker, memory_limit, das
             import bokeh  # noqa: F401
         except ImportError as exc:
             raise ImportError("dask_backend(dashboard=...) needs bokeh: pip install bokeh") from exc
+    # without a dashboard the scheduler still serves its health and metrics routes over
+    # HTTP: on a free port, not on 8787 (where it would clash with another cluster's)
+    http = {} if dashboard else {"scheduler_kwargs": {"dashboard": False, "dashboard_address": ":0"}}
     with _worker_environment("1") as limits:
         return distributed.LocalCluster(
             n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True,
-            memory_limit=memory_limit, dashboard_address=dashboard or None, env=limits,
+            memory_limit=memory_limit, dashboard_address=dashboard or None, env=limits, **http,
         )
 
 
@@ -174,7 +177,8 @@ def dask_backend(scheduler: str | None = None, n_workers: int | None = None, *,
         none). A worker above 95% of it is restarted by its nanny.
     dashboard : bool or str, default=False
         Serve the scheduler's dashboard (``True``: on ``:8787``; a string: that address).
-        Needs ``bokeh``.
+        Needs ``bokeh``. Without it ``client.dashboard_link`` points to the scheduler's
+        plain HTTP routes (health, Prometheus metrics) on a free port.
     timeout : float, default=10.0
         Seconds to wait for the scheduler to answer, and for the first worker.
 
@@ -212,6 +216,15 @@ def dask_backend(scheduler: str | None = None, n_workers: int | None = None, *,
     submits further tasks from the worker (seceding from its thread pool); the presets
     leave the extractor inside an ``ImageEncoder`` at ``n_jobs=None``, so each chunk task
     extracts its own images.
+
+    **Same features as n_jobs=1.** The chunks are the same whatever the backend
+    (``chunk_size`` images per ``ImageEncoder`` task), and the fitting (codebook, GMM,
+    PCA) runs in the client, so the features are those of ``n_jobs=1`` bit for bit when
+    BLAS runs on one thread on both sides (as in the workers here and in loky's). A
+    client whose BLAS uses several threads may round the float32 sums of an encoding
+    done there differently (``coates_soft_threshold``'s encoding, a large float32
+    product, does; a ``threadpoolctl.threadpool_limits(1)`` around the reference run
+    gives the workers' results exactly).
 
     **What travels.** Each task is pickled with its arguments: the fitted steps (the
     codebook or GMM travels with every chunk task: Dask's ``sizeof`` sees an estimator as
