@@ -2,8 +2,8 @@
 
 One LocalCluster of 2 worker processes is started for the whole module; features computed
 inside it with ``n_jobs=-1`` must equal those of ``n_jobs=1`` without Dask. The workers run
-BLAS on one thread, so the reference transforms do too where BLAS does the encoding
-(a BLAS on several threads may round float32 sums otherwise).
+BLAS on one thread, so the references do too (a BLAS on several threads may round float32
+sums otherwise: coates_soft_threshold's features do differ).
 """
 
 from __future__ import annotations
@@ -132,11 +132,11 @@ def test_workers_are_capped_at_one_thread(cluster):
 def test_image_encoder_identical_to_n_jobs_1(images, cluster, monkeypatch):
     from joblib import parallel_config
 
-    with parallel_config(backend="sequential"):  # the reference: no Dask, one process
+    # the reference: no Dask, one process, BLAS on one thread as in the workers
+    with parallel_config(backend="sequential"), threadpool_limits(1):
         ref = _spm_features(n_jobs=1).fit(images)
+        ref_X = ref.transform(images)
         ref_fit_X = _spm_features(n_jobs=1).fit_transform(images)
-        with threadpool_limits(1):  # BLAS on one thread, as in the workers
-            ref_X = ref.transform(images)
     recorder = _TaskRecorder(cluster)
     monkeypatch.setattr(cluster, "submit", recorder)
     enc = _spm_features(n_jobs=-1).fit(images)
@@ -175,9 +175,8 @@ def lazy_images(images, tmp_path):
 
 def test_lazy_images_identical_to_n_jobs_1(lazy_images, cluster):
     decoded = [lazy_images[i] for i in range(len(lazy_images))]
-    fitted = _spm_features(n_jobs=1).fit(decoded)
     with threadpool_limits(1):
-        ref = fitted.transform(decoded)
+        ref = _spm_features(n_jobs=1).fit(decoded).transform(decoded)
     X = _spm_features(n_jobs=-1).fit(lazy_images).transform(lazy_images)
     assert np.array_equal(X, ref)
 
@@ -207,9 +206,8 @@ def test_store_rows_written_by_the_workers(lazy_images, tmp_path, cluster, monke
     if not hasattr(ImageEncoder, "transform_to_store"):
         pytest.skip("ImageEncoder.transform_to_store is not there yet")
     decoded = [lazy_images[i] for i in range(len(lazy_images))]
-    fitted = _spm_features(n_jobs=1).fit(decoded)
     with threadpool_limits(1):
-        ref = fitted.transform(decoded)
+        ref = _spm_features(n_jobs=1).fit(decoded).transform(decoded)
     enc = _spm_features(n_jobs=-1).fit(lazy_images)
     recorder = _TaskRecorder(cluster)
     monkeypatch.setattr(cluster, "submit", recorder)
