@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from bench.models_io import dump_skops
+from bench.specs import is_lazy
 
 __all__ = [
     "cache_root",
@@ -87,8 +88,10 @@ def dataset_digest(images: Any, target: Sequence[int]) -> str:
 
     Parameters
     ----------
-    images : (N, H, W[, C]) ndarray or sequence of (H, W[, C]) ndarrays
-        The images, in order.
+    images : (N, H, W[, C]) ndarray, sequence of (H, W[, C]) ndarrays, or lazy sequence
+        The images, in order. A lazy sequence (:func:`bench.specs.is_lazy`) is
+        identified by its ``fingerprint()`` (file names, sizes, modification times and
+        size bound), without decoding.
     target : (N,) array-like of int
         The labels.
 
@@ -98,7 +101,9 @@ def dataset_digest(images: Any, target: Sequence[int]) -> str:
         A hex BLAKE2b digest; equal digests mean the same pixels, shapes and labels.
     """
     h = hashlib.blake2b(digest_size=16)
-    if isinstance(images, np.ndarray):
+    if is_lazy(images):  # the files' identity (names, sizes, times, bound), nothing decoded
+        h.update(f"lazy:{len(images)}:{images.fingerprint()}".encode())
+    elif isinstance(images, np.ndarray):
         arr = np.ascontiguousarray(images)
         h.update(repr((arr.shape, arr.dtype.str)).encode())
         h.update(memoryview(arr).cast("B"))

@@ -26,7 +26,7 @@ from typing import Any
 
 __all__ = ["get_args_parser", "main", "CIFAR_MODELS"]
 
-DATASET_CHOICES = ("digits", "cifar10", "cifar100", "scene15", "caltech101", "folder")
+DATASET_CHOICES = ("digits", "cifar10", "cifar100", "scene15", "caltech101", "imagenet", "folder")
 
 #: The CNNs of the CIFAR literature the benchmarks run (those the registry has).
 CIFAR_MODELS = ("fastnet", "small_convnet", "vgg_bn_drop", "resnet20", "resnet32", "resnet44", "resnet56",
@@ -106,6 +106,16 @@ COMPARE_OPTIONS: tuple[tuple[tuple[str, ...], dict], ...] = (
     (("--robustness",), dict(action="store_true",
                              help="then score the saved models on disturbed test images (python -m bench robustness "
                                   "OUT with its defaults; needs --save-models)")),
+    (("--stream",), dict(action="store_true",
+                         help="memory that does not grow with the dataset: images decoded on access from a folder "
+                              "or plain .tar, classic features written to OUT/stores/ block by block (resumable), "
+                              "classifiers fitted out of core (averaged SGD)")),
+    (("--scheduler",), dict(default=None, metavar="ADDRESS",
+                            help="run the classic extraction and encoding on this Dask cluster (tcp://HOST:PORT); "
+                                 "its workers must see the dataset (and OUT) at the same paths")),
+    (("--dask-workers",), dict(type=positive_int, default=None, metavar="N",
+                               help="start a local Dask cluster of N worker processes for the classic extraction "
+                                    "and encoding")),
     (("--n-jobs",), dict(type=int, default=None, metavar="N", help="n_jobs for the classic pipelines")),
     (("--device",), dict(default="auto", choices=("auto", "cpu", "cuda"), help="CNN device (default: auto)")),
     (("--quiet",), dict(action="store_true", help="no progress lines on stderr")),

@@ -26,7 +26,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +50,12 @@ from bench.specs import (
     classic_params,
     cnn_params,
     empty_record,
+    is_lazy,
     model_names,
     parse_specs,
     preset_names,
     safe_name,
+    sample_side_images,
     take,
 )
 from classicvision.datasets import dataset_root, load_dataset, split_per_class
@@ -109,7 +111,7 @@ def default_dataset_root(name: str) -> Path | None:
     ``$CLASSICVISION_DATA`` if set (:func:`classicvision.datasets.dataset_root`), else
     the project's shared ``../shared/datasets`` folder next to the repository when it
     exists, else None (digits need no root, a folder needs ``--root``)."""
-    if name in ("digits", "folder"):
+    if name in ("digits", "folder", "imagenet"):
         return None
     try:
         return dataset_root(name)
@@ -131,6 +133,8 @@ def data_options(args: Any) -> dict:
     splits = getattr(args, "splits", 1) or 1
     if splits != 1:  # absent for one split, so reports written before --splits still resume
         opts["splits"] = splits
+    if getattr(args, "stream", False):  # likewise: absent unless streaming
+        opts["stream"] = True
     return opts
 
 
@@ -147,6 +151,8 @@ def _dataset_root(args: Any) -> Path | None:
     root = dataset_root(args.dataset, args.root) if args.root is not None else default_dataset_root(args.dataset)
     if args.dataset == "folder" and root is None:
         raise DatasetError("--dataset folder needs --root PATH (an ImageFolder directory or .tar/.tar.gz)")
+    if args.dataset == "imagenet" and root is None:
+        raise DatasetError("--dataset imagenet needs --root DIR (the ImageNet layout: train/<wnid>/*.JPEG and val/)")
     if root is not None and not root.exists():
         raise DatasetError(f"dataset {args.dataset!r}: path not found: {root}")
     return root
@@ -157,6 +163,8 @@ def _load(args: Any, root: Path | None, split: str | None, **kw: Any) -> Any:
         kw["root"] = root
         if getattr(args, "max_pixels", None) is not None:
             kw["max_pixels"] = args.max_pixels
+        if getattr(args, "stream", False):  # the bundled digits are arrays already
+            kw["lazy"] = True
     try:
         return load_dataset(args.dataset, split=split, **kw)
     except Exception as exc:
@@ -513,6 +521,21 @@ def _aggregate(records: Sequence[dict], seeds: Sequence[int]) -> dict:
     return rec
 
 
+@contextlib.contextmanager
+def _cluster(ctx: Mapping[str, Any], progress: Progress) -> Iterator[None]:
+    """Run the classic run's joblib work on Dask (``--scheduler`` / ``--dask-workers``), else as it is."""
+    scheduler, workers = ctx.get("scheduler"), ctx.get("dask_workers")
+    if scheduler is None and workers is None:
+        yield
+        return
+    from classicvision.utils.parallel import dask_backend
+
+    with dask_backend(scheduler=scheduler, n_workers=workers) as client:
+        where = scheduler or f"a local cluster of {workers} worker processes"
+        progress.line(f"dask: extraction and encoding run on {where} (dashboard {client.dashboard_link})")
+        yield
+
+
 def run_job(job: Mapping[str, Any], stream: Any) -> dict:
     """One run on every split (in the run's own process, :mod:`bench.worker`); its record.
 
@@ -533,9 +556,13 @@ def run_job(job: Mapping[str, Any], stream: Any) -> dict:
             models_dir = models_dir / f"split{i}"
         latency = ctx.get("latency_seconds", LATENCY_SECONDS)
         if spec.track == "classic":
-            rec = run_classic(build_spec, train, test, seed=seed, n_jobs=ctx["n_jobs"], cache=ctx["cache"],
-                              data_identity=ctx["identities"][i], models_dir=models_dir, progress=progress,
-                              latency_seconds=latency)
+            stream_dir = ctx.get("stream_dir")
+            if stream_dir is not None:
+                stream_dir = stream_dir / safe_name(spec.name) / f"split{i}"
+            with _cluster(ctx, progress):
+                rec = run_classic(build_spec, train, test, seed=seed, n_jobs=ctx["n_jobs"], cache=ctx["cache"],
+                                  data_identity=ctx["identities"][i], models_dir=models_dir, progress=progress,
+                                  latency_seconds=latency, stream_dir=stream_dir)
         else:
             # the classifier plans on top of what this process holds: hand it the headroom
             room = None if ctx["memory_limit"] is None else headroom(ctx["memory_limit"])
@@ -555,7 +582,7 @@ def _execute(spec: RunSpec, build_spec: RunSpec, params: dict, ctx: Mapping[str,
     job = {"spec": spec, "build_spec": build_spec, "splits": ctx["splits"], "environ": dict(os.environ),
            "ctx": {k: ctx.get(k) for k in ("n_jobs", "cache", "identities", "models_dir", "epochs", "device",
                                            "memory_limit", "cnn_defaults", "latency_seconds", "onnx_dir",
-                                           "float_model")},
+                                           "float_model", "stream_dir", "scheduler", "dask_workers")},
            "progress": {"quiet": progress.stream is None, "interval": progress.interval,
                         "heartbeat": progress.heartbeat}}
     # named, not imported: bench.worker imports this module (the runs' code), and torch
@@ -624,6 +651,8 @@ def bound_images(splits: Sequence[Split], needs: Sequence[tuple[str, int] | None
         return None
     long_need = max((n for kind, n in needs if kind == "long"), default=0)
     short_need = max((n for kind, n in needs if kind == "short"), default=0)
+    if any(is_lazy(split.images) for split in splits):
+        return _bound_lazy(splits, long_need, short_need, progress)
     done: dict[int, np.ndarray] = {}
     for split in splits:
         if isinstance(split.images, np.ndarray):
@@ -643,6 +672,22 @@ def bound_images(splits: Sequence[Split], needs: Sequence[tuple[str, int] | None
     progress.line(f"dataset: {len(done)} images downscaled to the largest size a run needs "
                   f"({' and '.join(sides)} at least)")
     return long_need, short_need
+
+
+def _bound_lazy(splits: Sequence[Split], long_need: int, short_need: int,
+                progress: Progress) -> tuple[int, int] | None:
+    """:func:`bound_images` for lazy sequences: each image is downscaled when it is
+    decoded (``with_max_side``), to the longer side every run needs. Without the
+    images' sizes, a shorter-side need (a net's input) cannot be turned into a longer
+    side, so any such need leaves the images at full size (the runs resize them)."""
+    if short_need or not long_need:
+        return None
+    for split in splits:
+        if is_lazy(split.images):
+            split.images = split.images.with_max_side(long_need)
+    progress.line(f"dataset: images downscaled when decoded to the largest size a run needs "
+                  f"(longer side {long_need} px at most)")
+    return long_need, 0
 
 
 def _requested(args: Any) -> tuple[list[RunSpec] | None, list[RunSpec] | None]:
@@ -745,6 +790,10 @@ def run_compare(args: Any, *, command: str | None = None, progress: Progress | N
     progress = progress or Progress()
     if getattr(args, "robustness", False) and not args.save_models:
         raise UsageError("--robustness scores the saved models: add --save-models")
+    if getattr(args, "robustness", False) and getattr(args, "stream", False):
+        raise UsageError("--robustness disturbs test images held in memory: run it without --stream")
+    if getattr(args, "scheduler", None) and getattr(args, "dask_workers", None):
+        raise UsageError("--scheduler connects to a running Dask cluster and --dask-workers starts one: give one")
     classic, cnns = _requested(args)
     out = Path(args.out) if args.out else default_out_dir(args.dataset)
     memory_limit = _memory_limit(args)
@@ -761,7 +810,7 @@ def run_compare(args: Any, *, command: str | None = None, progress: Progress | N
         info["digest"] = digests[0]
         if len(sets) > 1:
             info["split_digests"] = digests
-        info["median_side"] = image_side = median_image_side(sets[0][1].images)
+        info["median_side"] = image_side = median_image_side(sample_side_images(sets[0][1].images, args.seed))
         progress.line(f"dataset {args.dataset}: {info['n_train']} train, {info['n_test']} test, "
                       f"{len(info['classes'])} classes" + (f", {len(sets)} splits" if len(sets) > 1 else "")
                       + f"; output in {out}; memory limit per run {format_bytes(memory_limit)}")
@@ -775,7 +824,10 @@ def run_compare(args: Any, *, command: str | None = None, progress: Progress | N
                         "pipelines": ",".join(s.name for s in classic) or "none",
                         "cnn": ",".join(s.name for s in cnns) or "none",
                         "memory_limit_bytes": memory_limit, "latency": not getattr(args, "no_latency", False),
-                        "export_onnx": bool(getattr(args, "export_onnx", False))},
+                        "export_onnx": bool(getattr(args, "export_onnx", False)),
+                        "stream": bool(getattr(args, "stream", False)),
+                        "scheduler": getattr(args, "scheduler", None),
+                        "dask_workers": getattr(args, "dask_workers", None)},
             "dataset": info,
             "environment": environment_info(),
             "runs": runs,
@@ -791,6 +843,8 @@ def run_compare(args: Any, *, command: str | None = None, progress: Progress | N
             "cnn_defaults": dict(CNN_DATASET_DEFAULTS.get(args.dataset, {})), "sets": sets,
             "latency_seconds": None if getattr(args, "no_latency", False) else LATENCY_SECONDS,
             "onnx_dir": out / "models" if getattr(args, "export_onnx", False) else None,
+            "stream_dir": out / "stores" if getattr(args, "stream", False) else None,
+            "scheduler": getattr(args, "scheduler", None), "dask_workers": getattr(args, "dask_workers", None),
         }
         specs = classic + cnns
         planned = [classic_run(spec, args.seed, args.dataset, image_side) if spec.track == "classic"

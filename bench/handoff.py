@@ -3,7 +3,9 @@
 Every run of ``compare`` is a fresh process (:mod:`bench.isolation`); the decoded images
 reach it through ``.npy`` files that it maps (``mmap_mode="c"``: pages are read on
 demand and shared through the page cache, and a stray write stays private to the run),
-so no run holds its own copy of the dataset. Images of one shape and dtype in an
+so no run holds its own copy of the dataset. A lazy image sequence (``compare --stream``)
+is written as its pickle (file names and offsets, no pixels: each run opens the files
+itself). Images of one shape and dtype in an
 ``(N, H, W[, C])`` array are stored as that array; lists of images of various sizes are
 stored once in a flat pool per dtype (an image shared by several splits is stored once)
 with each image's offset and shape, and come back as views of the mapped pool.
@@ -13,13 +15,14 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.specs import Split
+from bench.specs import Split, is_lazy
 
 __all__ = ["save_split_sets", "load_split_sets"]
 
@@ -40,7 +43,12 @@ def save_split_sets(sets: Sequence[tuple[int, Split, Split]], folder: str | os.P
                 "target_names": list(split.target_names),
                 "filenames": [os.fsdecode(f) for f in split.filenames] if split.filenames is not None else None,
             }
-            if isinstance(split.images, np.ndarray) and split.images.dtype != object:
+            if is_lazy(split.images):  # the sequence's sources, pickled: no pixel is decoded here
+                name = f"lazy{n_arrays}.pkl"
+                n_arrays += 1
+                (folder / name).write_bytes(pickle.dumps(split.images, protocol=pickle.HIGHEST_PROTOCOL))
+                desc["lazy"] = name
+            elif isinstance(split.images, np.ndarray) and split.images.dtype != object:
                 name = f"array{n_arrays}.npy"
                 n_arrays += 1
                 np.save(folder / name, np.ascontiguousarray(split.images), allow_pickle=False)
@@ -89,8 +97,10 @@ def load_split_sets(index_path: str | os.PathLike) -> list[tuple[int, Split, Spl
         parts = []
         for key in ("train", "test"):
             desc = entry[key]
-            if "array" in desc:
-                images: Any = np.load(folder / desc["array"], mmap_mode="c", allow_pickle=False)
+            if "lazy" in desc:  # written by save_split_sets of this comparison, moments before
+                images: Any = pickle.loads((folder / desc["lazy"]).read_bytes())
+            elif "array" in desc:
+                images = np.load(folder / desc["array"], mmap_mode="c", allow_pickle=False)
             else:
                 images = [pools[dtype][i] for dtype, i in desc["images"]]
             parts.append(Split(images, np.asarray(desc["target"], dtype=np.int64), desc["target_names"],

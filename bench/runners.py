@@ -36,7 +36,17 @@ from bench.latency import latency_record, thread_counts
 from bench.models_io import load_skops, store_model, write_sidecar
 from bench.progress import Progress, solver_progress
 from bench.scoring import compute_scores, map_chunks, record_metrics
-from bench.specs import RunSpec, Split, classic_params, cnn_params, empty_record, n_images, safe_name, take
+from bench.specs import (
+    RunSpec,
+    Split,
+    classic_params,
+    cnn_params,
+    empty_record,
+    is_lazy,
+    n_images,
+    safe_name,
+    take,
+)
 from classicvision.augment import MirrorAugmented, with_mirrors
 from classicvision.presets import make_preset
 
@@ -53,7 +63,8 @@ QUANTIZE_OPTIONS = ("int8",)
 
 def _latency_sample(test: Split) -> Any:
     """The first :data:`LATENCY_IMAGES` test images, decoded (what the latency is timed on)."""
-    return take(test.images, np.arange(min(LATENCY_IMAGES, len(test))))
+    images = take(test.images, np.arange(min(LATENCY_IMAGES, len(test))))
+    return list(images) if is_lazy(images) else images
 
 
 @contextlib.contextmanager
@@ -249,6 +260,7 @@ def run_classic(
     progress: Progress | None = None,
     chunk: int | None = None,
     latency_seconds: float | None = LATENCY_SECONDS,
+    stream_dir: str | Path | None = None,
 ) -> dict:
     """Fit a classic preset on ``train`` and score it on ``test``.
 
@@ -273,6 +285,10 @@ def run_classic(
     latency_seconds : float or None
         Timed seconds per thread count of the latency of one image
         (:func:`classic_latency`); None: not measured.
+    stream_dir : path or None
+        Stream (``compare --stream``, :mod:`bench.streaming`): the features go to
+        on-disk stores in this folder, block by block, and the classifier is fitted out
+        of core; the features cache is not used (the stores are kept for a resume).
 
     Returns
     -------
@@ -300,6 +316,15 @@ def run_classic(
         with contextlib.suppress(TypeError, ValueError):
             features.set_params(verbose=1)
     train_images, y_train, test_images = train.images, np.asarray(train.target), test.images
+    if stream_dir is not None:
+        if mirror is not None:
+            raise ValueError(f"{spec.name}: --stream cannot train on mirror images (mirror=True needs every "
+                             "image in memory); use mirror='symmetric' or run without --stream")
+        rec["cache_hit"], rec["stream"] = False, True
+        return _finish_classic(rec, spec, train, test, *_streamed_run(
+            spec, features, rest, train_images, y_train, test_images, seed=seed, folder=Path(stream_dir),
+            progress=progress), mirror=None, models_dir=models_dir, progress=progress,
+            latency_seconds=latency_seconds)
     if mirror is not None:
         rec["mirror"] = {"train": True, "test_time": bool(mirror.test_time)}
         train_images, y_train = with_mirrors(train_images, y_train)
@@ -326,6 +351,32 @@ def run_classic(
     if mirror is not None and mirror.test_time:  # the scores of each image and of its mirror, averaged
         scores = MirrorAugmented.average_mirrored(scores)
     timings["classifier_predict_seconds"] = time.perf_counter() - t0
+    return _finish_classic(rec, spec, train, test, scores, fitted_features, rest, timings, mirror=mirror,
+                           models_dir=models_dir, progress=progress, latency_seconds=latency_seconds)
+
+
+def _streamed_run(spec: RunSpec, features: Any, rest: Pipeline, train_images: Any, y_train: np.ndarray,
+                  test_images: Any, *, seed: int | None, folder: Path,
+                  progress: Progress) -> tuple[np.ndarray, Any, Pipeline, dict]:
+    """:func:`run_classic`'s fit and scoring through on-disk stores (``--stream``)."""
+    from bench.streaming import streamed_classifier, streamed_features
+
+    Str, Ste, fitted_features, timings = streamed_features(spec, features, train_images, y_train, test_images,
+                                                           folder=folder, progress=progress)
+    release_idle_workers()
+    rest, scores, more = streamed_classifier(rest, Str, y_train, Ste, seed=seed, name=spec.name, progress=progress)
+    timings.update(more)
+    timings["store"] = {"folder": str(folder), "dtype": str(Str.dtype), "n_features": int(Str.shape[1])}
+    return scores, fitted_features, rest, timings
+
+
+def _finish_classic(rec: dict, spec: RunSpec, train: Split, test: Split, scores: np.ndarray, fitted_features: Any,
+                    rest: Pipeline, timings: dict, *, mirror: MirrorAugmented | None, models_dir, progress: Progress,
+                    latency_seconds: float | None) -> dict:
+    """The metrics, times, saved model and latency of a fitted classic run."""
+    rec["score_kind"] = rec.get("score_kind") or "decision_function"
+    if "store" in timings:
+        rec["n_features"] = timings["store"]["n_features"]
     rec.update(record_metrics(test.target, scores, test.target_names))
     rec["fit_seconds"] = timings["features_fit_seconds"] + timings["classifier_fit_seconds"]
     rec["predict_seconds"] = timings["features_test_seconds"] + timings["classifier_predict_seconds"]

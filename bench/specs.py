@@ -27,6 +27,9 @@ __all__ = [
     "preset_names",
     "model_names",
     "n_images",
+    "is_lazy",
+    "sample_side_images",
+    "LAZY_SIDE_SAMPLE",
     "take",
     "safe_name",
     "empty_record",
@@ -67,15 +70,37 @@ class Split:
         return n_images(self.images)
 
 
+def is_lazy(images: Any) -> bool:
+    """True for a lazy image sequence (:class:`classicvision.datasets.LazyImages`, or
+    anything with its ``fingerprint`` / ``with_max_side``): decoded on access, so bench
+    indexes and slices it and never converts it to an array."""
+    return not isinstance(images, (np.ndarray, list, tuple)) and hasattr(images, "fingerprint") \
+        and hasattr(images, "with_max_side")
+
+
+#: Images decoded to read the median side of a lazy training set (a seeded sample).
+LAZY_SIDE_SAMPLE = 256
+
+
+def sample_side_images(images: Any, seed: int | None = 0) -> Any:
+    """The images whose shapes give the median side: all of them, or for a lazy sequence
+    a seeded sample of :data:`LAZY_SIDE_SAMPLE` (each decoded once)."""
+    if not is_lazy(images) or len(images) <= LAZY_SIDE_SAMPLE:
+        return images if not is_lazy(images) else list(images)
+    idx = np.sort(np.random.default_rng(seed).choice(len(images), LAZY_SIDE_SAMPLE, replace=False))
+    return list(images[idx])
+
+
 def n_images(images: Any) -> int:
     """Number of images in an ``(N, ...)`` array or a sequence of arrays."""
     return int(images.shape[0]) if isinstance(images, np.ndarray) else len(images)
 
 
 def take(images: Any, idx: Sequence[int] | np.ndarray) -> Any:
-    """Select images by index from an ``(N, ...)`` array or a list of arrays."""
+    """Select images by index from an ``(N, ...)`` array, a list of arrays or a lazy
+    sequence (a lazy subset: nothing is decoded)."""
     idx = np.asarray(idx, dtype=np.intp)
-    if isinstance(images, np.ndarray):
+    if isinstance(images, np.ndarray) or is_lazy(images):
         return images[idx]
     return [images[i] for i in idx]
 

@@ -1,0 +1,145 @@
+"""``compare --stream``: lazy images, features on disk, classifiers out of core (issue 14)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench import cli
+from bench.cache import dataset_digest
+from bench.handoff import load_split_sets, save_split_sets
+from bench.specs import Split, is_lazy, take
+from bench.streaming import write_features
+from classicvision.datasets import load_image_folder
+from classicvision.store import FeatureStore
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLASSICVISION_CACHE", str(tmp_path / "feature-cache"))
+
+
+def _folder(root: Path, n_classes: int = 3, per_class: int = 12, size: int = 40) -> Path:
+    """Classes of stripes at a class angle, with noise: learnable by LBP and HOG."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size]
+    for c in range(n_classes):
+        d = root / f"class{c}"
+        d.mkdir(parents=True)
+        for k in range(per_class):
+            angle = np.pi * c / n_classes + rng.normal(0, 0.1)
+            wave = np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * (0.5 + 0.2 * c) + rng.uniform(0, 6))
+            img = np.clip(127 + 90 * wave + rng.normal(0, 20, wave.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(np.stack([img] * 3, axis=-1)).save(d / f"{k:03d}.png")
+    return root
+
+
+def _read(out: Path) -> dict:
+    return json.loads((out / "report.json").read_text())
+
+
+def test_compare_stream_writes_stores_and_scores(tmp_path):
+    root = _folder(tmp_path / "photos")
+    out = tmp_path / "run"
+    rc = cli.main(["compare", "--dataset", "folder", "--root", str(root), "--train-per-class", "8",
+                   "--test-per-class", "4", "--pipelines", "lbp_svm", "--cnn", "none", "--stream",
+                   "--no-latency", "--out", str(out), "--quiet"])
+    assert rc == 0
+    report = _read(out)
+    (run,) = report["runs"]
+    assert run["status"] == "ok" and run["stream"] is True and report["options"]["stream"] is True
+    assert run["top1"] > 0.6  # three easy classes, 24 training images
+    folder = out / "stores" / "lbp_svm" / "split0"
+    assert (folder / "features.skops").is_file()
+    train, test = FeatureStore.open(folder / "train"), FeatureStore.open(folder / "test")
+    assert train.complete and test.complete and train.shape[0] == 24 and test.shape[0] == 12
+    assert run["n_features"] == train.shape[1]
+    assert run["timings"]["store"]["dtype"] == "float16"
+
+
+def test_write_features_resumes_only_the_missing_blocks(tmp_path):
+    images = [np.full((8, 8), i, np.uint8) for i in range(10)]
+    calls = []
+
+    class Step:
+        def transform(self, X):
+            calls.append(len(X))
+            return np.stack([np.full(3, float(x[0, 0])) for x in X])
+
+    store = write_features(Step(), images, tmp_path / "s", block=4, dtype="float32")
+    np.testing.assert_array_equal(store.to_array()[:, 0], np.arange(10))
+    assert calls == [4, 4, 2]
+    calls.clear()
+    write_features(Step(), images, tmp_path / "s", block=4, dtype="float32")
+    assert calls == []  # complete: nothing recomputed
+    # a store an earlier attempt left half written: only its missing chunks are computed
+    part = FeatureStore.create(tmp_path / "p", 10, 3, dtype="float32", chunk_rows=4)
+    part.write(0, Step().transform(images[:4]))
+    calls.clear()
+    again = write_features(Step(), images, tmp_path / "p", block=4, dtype="float32")
+    assert calls == [4, 2] and again.complete
+    np.testing.assert_array_equal(again.to_array()[:, 0], np.arange(10))
+    # a store of another length (other data) is replaced
+    calls.clear()
+    write_features(Step(), images[:6], tmp_path / "p", block=4, dtype="float32")
+    assert calls == [4, 2]
+
+
+def test_lazy_splits_are_handed_over_without_pixels(tmp_path):
+    root = _folder(tmp_path / "photos", per_class=4)
+    b = load_image_folder(root, lazy=True)
+    assert is_lazy(b.images)
+    split = Split(b.images, np.asarray(b.target), list(b.target_names), list(b.filenames))
+    index = save_split_sets([(0, split, split)], tmp_path / "handoff")
+    assert sum(f.stat().st_size for f in (tmp_path / "handoff").iterdir()) < 20_000  # names, no pixels
+    ((_, train, _),) = load_split_sets(index)
+    assert is_lazy(train.images) and len(train.images) == 12
+    np.testing.assert_array_equal(train.images[5], b.images[5])
+    sub = take(b.images, [0, 7])
+    assert is_lazy(sub) and len(sub) == 2
+    np.testing.assert_array_equal(sub[1], b.images[7])
+
+
+def test_lazy_digest_names_the_files_not_the_pixels(tmp_path):
+    root = _folder(tmp_path / "photos", per_class=3)
+    y = np.arange(9) % 3
+    first = dataset_digest(load_image_folder(root, lazy=True).images, y)
+    assert first == dataset_digest(load_image_folder(root, lazy=True).images, y)
+    assert first != dataset_digest(load_image_folder(root, lazy=True).images.with_max_side(20), y)
+    Image.fromarray(np.zeros((30, 30), np.uint8)).save(root / "class0" / "000.png")
+    assert first != dataset_digest(load_image_folder(root, lazy=True).images, y)
+
+
+def test_compare_on_an_imagenet_layout(tmp_path):
+    data = tmp_path / "inet"
+    subprocess.run([sys.executable, str(REPO / "scripts" / "make_imagenet_like.py"), "--out", str(data),
+                    "--classes", "3", "--per-class", "8", "--val-per-class", "3", "--size", "48",
+                    "--flat-val", "--jobs", "1"], check=True, capture_output=True)
+    out = tmp_path / "run"
+    rc = cli.main(["compare", "--dataset", "imagenet", "--root", str(data), "--pipelines", "lbp_svm",
+                   "--cnn", "none", "--stream", "--no-latency", "--out", str(out), "--quiet"])
+    assert rc == 0
+    report = _read(out)
+    assert report["dataset"]["n_train"] == 24 and report["dataset"]["n_test"] == 9
+    assert report["runs"][0]["status"] == "ok"
+
+
+def test_stream_refuses_what_needs_images_in_memory(tmp_path, capsys):
+    root = _folder(tmp_path / "photos", per_class=4)
+    rc = cli.main(["compare", "--dataset", "folder", "--root", str(root), "--pipelines", "hog_svm",
+                   "--cnn", "none", "--stream", "--robustness", "--save-models", "--out", str(tmp_path / "r")])
+    assert rc == 2 and "without --stream" in capsys.readouterr().err
+    rc = cli.main(["compare", "--dataset", "imagenet", "--pipelines", "hog_svm", "--cnn", "none",
+                   "--out", str(tmp_path / "i")])
+    assert rc == 2 and "needs --root" in capsys.readouterr().err
+    rc = cli.main(["compare", "--scheduler", "tcp://127.0.0.1:1", "--dask-workers", "2",
+                   "--out", str(tmp_path / "d")])
+    assert rc == 2 and "give one" in capsys.readouterr().err
