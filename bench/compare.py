@@ -522,18 +522,21 @@ def _aggregate(records: Sequence[dict], seeds: Sequence[int]) -> dict:
 
 
 @contextlib.contextmanager
-def _cluster(ctx: Mapping[str, Any], progress: Progress) -> Iterator[None]:
-    """Run the classic run's joblib work on Dask (``--scheduler`` / ``--dask-workers``), else as it is."""
+def _cluster(ctx: Mapping[str, Any], progress: Progress) -> Iterator[Any]:
+    """The Dask client the classic runs' joblib work goes to (``--scheduler`` /
+    ``--dask-workers``), or None: joblib as it is."""
     scheduler, workers = ctx.get("scheduler"), ctx.get("dask_workers")
     if scheduler is None and workers is None:
-        yield
+        yield None
         return
     from classicvision.utils.parallel import dask_backend
 
     with dask_backend(scheduler=scheduler, n_workers=workers) as client:
+        cores = client.ncores()
         where = scheduler or f"a local cluster of {workers} worker processes"
-        progress.line(f"dask: extraction and encoding run on {where} (dashboard {client.dashboard_link})")
-        yield
+        progress.line(f"dask: extraction and encoding run on {where} "
+                      f"({len(cores)} workers, {sum(cores.values())} threads)")
+        yield client
 
 
 def run_job(job: Mapping[str, Any], stream: Any) -> dict:
@@ -548,33 +551,42 @@ def run_job(job: Mapping[str, Any], stream: Any) -> dict:
     progress = Progress(None if opts["quiet"] else stream, interval=opts["interval"], heartbeat=opts["heartbeat"])
     sets = mapped_splits(job["splits"])
     records = []
-    for i, (seed, train, test) in enumerate(sets):
-        if len(sets) > 1:
-            progress.line(f"{spec.name}: split {i + 1}/{len(sets)} (seed {seed})")
-        models_dir = ctx["models_dir"]
-        if models_dir is not None and len(sets) > 1:
-            models_dir = models_dir / f"split{i}"
-        latency = ctx.get("latency_seconds", LATENCY_SECONDS)
-        if spec.track == "classic":
-            stream_dir = ctx.get("stream_dir")
-            if stream_dir is not None:
-                stream_dir = stream_dir / safe_name(spec.name) / f"split{i}"
-            with _cluster(ctx, progress):
-                rec = run_classic(build_spec, train, test, seed=seed, n_jobs=ctx["n_jobs"], cache=ctx["cache"],
-                                  data_identity=ctx["identities"][i], models_dir=models_dir, progress=progress,
-                                  latency_seconds=latency, stream_dir=stream_dir)
-        else:
-            # the classifier plans on top of what this process holds: hand it the headroom
-            room = None if ctx["memory_limit"] is None else headroom(ctx["memory_limit"])
-            onnx_dir = ctx.get("onnx_dir")
-            if onnx_dir is not None and len(sets) > 1:
-                onnx_dir = onnx_dir / f"split{i}"
-            rec = run_cnn(spec, train, test, seed=seed, epochs=ctx["epochs"], device=ctx["device"],
-                          defaults=ctx["cnn_defaults"], models_dir=models_dir, progress=progress,
-                          memory_limit=room, latency_seconds=latency, onnx_dir=onnx_dir,
-                          float_model=ctx.get("float_model") if len(sets) == 1 else None)
-        records.append(rec)
+    with _cluster(ctx, progress) if spec.track == "classic" else contextlib.nullcontext() as client:
+        for i, (seed, train, test) in enumerate(sets):
+            records.append(_run_split(spec, build_spec, ctx, progress, i, seed, train, test, len(sets), client))
     return records[0] if len(records) == 1 else _aggregate(records, [s for s, _, _ in sets])
+
+
+def _run_split(spec: RunSpec, build_spec: RunSpec, ctx: Mapping[str, Any], progress: Progress, i: int,
+               seed: int, train: Split, test: Split, n_sets: int, client: Any) -> dict:
+    """One run on split ``i`` of ``n_sets``: its record (``client``: the Dask client, or None)."""
+    if n_sets > 1:
+        progress.line(f"{spec.name}: split {i + 1}/{n_sets} (seed {seed})")
+    models_dir = ctx["models_dir"]
+    if models_dir is not None and n_sets > 1:
+        models_dir = models_dir / f"split{i}"
+    latency = ctx.get("latency_seconds", LATENCY_SECONDS)
+    if spec.track == "classic":
+        stream_dir = ctx.get("stream_dir")
+        if stream_dir is not None:
+            stream_dir = stream_dir / safe_name(spec.name) / f"split{i}"
+        rec = run_classic(build_spec, train, test, seed=seed, n_jobs=ctx["n_jobs"], cache=ctx["cache"],
+                          data_identity=ctx["identities"][i], models_dir=models_dir, progress=progress,
+                          latency_seconds=latency, stream_dir=stream_dir, on_cluster=client is not None)
+        if client is not None:
+            cores = client.ncores()
+            rec["dask"] = {"scheduler": ctx.get("scheduler") or "local", "workers": len(cores),
+                           "threads": sum(cores.values())}
+        return rec
+    # the classifier plans on top of what this process holds: hand it the headroom
+    room = None if ctx["memory_limit"] is None else headroom(ctx["memory_limit"])
+    onnx_dir = ctx.get("onnx_dir")
+    if onnx_dir is not None and n_sets > 1:
+        onnx_dir = onnx_dir / f"split{i}"
+    return run_cnn(spec, train, test, seed=seed, epochs=ctx["epochs"], device=ctx["device"],
+                   defaults=ctx["cnn_defaults"], models_dir=models_dir, progress=progress,
+                   memory_limit=room, latency_seconds=latency, onnx_dir=onnx_dir,
+                   float_model=ctx.get("float_model") if n_sets == 1 else None)
 
 
 def _execute(spec: RunSpec, build_spec: RunSpec, params: dict, ctx: Mapping[str, Any], progress: Progress) -> dict:
@@ -690,6 +702,17 @@ def _bound_lazy(splits: Sequence[Split], long_need: int, short_need: int,
     return long_need, 0
 
 
+def _n_jobs(args: Any) -> int | None:
+    """The classic pipelines' ``n_jobs``: ``--n-jobs``; on Dask, -1 unless given (joblib
+    sends the work of ``n_jobs`` other than None and 1 to the cluster's threads)."""
+    if getattr(args, "scheduler", None) or getattr(args, "dask_workers", None):
+        if args.n_jobs == 1:
+            raise UsageError("--n-jobs 1 keeps the classic features in the run's process; with --scheduler or "
+                             "--dask-workers leave --n-jobs out (the cluster's threads are used)")
+        return -1 if args.n_jobs is None else args.n_jobs
+    return args.n_jobs
+
+
 def _requested(args: Any) -> tuple[list[RunSpec] | None, list[RunSpec] | None]:
     """Parse and check ``--pipelines`` / ``--cnn``; None where the default is to be chosen."""
 
@@ -794,6 +817,7 @@ def run_compare(args: Any, *, command: str | None = None, progress: Progress | N
         raise UsageError("--robustness disturbs test images held in memory: run it without --stream")
     if getattr(args, "scheduler", None) and getattr(args, "dask_workers", None):
         raise UsageError("--scheduler connects to a running Dask cluster and --dask-workers starts one: give one")
+    _n_jobs(args)  # --n-jobs 1 with a cluster: refused before any data is read
     classic, cnns = _requested(args)
     out = Path(args.out) if args.out else default_out_dir(args.dataset)
     memory_limit = _memory_limit(args)
@@ -837,7 +861,7 @@ def run_compare(args: Any, *, command: str | None = None, progress: Progress | N
         write_reports(report, out, figures=False)
 
         ctx = {
-            "out": out, "n_jobs": args.n_jobs, "cache": FeatureCache(enabled=not args.no_cache),
+            "out": out, "n_jobs": _n_jobs(args), "cache": FeatureCache(enabled=not args.no_cache),
             "models_dir": out / "models" if args.save_models else None,
             "epochs": args.epochs, "device": args.device, "memory_limit": memory_limit,
             "cnn_defaults": dict(CNN_DATASET_DEFAULTS.get(args.dataset, {})), "sets": sets,

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from joblib import parallel_config
 from joblib.externals.loky import get_reusable_executor
 from sklearn.pipeline import Pipeline
 
@@ -261,6 +262,7 @@ def run_classic(
     chunk: int | None = None,
     latency_seconds: float | None = LATENCY_SECONDS,
     stream_dir: str | Path | None = None,
+    on_cluster: bool = False,
 ) -> dict:
     """Fit a classic preset on ``train`` and score it on ``test``.
 
@@ -289,6 +291,11 @@ def run_classic(
         Stream (``compare --stream``, :mod:`bench.streaming`): the features go to
         on-disk stores in this folder, block by block, and the classifier is fitted out
         of core; the features cache is not used (the stores are kept for a resume).
+    on_cluster : bool
+        The joblib work goes to a Dask cluster (``--scheduler`` / ``--dask-workers``):
+        the features step's tasks do, the classifier stays in this process (joblib's
+        threading backend for its fit and scoring, as its threads ask for anyway), so
+        Gram slabs and scores are not shipped to the workers.
 
     Returns
     -------
@@ -323,7 +330,7 @@ def run_classic(
         rec["cache_hit"], rec["stream"] = False, True
         return _finish_classic(rec, spec, train, test, *_streamed_run(
             spec, features, rest, train_images, y_train, test_images, seed=seed, folder=Path(stream_dir),
-            progress=progress), mirror=None, models_dir=models_dir, progress=progress,
+            progress=progress, on_cluster=on_cluster), mirror=None, models_dir=models_dir, progress=progress,
             latency_seconds=latency_seconds)
     if mirror is not None:
         rec["mirror"] = {"train": True, "test_time": bool(mirror.test_time)}
@@ -339,15 +346,16 @@ def run_classic(
     rec["n_features"] = int(Xtr.shape[1])
 
     last, final = rest.steps[-1]
-    with solver_progress(final, Xtr.shape[0], progress) as eta_note, \
+    with _local(on_cluster), solver_progress(final, Xtr.shape[0], progress) as eta_note, \
             progress.stage(spec.name, f"fit {last} on {Xtr.shape[0]}x{Xtr.shape[1]} features",
                            eta_note=eta_note) as st:
         rest.fit(Xtr, y_train)
     timings["classifier_fit_seconds"] = st.seconds
     t0 = time.perf_counter()
-    scores, rec["score_kind"] = compute_scores(
-        rest, Xte, len(train.target_names), chunk=chunk or max(64, -(-len(Xte) // 20)),
-        update=progress.chunks(spec.name, f"predict ({last})", len(Xte)))
+    with _local(on_cluster):
+        scores, rec["score_kind"] = compute_scores(
+            rest, Xte, len(train.target_names), chunk=chunk or max(64, -(-len(Xte) // 20)),
+            update=progress.chunks(spec.name, f"predict ({last})", len(Xte)))
     if mirror is not None and mirror.test_time:  # the scores of each image and of its mirror, averaged
         scores = MirrorAugmented.average_mirrored(scores)
     timings["classifier_predict_seconds"] = time.perf_counter() - t0
@@ -355,16 +363,23 @@ def run_classic(
                            models_dir=models_dir, progress=progress, latency_seconds=latency_seconds)
 
 
+def _local(on_cluster: bool) -> Any:
+    """joblib's threading backend while the classifier runs, when the features ran on Dask."""
+    return parallel_config(backend="threading") if on_cluster else contextlib.nullcontext()
+
+
 def _streamed_run(spec: RunSpec, features: Any, rest: Pipeline, train_images: Any, y_train: np.ndarray,
-                  test_images: Any, *, seed: int | None, folder: Path,
-                  progress: Progress) -> tuple[np.ndarray, Any, Pipeline, dict]:
+                  test_images: Any, *, seed: int | None, folder: Path, progress: Progress,
+                  on_cluster: bool = False) -> tuple[np.ndarray, Any, Pipeline, dict]:
     """:func:`run_classic`'s fit and scoring through on-disk stores (``--stream``)."""
     from bench.streaming import streamed_classifier, streamed_features
 
     Str, Ste, fitted_features, timings = streamed_features(spec, features, train_images, y_train, test_images,
                                                            folder=folder, progress=progress)
     release_idle_workers()
-    rest, scores, more = streamed_classifier(rest, Str, y_train, Ste, seed=seed, name=spec.name, progress=progress)
+    with _local(on_cluster):
+        rest, scores, more = streamed_classifier(rest, Str, y_train, Ste, seed=seed, name=spec.name,
+                                                 progress=progress)
     timings.update(more)
     timings["store"] = {"folder": str(folder), "dtype": str(Str.dtype), "n_features": int(Str.shape[1])}
     return scores, fitted_features, rest, timings

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from classicvision.base import is_lazy_sequence
+
 __all__ = [
     "UsageError",
     "DatasetError",
@@ -71,11 +73,10 @@ class Split:
 
 
 def is_lazy(images: Any) -> bool:
-    """True for a lazy image sequence (:class:`classicvision.datasets.LazyImages`, or
-    anything with its ``fingerprint`` / ``with_max_side``): decoded on access, so bench
-    indexes and slices it and never converts it to an array."""
-    return not isinstance(images, (np.ndarray, list, tuple)) and hasattr(images, "fingerprint") \
-        and hasattr(images, "with_max_side")
+    """True for a lazy image sequence (:func:`classicvision.base.is_lazy_sequence`, with
+    ``with_max_side`` too): decoded on access, so bench indexes and slices it and never
+    converts it to an array."""
+    return is_lazy_sequence(images) and hasattr(images, "with_max_side")
 
 
 #: Images decoded to read the median side of a lazy training set (a seeded sample).

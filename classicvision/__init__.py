@@ -12,7 +12,10 @@ presets        ``make_preset(name)``: the published systems as unfitted pipeline
 metrics        ``classification_report``: one report for both tracks
 augment        mirror augmentation: ``MirrorAugmented``, ``MirrorSymmetric``
 preprocessing  ``ChunkedStandardScaler``: standardization with bounded memory
-utils          ``utils.validation``: parameter constraints and ``fit_context`` for estimators
+store          ``FeatureStore``: features on disk, chunked and resumable; ``fit_chunked``,
+               ``to_streaming``: the classifier out of core
+utils          ``utils.validation``: parameter constraints and ``fit_context`` for estimators;
+               ``utils.parallel.dask_backend``: the joblib work on a Dask cluster
 """
 
 import importlib
@@ -30,6 +33,7 @@ _SUBMODULES = (
     "metrics",
     "augment",
     "preprocessing",
+    "store",
     "utils",
 )
 

@@ -41,6 +41,7 @@ __all__ = [
     "image_list",
     "to_gray",
     "image_name",
+    "is_lazy_sequence",
 ]
 
 
@@ -210,6 +211,26 @@ def check_image(
             "needed by this extractor's patch"
         )
     return np.ascontiguousarray(arr)
+
+
+def is_lazy_sequence(images) -> bool:
+    """Whether ``images`` is a lazy image sequence, decoded on access.
+
+    True for :class:`classicvision.datasets.LazyImages` and anything like it: not a
+    list, tuple or array, with ``len``, indexing and slicing (which give a lazy subset
+    without decoding) and a ``fingerprint()`` naming its files. The estimators slice
+    such a sequence into chunks and never decode it as a whole.
+
+    Parameters
+    ----------
+    images : object
+
+    Returns
+    -------
+    bool
+    """
+    return (not isinstance(images, (list, tuple, np.ndarray)) and hasattr(images, "fingerprint")
+            and hasattr(images, "__len__") and hasattr(images, "__getitem__"))
 
 
 def check_images(images, *, min_size: int = 1, filenames: Sequence[str] | None = None) -> list[np.ndarray]:

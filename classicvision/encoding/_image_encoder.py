@@ -13,16 +13,10 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from ..base import DescriptorSet, check_images
+from ..base import is_lazy_sequence as _is_lazy
 from ..utils.validation import HasMethods, Interval, fit_context
 
 __all__ = ["ImageEncoder"]
-
-
-def _is_lazy(images) -> bool:
-    """A lazy image sequence (``classicvision.datasets.LazyImages`` or one like it):
-    ``len``, slicing and fancy indexing without decoding, and a ``fingerprint``."""
-    return (not isinstance(images, (list, tuple, np.ndarray)) and hasattr(images, "fingerprint")
-            and hasattr(images, "__len__") and hasattr(images, "__getitem__"))
 
 
 def _materialize(images):

@@ -16,7 +16,7 @@ import numpy as np
 from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from ..base import DescriptorSet, check_images
+from ..base import DescriptorSet, check_images, is_lazy_sequence
 from ..utils.validation import validate_estimator_params
 
 __all__ = [
@@ -121,6 +121,11 @@ def _bounded_chunk(images, func, max_size) -> list:
     return func([resize_max_side(im, max_size) for im in images])
 
 
+#: Images (spread evenly) that ``BaseExtractor.fit`` decodes from a lazy sequence to
+#: check them and learn the output width.
+LAZY_FIT_SAMPLE = 64
+
+
 class BaseExtractor(TransformerMixin, BaseEstimator):
     """Base class of the image -> descriptor-set transformers.
 
@@ -175,10 +180,18 @@ class BaseExtractor(TransformerMixin, BaseEstimator):
         filenames : sequence of str, optional
             Used to name an offending image in error messages.
 
+        A lazy sequence (:func:`~classicvision.base.is_lazy_sequence`) is not decoded
+        as a whole: :data:`LAZY_FIT_SAMPLE` images spread over it are checked and give
+        the output width (the others are checked when transformed).
+
         Returns
         -------
         self
         """
+        if is_lazy_sequence(images):  # the output width from a sample: never decode it all
+            n = len(images)
+            idx = np.unique(np.linspace(0, n - 1, min(n, LAZY_FIT_SAMPLE)).astype(np.intp))
+            images, filenames = list(images[idx]), None
         imgs = self._validate(images, filenames)
         self.n_features_out_ = int(self._n_features(imgs))
         return self
