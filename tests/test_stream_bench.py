@@ -143,3 +143,17 @@ def test_stream_refuses_what_needs_images_in_memory(tmp_path, capsys):
     rc = cli.main(["compare", "--scheduler", "tcp://127.0.0.1:1", "--dask-workers", "2",
                    "--out", str(tmp_path / "d")])
     assert rc == 2 and "give one" in capsys.readouterr().err
+
+
+def test_extractors_fit_on_a_lazy_sequence_as_on_the_decoded_list(tmp_path):
+    from classicvision.features import HOG, RawPatches
+
+    root = _folder(tmp_path / "photos", per_class=4)
+    lazy = load_image_folder(root, lazy=True).images
+    decoded = [lazy[i] for i in range(len(lazy))]
+    a = RawPatches(patch_size=6, step=4, whiten=True, random_state=0).fit(lazy)
+    b = RawPatches(patch_size=6, step=4, whiten=True, random_state=0).fit(decoded)
+    np.testing.assert_array_equal(a.whitening_, b.whitening_)
+    assert a.n_channels_ == b.n_channels_
+    h = HOG(output="vector", resize=(32, 32)).fit(lazy)
+    assert h.n_features_out_ == HOG(output="vector", resize=(32, 32)).fit(decoded).n_features_out_

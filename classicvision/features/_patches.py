@@ -8,7 +8,7 @@ import numpy as np
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from ..base import DescriptorSet, check_image, check_images
+from ..base import DescriptorSet, check_image, check_images, is_lazy_sequence
 from ..utils.validation import Interval, fit_context
 from ._common import BaseExtractor, normalized_positions, resize_max_side
 
@@ -201,15 +201,31 @@ class RawPatches(BaseExtractor):
         filenames : sequence of str, optional
             Used to name an offending image in error messages.
 
+        A lazy sequence (:func:`~classicvision.base.is_lazy_sequence`) is decoded one
+        image at a time (a pass for the shapes, then the images the patches are drawn
+        from), never held whole; the sample is the same as for the decoded list.
+
         Returns
         -------
         self
         """
         self._check_params()
-        imgs = check_images(images, min_size=int(self.patch_size), filenames=filenames)
-        imgs = [resize_max_side(im, self.max_size) for im in imgs]
-        n_color = sum(im.ndim == 3 for im in imgs)
-        self.n_channels_ = 3 if n_color * 2 >= len(imgs) and n_color else 1
+        if is_lazy_sequence(images):  # decoded one at a time: once for the shapes, again for the sample
+            def image(i: int) -> np.ndarray:
+                im = check_image(images[i], index=i, min_size=int(self.patch_size))
+                return resize_max_side(im, self.max_size)
+
+            shapes = []
+            for i in range(len(images)):
+                im = image(i)
+                shapes.append(im.shape)
+        else:
+            imgs = check_images(images, min_size=int(self.patch_size), filenames=filenames)
+            imgs = [resize_max_side(im, self.max_size) for im in imgs]
+            shapes = [im.shape for im in imgs]
+            image = imgs.__getitem__
+        n_color = sum(len(sh) == 3 for sh in shapes)
+        self.n_channels_ = 3 if n_color * 2 >= len(shapes) and n_color else 1
         p, s = int(self.patch_size), int(self.step)
         dim = p * p * self.n_channels_
         self.n_features_out_ = dim
@@ -218,9 +234,7 @@ class RawPatches(BaseExtractor):
             self.whitening_ = np.eye(dim, dtype=np.float32)
             return self
         rng = check_random_state(self.random_state)
-        counts = np.array(
-            [((im.shape[0] - p) // s + 1) * ((im.shape[1] - p) // s + 1) for im in imgs]
-        )
+        counts = np.array([((sh[0] - p) // s + 1) * ((sh[1] - p) // s + 1) for sh in shapes])
         total = int(counts.sum())
         n_take = min(int(self.max_fit_patches), total)
         chosen = np.sort(rng.choice(total, size=n_take, replace=False))
@@ -228,7 +242,7 @@ class RawPatches(BaseExtractor):
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         sample = []
         for i in np.unique(owner):
-            x, _, _ = _patches(imgs[i], p, s, self.n_channels_, bool(self.normalize))
+            x, _, _ = _patches(image(i), p, s, self.n_channels_, bool(self.normalize))
             sample.append(x[chosen[owner == i] - starts[i]])
         X = np.concatenate(sample).astype(np.float64)
         mean = X.mean(axis=0)
