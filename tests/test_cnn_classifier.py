@@ -321,7 +321,8 @@ def test_compile_warmup_has_no_side_effects(small, monkeypatch):
 
 def test_cpu_bf16_autocast_and_channels_last(small):
     X, y = small
-    clf = _quick(model="fastnet", amp=True, channels_last=True, epochs=1, batch_size=100).fit(X, y)
+    X, y = X[:100], y[:100]  # bf16 is emulated on CPUs without AMX: 300 images took 70 s on 2 cores
+    clf = _quick(model="fastnet", amp=True, channels_last=True, epochs=1, batch_size=50).fit(X, y)
     assert clf._amp_dtype_ is torch.bfloat16
     p = clf.predict_proba(X[:16])
     assert np.isfinite(p).all()
