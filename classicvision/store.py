@@ -556,7 +556,9 @@ def fit_chunked(pipeline, store, y, *, rows=None, passes: int | None = None, blo
     * any other transformer (``NystroemMap``, ``PCA`` ...): fitted on a random sample
       of ``sample_rows`` rows (at least ``n_components`` for a Nystroem map);
     * the final step: ``LinearSVM(solver="asgd")`` reads the transformed rows
-      block by block for its passes; another classifier with ``partial_fit``
+      block by block for its passes, ``LinearSVM(solver="newton")`` (or
+      ``"auto"``) for its exact out-of-core Newton iterations (one pass per
+      conjugate-gradient step); another classifier with ``partial_fit``
       gets ``passes`` passes of it over blocks of rows (a random permutation
       of the rows each pass); anything else raises ``ValueError`` (see :func:`to_streaming`).
 
@@ -573,7 +575,8 @@ def fit_chunked(pipeline, store, y, *, rows=None, passes: int | None = None, blo
         Fit on these rows only (for cross-validation); ``y`` still has a label per
         row of the store.
     passes : int or None, default=None
-        Passes of the final classifier (``LinearSVM``'s ``n_passes`` is set to it);
+        Passes of the final classifier (``LinearSVM(solver="asgd")``'s ``n_passes`` is
+        set to it; the Newton solver runs until its ``tol``);
         None keeps its own (``n_passes``; 1 for another ``partial_fit`` classifier).
     block_rows : int, default=4096
         Rows read and transformed at a time.
@@ -632,10 +635,12 @@ def fit_chunked(pipeline, store, y, *, rows=None, passes: int | None = None, blo
         fitted.append(step)
     name, final = steps[-1]
     view = _Transformed(store, rows, fitted, n_features=store.shape[1] if not fitted else None)
-    if isinstance(final, LinearSVM) and final.solver == "asgd":
-        params = {"block_rows": block_rows} if passes is None else {"block_rows": block_rows, "n_passes": passes}
+    if isinstance(final, LinearSVM) and final.solver in ("asgd", "newton", "auto"):
+        params = {"block_rows": block_rows}
+        if passes is not None and final.solver == "asgd":
+            params["n_passes"] = passes
         final.set_params(**params)
-        final.fit(view, y)
+        final.fit(view, y)  # a store: ASGD, or the out-of-core Newton solver
     elif hasattr(final, "partial_fit"):
         classes = np.unique(y)
         for _ in range(1 if passes is None else int(passes)):
@@ -645,7 +650,7 @@ def fit_chunked(pipeline, store, y, *, rows=None, passes: int | None = None, blo
                 final.partial_fit(view[rows_], y[rows_], classes=classes)
     else:
         raise ValueError(f"fit_chunked: the final step {name!r} ({type(final).__name__}) cannot be fitted "
-                         "chunk by chunk; use LinearSVM(solver='asgd') or a classifier with partial_fit "
+                         "chunk by chunk; use LinearSVM(solver='asgd' or 'newton') or a classifier with partial_fit "
                          "(to_streaming converts LinearSVM and KernelSVC pipelines).")
     return pipeline
 
@@ -701,7 +706,9 @@ def to_streaming(pipeline):
 
     * ``LinearSVM(...)`` becomes ``LinearSVM(..., solver="asgd")`` (same ``C``,
       loss, class weights and seed): the same objective, minimized by averaged
-      SGD instead of exactly.
+      SGD (a few passes over the rows) instead of exactly; ``LinearSVM(solver=
+      "newton")`` is kept, as it solves the same problem exactly out of core
+      (one pass over the rows per conjugate-gradient step: tens to hundreds).
     * ``KernelSVC(kernel="intersection" | "chi2")`` becomes
       ``HomogeneousKernelMap(kernel=..., order=1)`` (step ``"kernel_map"``) and
       ``LinearSVM(C, loss="hinge", solver="asgd")``: the explicit feature map of
@@ -742,7 +749,8 @@ def to_streaming(pipeline):
     steps = list(clone(pipeline).steps)
     name, final = steps[-1]
     if isinstance(final, LinearSVM):
-        final.set_params(solver="asgd")
+        if final.solver != "newton":
+            final.set_params(solver="asgd")
         return Pipeline(steps[:-1] + [(name, final)])
     if isinstance(final, KernelSVC):
         maps = {"intersection": lambda: HomogeneousKernelMap(kernel="intersection", order=1),

@@ -24,6 +24,15 @@ Stages (each skipped when its output is already there, so the script resumes):
    the scaler refitted per fold) and then fits the best one on all of it.
 3. ``newton`` (``--newton``): the in-memory Newton solver on the same features, for
    the reference figure on this machine (holds the 2.6 GB of features in memory).
+4. ``newton-ooc``: the same Newton solver out of core (``LinearSVM(solver="newton")``
+   through ``fit_chunked``: the scaler fitted chunk by chunk, then one pass over the
+   store per conjugate-gradient step), for each ``--dtype``.
+
+``--from-cache DIR`` replaces ``extract``'s feature computation by a ``bench`` features
+cache entry of the same preset (``DIR`` holds its ``train.npy`` / ``test.npy``, as a
+``compare`` run without ``--no-cache`` leaves them under ``~/.cache/classicvision/bench``),
+copied into the stores chunk by chunk (the labels come from the dataset, in the order
+``compare`` reads it).
 
 Every line printed is also appended to ``OUT/results.jsonl``.
 
@@ -117,8 +126,36 @@ def to_float16(out, name):
     return dst
 
 
+def import_cache(args) -> None:
+    """``extract`` from a features cache entry: its arrays copied into the stores chunk by chunk."""
+    from classicvision.store import FeatureStore
+
+    meta = json.load(open(os.path.join(args.from_cache, "meta.json")))
+    if meta.get("preset") != PRESET:
+        raise SystemExit(f"{args.from_cache} caches {meta.get('preset')!r}, not {PRESET!r}")
+    for split in ("train", "test"):
+        _, y = load(split, args.data)
+        X = np.load(os.path.join(args.from_cache, f"{split}.npy"), mmap_mode="r")
+        if len(X) != len(y):
+            raise SystemExit(f"{split}.npy has {len(X)} rows for {len(y)} labels")
+        np.save(os.path.join(args.out, f"{split}-labels.npy"), y)
+        t0 = time.perf_counter()
+        store = FeatureStore.create(os.path.join(args.out, f"{split}-float32"), *X.shape,
+                                    chunk_rows=args.chunk_rows, attrs={"preset": PRESET, "split": split},
+                                    exist_ok=True)
+        for a, b in store.missing_chunks():
+            store.write(a, X[a:b])
+        log(args.out, stage="import", split=split, shape=list(X.shape), cache=args.from_cache,
+            seconds=round(time.perf_counter() - t0, 1), features_fit_seconds=meta.get("features_fit_seconds"))
+        t0 = time.perf_counter()
+        to_float16(args.out, split)
+        log(args.out, stage="float16 copy", split=split, seconds=round(time.perf_counter() - t0, 1))
+
+
 def stage_extract(args):
     os.makedirs(args.out, exist_ok=True)
+    if args.from_cache:
+        return import_cache(args)
     step_file = os.path.join(args.out, "features.pkl")
     if os.path.exists(step_file):
         with open(step_file, "rb") as f:
@@ -156,14 +193,15 @@ def _stores(out, dtype):
     return tr, te, np.load(os.path.join(out, "train-labels.npy")), np.load(os.path.join(out, "test-labels.npy"))
 
 
-def make_rest(C, passes, loss, alpha_scale, seed):
+def make_rest(C, passes, loss, alpha_scale, seed, n_threads=None):
     """``ChunkedStandardScaler`` + ``LinearSVM(solver="asgd")`` with the preset's C."""
     from sklearn.pipeline import Pipeline
 
     from classicvision.kernels import LinearSVM
     from classicvision.preprocessing import ChunkedStandardScaler
 
-    svm = LinearSVM(C=C / alpha_scale, solver="asgd", loss=loss, n_passes=passes, random_state=seed)
+    svm = LinearSVM(C=C / alpha_scale, solver="asgd", loss=loss, n_passes=passes, random_state=seed,
+                    n_threads=n_threads)
     return Pipeline([("scale", ChunkedStandardScaler(copy=False)), ("svm", svm)])
 
 
@@ -195,7 +233,7 @@ def stage_asgd(args):
         grid = [max(scores, key=scores.get)]
     for dtype, passes, loss, scale in grid:
         tr, te, ytr, yte = _stores(args.out, dtype)
-        rest = make_rest(C, passes, loss, scale, args.seed)
+        rest = make_rest(C, passes, loss, scale, args.seed, n_threads=args.n_jobs)
         t0 = time.perf_counter()
         fit_chunked(rest, tr, ytr, random_state=args.seed)
         fit_s = time.perf_counter() - t0
@@ -224,12 +262,39 @@ def stage_newton(args):
         solver=rest.steps[-1][1].solver_)
 
 
+def stage_newton_ooc(args):
+    """The exact Newton solver reading the store block by block (scaler + LinearSVM(solver="newton"))."""
+    from sklearn.base import clone
+
+    from classicvision.store import fit_chunked, predict_chunked
+
+    _, rest = build_preset(1)
+    C = float(rest.steps[-1][1].C)
+    for dtype in args.dtype:
+        tr, te, ytr, yte = _stores(args.out, dtype)
+        pipe = clone(rest)  # the preset's steps after the features, its SVM made to read the store
+        pipe.steps[-1][1].set_params(solver="newton", verbose=1)
+        t0 = time.perf_counter()
+        fit_chunked(pipe, tr, ytr, block_rows=args.block_rows)
+        fit_s = time.perf_counter() - t0
+        pred = predict_chunked(pipe, te)
+        svm = pipe.steps[-1][1]
+        log(args.out, stage="newton-ooc", dtype=dtype, C=C, top1=round(100 * float(np.mean(pred == yte)), 2),
+            fit_seconds=round(fit_s, 1), newton_iterations=int(svm.n_iter_), cg_steps=int(svm.n_cg_iter_),
+            preconditioner=svm.preconditioner_, block_rows=args.block_rows, n_train=len(tr),
+            n_features=tr.shape[1])
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="/tmp/h2", help="folder of the stores and results.jsonl (default /tmp/h2)")
     p.add_argument("--data", default=DEFAULT_DATA, help="the CIFAR-10 archive")
-    p.add_argument("--stage", choices=["extract", "asgd", "newton", "all"], default="all")
-    p.add_argument("--n-jobs", type=int, default=2, help="joblib jobs of the features step (default 2)")
+    p.add_argument("--stage", choices=["extract", "asgd", "newton", "newton-ooc", "all"], default="all")
+    p.add_argument("--from-cache", default=None, metavar="DIR",
+                   help="extract: copy the features of this bench cache entry instead of computing them")
+    p.add_argument("--block-rows", type=int, default=4096, help="newton-ooc: rows per read (default 4096)")
+    p.add_argument("--n-jobs", type=int, default=2,
+                   help="joblib jobs of the features step, threads of ASGD's one-vs-rest classes (default 2)")
     p.add_argument("--chunk-rows", type=int, default=1024, help="rows per store chunk (default 1024)")
     p.add_argument("--passes", type=int, nargs="+", default=[10], help="ASGD passes (default 10)")
     p.add_argument("--loss", nargs="+", default=["hinge"], choices=["hinge", "squared_hinge"])
@@ -247,6 +312,8 @@ def main(argv=None):
         stage_asgd(args)
     if args.stage == "newton" or (args.stage == "all" and args.newton):
         stage_newton(args)
+    if args.stage == "newton-ooc":
+        stage_newton_ooc(args)
 
 
 if __name__ == "__main__":

@@ -105,7 +105,7 @@ def test_asgd_errors_and_auto_never_picks_it(digits, store):
     with pytest.raises(ValueError, match="loss='hinge' needs solver='asgd'"):
         LinearSVM(loss="hinge", solver="newton").fit(Xtr, ytr)
     with pytest.raises(TypeError, match="to_array"):
-        LinearSVM(solver="newton").fit(store, ytr)
+        LinearSVM(solver="liblinear").fit(store, ytr)
     with pytest.raises(ValueError, match="may not set"):
         LinearSVM(solver="asgd", sgd_params={"alpha": 1.0}).fit(Xtr, ytr)
     with pytest.raises(ValueError, match="does not take"):
@@ -170,6 +170,8 @@ def test_to_streaming(digits, tmp_path):
     assert not hasattr(svc["svm"], "solver")  # the input pipeline is unchanged
     lin = to_streaming(Pipeline([("scale", ChunkedStandardScaler()), ("svm", LinearSVM(C=0.5))]))
     assert lin["svm"].solver == "asgd" and lin["svm"].C == 0.5
+    # an explicit Newton solver is kept: it solves the same problem exactly out of core
+    assert to_streaming(Pipeline([("svm", LinearSVM(solver="newton"))]))["svm"].solver == "newton"
     hel = to_streaming(Pipeline([("svm", KernelSVC(kernel="hellinger"))]))
     assert isinstance(hel["kernel_map"], PowerNormalizer)
     with pytest.raises(ValueError, match="NystroemMap"):
@@ -178,3 +180,47 @@ def test_to_streaming(digits, tmp_path):
         to_streaming(Pipeline([("svm", Normalizer())]))
     with pytest.raises(TypeError, match="Pipeline"):
         to_streaming(LinearSVM())
+
+
+# ----------------------------------------------------------------------------- Newton out of core
+
+
+@pytest.mark.parametrize("preconditioner", ["gram", "nystrom", "jacobi"])
+def test_newton_out_of_core_matches_in_memory(digits, store, preconditioner):
+    # the same iterations on rows read block by block: the same solution as in memory
+    Xtr, ytr, Xte, yte = digits
+    # a tight tol: at tol=1e-3 two float32 summation orders stop at points 0.06 apart
+    kw = dict(C=0.1, solver="newton", preconditioner=preconditioner, nystrom_rank=32, tol=1e-5)
+    mem = LinearSVM(**kw).fit(Xtr, ytr)
+    ooc = LinearSVM(**kw, block_rows=100).fit(store, ytr)  # blocks that cut the stored chunks
+    assert ooc.solver_ == "newton" and ooc.n_features_in_ == 64 and ooc.coef_.shape == (10, 64)
+    # float32 sums in another order: the CG steps may differ by a few, not the solution
+    assert abs(ooc.n_iter_ - mem.n_iter_) <= 2
+    np.testing.assert_allclose(ooc.coef_, mem.coef_, atol=3e-3 * np.abs(mem.coef_).max())
+    np.testing.assert_allclose(ooc.intercept_, mem.intercept_, atol=3e-3 * np.abs(mem.intercept_).max())
+    assert np.mean(ooc.predict(Xte) == mem.predict(Xte)) >= 0.995
+
+
+def test_newton_out_of_core_binary_float16_and_auto(digits, tmp_path):
+    Xtr, ytr, Xte, yte = digits
+    yb, ybte = (ytr >= 5).astype(int), (yte >= 5).astype(int)
+    s = FeatureStore.create(tmp_path / "h", *Xtr.shape, dtype="float16", chunk_rows=500)
+    s.write(0, Xtr)
+    ooc = LinearSVM(C=0.1, tol=1e-5, block_rows=333).fit(s, yb)  # "auto" on a store: Newton, not liblinear
+    assert ooc.solver_ == "newton" and ooc.coef_.shape == (1, 64)
+    mem = LinearSVM(C=0.1, tol=1e-5, solver="newton").fit(s.to_array(), yb)
+    np.testing.assert_allclose(ooc.coef_, mem.coef_, atol=3e-3 * np.abs(mem.coef_).max())
+    assert np.mean(ooc.predict(Xte) == mem.predict(Xte)) >= 0.995
+    assert ooc.score(Xte, ybte) > 0.85
+    with pytest.raises(ValueError, match="block_rows"):
+        LinearSVM(block_rows=0).fit(s, yb)
+
+
+def test_fit_chunked_with_the_newton_solver(digits, store):
+    # a scaler fitted block by block, then the exact solver through the transformed view
+    Xtr, ytr, Xte, yte = digits
+    pipe = Pipeline([("scale", ChunkedStandardScaler()), ("svm", LinearSVM(C=0.1, solver="newton"))])
+    fit_chunked(pipe, store, ytr, block_rows=256, passes=3)  # passes is ASGD's: ignored here
+    ref = Pipeline([("scale", StandardScaler()), ("svm", LinearSVM(C=0.1, solver="newton"))]).fit(Xtr, ytr)
+    assert pipe["svm"].solver_ == "newton"
+    assert np.mean(predict_chunked(pipe, Xte) == ref.predict(Xte)) >= 0.99

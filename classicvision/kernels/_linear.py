@@ -105,7 +105,13 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
     device : str, default="cpu"
         torch device for the solve ("cpu", "cuda", ...); predictions use numpy.
     solver : {"auto", "newton", "liblinear", "asgd"}, default="auto"
-        ``"newton"``: the float32 truncated Newton solver described above.
+        ``"newton"``: the float32 truncated Newton solver described above. Given
+        a :class:`~classicvision.store.FeatureStore` (or another store: rows read
+        by slices, ``iter_chunks``) it runs out of core, reading ``block_rows``
+        rows at a time: the same iterations and the same solution as in memory,
+        for one pass over the rows per gradient and per CG step (two for the
+        gradient), with only one block of rows and a few ``(n_samples,
+        n_classes)`` arrays in memory (plus the preconditioner's).
         ``"liblinear"``: scikit-learn's :class:`~sklearn.svm.LinearSVC` (dual
         coordinate descent, float64), which is faster on small problems.
         ``"asgd"``: averaged stochastic gradient descent, out of core: the rows
@@ -119,7 +125,7 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         stored in class order is shuffled too) [6]_ [7]_. Memory: one block and
         the model.
         ``"auto"`` uses liblinear when ``n_samples <= 10000`` and Newton above
-        (never ASGD).
+        (never ASGD); a store always gets the out-of-core Newton solver.
     preconditioner : {"auto", "gram", "nystrom", "jacobi"}, default="auto"
         Preconditioner of the conjugate gradients (Newton solver only).
         ``"gram"``: Cholesky factor of ``I + 2C [X 1]^T S [X 1]`` (costs a
@@ -150,7 +156,8 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         ASGD only: passes over the data (``max_iter`` and ``tol`` are the Newton
         solver's and are not used by ASGD, which runs every pass).
     block_rows : int >= 1, default=4096
-        ASGD only: rows per ``partial_fit`` call (and per read of the data).
+        ASGD: rows per ``partial_fit`` call (and per read of the data). Newton on
+        a store: rows per read.
     sgd_params : dict or None, default=None
         ASGD only: keyword arguments of ``SGDClassifier`` that replace this
         class's schedule (``learning_rate``, ``eta0``, ``power_t``, ``average``,
@@ -322,9 +329,11 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : (n_samples, n_features) array-like, or FeatureStore (``solver="asgd"``)
+        X : (n_samples, n_features) array-like, or FeatureStore
             With ``solver="asgd"`` the rows are read ``block_rows`` at a time (a
-            float32 or float64 array or memmap is not copied).
+            float32 or float64 array or memmap is not copied); a store is read
+            ``block_rows`` rows at a time by the Newton solver too
+            (``solver="newton"`` or ``"auto"``; liblinear needs an array).
         y : (n_samples,) array-like of class labels
 
         Returns
@@ -336,10 +345,15 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         if self.loss != "squared_hinge":
             raise ValueError(f"LinearSVM: loss={self.loss!r} needs solver='asgd' "
                              f"(solver={self.solver!r} solves the squared hinge only).")
-        if _is_store(X):
-            raise TypeError(f"LinearSVM(solver={self.solver!r}) needs the features in memory: pass "
-                            "store.to_array(), or use solver='asgd' to read the store chunk by chunk.")
-        X, y = validate_data(self, X, y, dtype=np.float32, order="C")
+        out_of_core = _is_store(X)
+        if out_of_core:
+            if self.solver == "liblinear":
+                raise TypeError("LinearSVM(solver='liblinear') needs the features in memory: pass "
+                                "store.to_array(), or use solver='newton' or 'asgd' to read the store "
+                                "block by block.")
+            X, y = self._chunked_input(X, y, reset=True)
+        else:
+            X, y = validate_data(self, X, y, dtype=np.float32, order="C")
         check_classification_targets(y)
         classes, y_idx = np.unique(y, return_inverse=True)
         if len(classes) < 2:
@@ -351,7 +365,7 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         n, d = X.shape
         k = 1 if len(classes) == 2 else len(classes)
 
-        solver = self.solver_for(n)
+        solver = "newton" if out_of_core else self.solver_for(n)
         if solver == "liblinear":
             return self._fit_liblinear(X, y)
         import torch  # only the Newton solver needs torch
@@ -368,7 +382,7 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         if precond == "auto":
             precond = "gram" if d <= _GRAM_MAX_FEATURES and n >= d else "nystrom"
         with torch.no_grad(), _torch_threads(n_threads):
-            Xt = _as_tensor(X, device)
+            Xt = _RowBlocks(X, device, self.block_rows) if out_of_core else _as_tensor(X, device)
             yi = torch.from_numpy(y_idx.astype(np.int64)).to(device)
             if k == 1:
                 Y = (yi == 1).to(torch.float32)[:, None] * 2 - 1
@@ -484,8 +498,8 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         self.preconditioner_ = "none"
         self.solver_ = "asgd"
 
-    def _asgd_input(self, X, y, reset: bool):
-        """``(X, y)`` checked for ASGD without reading all of ``X`` into memory."""
+    def _chunked_input(self, X, y, reset: bool):
+        """``(X, y)`` checked without reading all of ``X`` into memory (ASGD, or Newton on a store)."""
         if _is_store(X):
             n, d = X.shape
             y = column_or_1d(y, warn=True)
@@ -502,7 +516,7 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         return validate_data(self, X, y, dtype=[np.float32, np.float64], reset=reset)
 
     def _fit_asgd(self, X, y):
-        X, y = self._asgd_input(X, y, reset=True)
+        X, y = self._chunked_input(X, y, reset=True)
         check_classification_targets(y)
         classes = np.unique(y)
         if len(classes) < 2:
@@ -551,7 +565,7 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         self : LinearSVM
         """
         first = not hasattr(self, "sgd_")
-        X, y = self._asgd_input(X, y, reset=first)
+        X, y = self._chunked_input(X, y, reset=first)
         if first:
             if classes is None:
                 raise ValueError("LinearSVM.partial_fit: the first call needs classes= (all the classes).")
@@ -857,9 +871,14 @@ class _SquaredHinge:
 
     def hessian_product(self, A, pW, pb):
         """``X p`` (n, k) and the generalized Hessian times ``p``: ``(HpW (d, k), Hpb (k,))``."""
-        Xp = self.X @ pW + pb
-        AXp = A * Xp
-        HpW = pW + self.twoC * _t_matmul(self.X, AXp)
+        if isinstance(self.X, _RowBlocks):  # out of core: both products in one pass
+            Xp, XtAXp = self.X.hessian_pass(A, pW, pb)
+            AXp = A * Xp
+        else:
+            Xp = self.X @ pW + pb
+            AXp = A * Xp
+            XtAXp = _t_matmul(self.X, AXp)
+        HpW = pW + self.twoC * XtAXp
         Hpb = self.twoC * AXp.sum(0) if self.fit_intercept else self._no_bias()
         return Xp, HpW, Hpb
 
@@ -1038,4 +1057,62 @@ def _squared_t_matmul(X, A, chunk=4096):
 def _t_matmul(X, R):
     """``X.T @ R`` as ``(R.T @ X).T``: torch's CPU path for a transposed tall
     matrix times a thin one is ~20x slower than this layout."""
+    if isinstance(X, _RowBlocks):
+        return X.t_matmul(R)
     return (R.T @ X).T
+
+
+class _RowBlocks:
+    """The Newton solver's ``X`` out of core: a store's rows read ``block_rows`` at a time.
+
+    Gives the solver what it uses of an ``(n, d)`` tensor: ``shape``, ``dtype``,
+    ``device``, row slices (float32 tensors, converted from the stored dtype) and
+    the products ``X @ W`` and ``X.T @ R``, each one pass over the rows. Only one
+    block of rows is in memory at a time; the ``(n, k)`` products are.
+    """
+
+    def __init__(self, source, device, block_rows: int) -> None:
+        import torch
+
+        self.source = source
+        self.shape = tuple(int(v) for v in source.shape)
+        self.dtype = torch.float32
+        self.device = device
+        self.step = int(block_rows)
+        if self.step < 1:
+            raise ValueError(f"LinearSVM: block_rows must be >= 1, got {block_rows}")
+
+    def __getitem__(self, key: slice):
+        return _as_tensor(np.ascontiguousarray(self.source[key], dtype=np.float32), self.device)
+
+    def blocks(self):
+        """``(start, rows)`` for consecutive blocks of ``block_rows`` rows."""
+        for a in range(0, self.shape[0], self.step):
+            yield a, self[a : a + self.step]
+
+    def __matmul__(self, W):
+        import torch
+
+        return torch.cat([block @ W for _, block in self.blocks()])
+
+    def t_matmul(self, R):
+        """``X.T @ R`` (d, k), accumulated block by block."""
+        out = None
+        for a, block in self.blocks():
+            part = R[a : a + block.shape[0]].T @ block
+            out = part if out is None else out.add_(part)
+        return out.T
+
+    def hessian_pass(self, A, pW, pb):
+        """``Xp = X pW + pb`` (n, k) and ``X.T @ (A * Xp)`` (d, k) in one pass over the rows."""
+        import torch
+
+        Xp = torch.empty(A.shape, dtype=A.dtype, device=A.device)
+        acc = None
+        for a, block in self.blocks():
+            b = a + block.shape[0]
+            xp = torch.addmm(pb, block, pW)
+            Xp[a:b] = xp
+            part = (A[a:b] * xp).T @ block
+            acc = part if acc is None else acc.add_(part)
+        return Xp, acc.T
