@@ -555,8 +555,8 @@ def fit_chunked(pipeline, store, y, *, rows=None, passes: int | None = None, blo
       the first block;
     * any other transformer (``NystroemMap``, ``PCA`` ...): fitted on a random sample
       of ``sample_rows`` rows (at least ``n_components`` for a Nystroem map);
-    * the final step: ``LinearSVM(solver="asgd")`` reads the transformed rows
-      block by block for its passes, ``LinearSVM(solver="newton")`` (or
+    * the final step: ``LinearSVM(solver="asgd" or "minibatch-asgd")`` reads the
+      transformed rows block by block for its passes, ``LinearSVM(solver="newton")`` (or
       ``"auto"``) for its exact out-of-core Newton iterations (one pass per
       conjugate-gradient step); another classifier with ``partial_fit``
       gets ``passes`` passes of it over blocks of rows (a random permutation
@@ -635,9 +635,9 @@ def fit_chunked(pipeline, store, y, *, rows=None, passes: int | None = None, blo
         fitted.append(step)
     name, final = steps[-1]
     view = _Transformed(store, rows, fitted, n_features=store.shape[1] if not fitted else None)
-    if isinstance(final, LinearSVM) and final.solver in ("asgd", "newton", "auto"):
+    if isinstance(final, LinearSVM) and final.solver in ("asgd", "minibatch-asgd", "newton", "auto"):
         params = {"block_rows": block_rows}
-        if passes is not None and final.solver == "asgd":
+        if passes is not None and final.solver in ("asgd", "minibatch-asgd"):
             params["n_passes"] = passes
         final.set_params(**params)
         final.fit(view, y)  # a store: ASGD, or the out-of-core Newton solver
@@ -749,7 +749,7 @@ def to_streaming(pipeline):
     steps = list(clone(pipeline).steps)
     name, final = steps[-1]
     if isinstance(final, LinearSVM):
-        if final.solver != "newton":
+        if final.solver not in ("newton", "minibatch-asgd"):
             final.set_params(solver="asgd")
         return Pipeline(steps[:-1] + [(name, final)])
     if isinstance(final, KernelSVC):

@@ -124,6 +124,17 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         from ``random_state`` and reads them ``block_rows`` at a time (so data
         stored in class order is shuffled too) [6]_ [7]_. Memory: one block and
         the model.
+        ``"minibatch-asgd"``: averaged SGD too, out of core the same way, but on
+        all one-vs-rest problems at once and ``batch_size`` rows per step (two
+        torch matrix products per step on ``device``), with the step size
+        ``eta0 (1 + lambda eta0 t)^-0.75`` and ``eta0`` the inverse of the
+        loss's curvature bound estimated on a sample (``eta0_``), the average
+        starting after the first pass. ``SGDClassifier`` updates the classes one
+        after the other, one row at a time: measured here, 13.5 ns per row x
+        feature x class, 86 s per pass over 50,000 x 12,800 features in 10
+        classes, and 100 times that in 1,000; this solver does such a pass in
+        seconds (``pass_seconds_``). ``sgd_params`` and ``partial_fit`` are
+        ``"asgd"``'s only.
         ``"auto"`` uses liblinear when ``n_samples <= 10000`` and Newton above
         (never ASGD); a store always gets the out-of-core Newton solver.
     preconditioner : {"auto", "gram", "nystrom", "jacobi"}, default="auto"
@@ -158,6 +169,8 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
     block_rows : int >= 1, default=4096
         ASGD: rows per ``partial_fit`` call (and per read of the data). Newton on
         a store: rows per read.
+    batch_size : int >= 1, default=256
+        ``"minibatch-asgd"`` only: rows per SGD step (drawn from the block read).
     sgd_params : dict or None, default=None
         ASGD only: keyword arguments of ``SGDClassifier`` that replace this
         class's schedule (``learning_rate``, ``eta0``, ``power_t``, ``average``,
@@ -197,7 +210,7 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
     preconditioner_ : str
         The preconditioner used (``"gram"``, ``"nystrom"`` or ``"jacobi"``;
         ``"none"`` for liblinear).
-    solver_ : {"liblinear", "newton", "asgd"}
+    solver_ : {"liblinear", "newton", "asgd", "minibatch-asgd"}
         The solver ``fit`` actually used (``solver="auto"`` resolved, see
         :meth:`solver_for`).
     pass_seconds_ : list of float
@@ -273,13 +286,14 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         "tol": [Interval(Real, 0, None, closed="neither")],
         "max_cg_iter": [Interval(Integral, 1, None, closed="left")],
         "device": [str],
-        "solver": [StrOptions({"auto", "newton", "liblinear", "asgd"})],
+        "solver": [StrOptions({"auto", "newton", "liblinear", "asgd", "minibatch-asgd"})],
         "preconditioner": [StrOptions({"auto", "gram", "nystrom", "jacobi"})],
         "nystrom_rank": [Interval(Integral, 1, None, closed="left")],
         "verbose": ["verbose"],
         "n_threads": [Interval(Integral, 1, None, closed="left"), None],
         "n_passes": [Interval(Integral, 1, None, closed="left")],
         "block_rows": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
         "sgd_params": [dict, None],
         "random_state": ["random_state"],
     }
@@ -302,6 +316,7 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         n_threads=None,
         n_passes=10,
         block_rows=4096,
+        batch_size=256,
         sgd_params=None,
         random_state=None,
     ):
@@ -320,6 +335,7 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         self.n_threads = n_threads
         self.n_passes = n_passes
         self.block_rows = block_rows
+        self.batch_size = batch_size
         self.sgd_params = sgd_params
         self.random_state = random_state
 
@@ -342,8 +358,10 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         """
         if self.solver == "asgd":
             return self._fit_asgd(X, y)
+        if self.solver == "minibatch-asgd":
+            return self._fit_minibatch_asgd(X, y)
         if self.loss != "squared_hinge":
-            raise ValueError(f"LinearSVM: loss={self.loss!r} needs solver='asgd' "
+            raise ValueError(f"LinearSVM: loss={self.loss!r} needs solver='asgd' or 'minibatch-asgd' "
                              f"(solver={self.solver!r} solves the squared hinge only).")
         out_of_core = _is_store(X)
         if out_of_core:
@@ -437,7 +455,7 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
 
         Returns
         -------
-        solver : {"liblinear", "newton", "asgd"}
+        solver : {"liblinear", "newton", "asgd", "minibatch-asgd"}
         """
         if self.solver == "auto":
             return "liblinear" if int(n_samples) <= _LIBLINEAR_MAX_SAMPLES else "newton"
@@ -540,6 +558,39 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
             self.pass_seconds_.append(time.perf_counter() - t0)
         self._set_from_sgd(sgd)
         self.n_iter_ = int(self.n_passes)
+        return self
+
+    def _fit_minibatch_asgd(self, X, y):
+        """Averaged mini-batch SGD on all one-vs-rest problems at once (torch matmuls)."""
+        import torch
+
+        X, y = self._chunked_input(X, y, reset=True)
+        check_classification_targets(y)
+        classes, y_idx = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise ValueError(
+                f"LinearSVM needs samples of at least 2 classes; got {len(classes)} class "
+                f"({classes[0]!r})."
+            )
+        self.classes_ = classes
+        n, d = X.shape
+        k = 1 if len(classes) == 2 else len(classes)
+        cw = compute_class_weight(self.class_weight, classes=classes, y=y).astype(np.float32)
+        try:
+            device = torch.device(self.device)
+        except RuntimeError as exc:
+            raise ValueError(f"LinearSVM: invalid device {self.device!r} ({exc}).") from None
+        rng = check_random_state(self.random_state)
+        with torch.no_grad(), _torch_threads(self.n_threads):
+            W, b, self.eta0_, self.pass_seconds_ = _minibatch_asgd(
+                X, y_idx, k, cw, float(self.C), self.loss, self.fit_intercept, int(self.n_passes),
+                int(self.block_rows), int(self.batch_size), rng, device)
+        self.coef_ = np.ascontiguousarray(W.T.cpu().numpy())
+        self.intercept_ = b.cpu().numpy()
+        self.n_iter_ = int(self.n_passes)
+        self.n_cg_iter_ = 0
+        self.preconditioner_ = "none"
+        self.solver_ = "minibatch-asgd"
         return self
 
     @available_if(_is_asgd)
@@ -666,6 +717,117 @@ def _read_rows(X, rows) -> np.ndarray:
     if not np.issubdtype(block.dtype, np.floating):
         block = block.astype(np.float32)
     return np.ascontiguousarray(block)
+
+
+def _minibatch_asgd(X, y_idx, k, cw, C, loss, fit_intercept, n_passes, block_rows, batch_size, rng, device,
+                    sample: int = 4096, power: float = 0.75):
+    """Averaged mini-batch SGD of ``1/2 ||w_c||^2 + C sum_i s_i loss(y_ic z_ic)`` for every
+    class ``c`` at once (divided by ``C n``: ``lambda/2 ||w||^2 + mean loss``, ``lambda =
+    1 / (C n)``).
+
+    Each pass reads a random permutation of the rows ``block_rows`` at a time (sorted
+    within the block) and steps through each block ``batch_size`` shuffled rows at a
+    time: one ``(batch, d) @ (d, k)`` product and one ``(k, batch) @ (batch, d)`` per
+    step. Step ``eta_t = eta0 (1 + lambda eta0 t)^-0.75`` (Xu 2011; Bottou's ASGD). The
+    average of the iterates starts after the first pass (from the start with one
+    pass) and is the solution.
+
+    ``eta0`` is calibrated as Bottou's ``svmsgd`` does (``determineEta0``): from the
+    bound ``1 / L`` on a stable step, ``L = 2 (mu + r^2 / batch_size) + lambda``
+    (squared hinge; hinge: without the 2), ``mu`` the largest eigenvalue of the
+    weighted second moment ``mean s_i [x_i 1][x_i 1]^T`` (power iteration) and ``r^2 =
+    max s_i ||[x_i 1]||^2`` (what single rows add to a batch's curvature; Gower et
+    al., "SGD: general analysis and improved rates", ICML 2019), the candidates
+    ``2^j / L``, ``j = 0..10``, each make one pass over a random sample of ``sample``
+    rows, and the one with the lowest objective on the sample is kept.
+
+    Returns ``W (d, k)``, ``b (k,)``, ``eta0`` and the seconds of each pass.
+    """
+    import torch
+
+    n, d = X.shape
+    lam = 1.0 / (C * n)
+    sq = loss == "squared_hinge"
+    s_all = torch.from_numpy(cw)[torch.from_numpy(np.asarray(y_idx, dtype=np.int64))]
+
+    def rows(idx):
+        block = _as_tensor(np.ascontiguousarray(_read_rows(X, idx), dtype=np.float32), device)
+        yi = torch.from_numpy(np.asarray(y_idx[idx], dtype=np.int64)).to(device)
+        if k == 1:
+            Yb = (yi == 1).to(torch.float32)[:, None] * 2 - 1
+        else:
+            Yb = torch.full((len(yi), k), -1.0, device=device)
+            Yb[torch.arange(len(yi), device=device), yi] = 1.0
+        return block, Yb, s_all[idx].to(device)[:, None]
+
+    def steps(state, block, Yb, sb, eta0, avg):
+        """SGD steps over one block in shuffled batches; ``state = [W, b, Wa, ba, n_avg, t]``."""
+        W, b, Wa, ba = state[:4]
+        order = torch.from_numpy(rng.permutation(len(block))).to(device)
+        for a in range(0, len(block), batch_size):
+            j = order[a : a + batch_size]
+            Xb, Y_ = block[j], Yb[j]
+            m = torch.clamp(1.0 - Y_ * torch.addmm(b, Xb, W), min=0.0)
+            G = -(sb[j] * Y_) * (2.0 * m if sq else (m > 0).to(m.dtype))
+            eta = eta0 / (1.0 + lam * eta0 * state[5]) ** power
+            W.mul_(1.0 - eta * lam).sub_(_t_matmul(Xb, G), alpha=eta / len(j))
+            if fit_intercept:
+                b.sub_(G.mean(0), alpha=eta)
+            state[5] += 1
+            if avg:
+                state[4] += 1
+                Wa.add_(W - Wa, alpha=1.0 / state[4])
+                ba.add_(b - ba, alpha=1.0 / state[4])
+
+    def fresh():
+        W = torch.zeros((d, k), device=device)
+        b = torch.zeros(k, device=device)
+        return [W, b, W.clone(), b.clone(), 0, 0]
+
+    # the bound on a stable step, from a sample
+    S, SY, sw = rows(np.sort(rng.choice(n, min(n, sample), replace=False)))
+    gen = torch.Generator(device="cpu").manual_seed(int(rng.randint(np.iinfo(np.int32).max)))
+    v = torch.randn(d, generator=gen).to(device)
+    bias = 1.0 if fit_intercept else 0.0
+    v0, mu = bias, 0.0
+    for _ in range(50):
+        t = sw[:, 0] * (S @ v + v0)
+        v_new, v0_new = (S.T @ t) / len(S), (float(t.sum()) / len(S) if fit_intercept else 0.0)
+        norm = float(torch.sqrt((v_new * v_new).sum() + v0_new**2))
+        if norm == 0.0:
+            break
+        converged = abs(norm - mu) <= 1e-3 * norm
+        mu, v, v0 = norm, v_new / norm, v0_new / norm
+        if converged:
+            break
+    r2 = float((sw[:, 0] * ((S * S).sum(1) + bias)).max())
+    L = (2.0 if sq else 1.0) * (mu + r2 / batch_size) + lam
+
+    def sample_objective(state, S, SY, sw):
+        W, b = state[0], state[1]
+        m = torch.clamp(1.0 - SY * torch.addmm(b, S, W), min=0.0)
+        f = 0.5 * lam * float((W * W).sum()) + float((sw * (m * m if sq else m)).sum()) / len(S)
+        return f if np.isfinite(f) else np.inf
+
+    best = (np.inf, 1.0 / L)
+    for j in range(11):
+        state = fresh()
+        steps(state, S, SY, sw, 2.0**j / L, avg=False)
+        f = sample_objective(state, S, SY, sw)
+        if f < best[0]:
+            best = (f, 2.0**j / L)
+        elif f > 2 * best[0]:  # past the best: larger steps only get worse
+            break
+    del S, SY, sw
+    eta0 = best[1]
+    state = fresh()
+    seconds = []
+    for p in range(n_passes):
+        t0 = time.perf_counter()
+        for idx in _shuffled_blocks(n, block_rows, rng):
+            steps(state, *rows(idx), eta0, avg=p >= 1 or n_passes == 1)
+        seconds.append(time.perf_counter() - t0)
+    return state[2], state[3], eta0, seconds
 
 
 def _calibrate_eta0(X, y, classes, kw, rng, SGDClassifier, sample: int = 1024) -> float:
