@@ -372,14 +372,7 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
             X, y = self._chunked_input(X, y, reset=True)
         else:
             X, y = validate_data(self, X, y, dtype=np.float32, order="C")
-        check_classification_targets(y)
-        classes, y_idx = np.unique(y, return_inverse=True)
-        if len(classes) < 2:
-            raise ValueError(
-                f"LinearSVM needs samples of at least 2 classes; got {len(classes)} class "
-                f"({classes[0]!r})."
-            )
-        self.classes_ = classes
+        classes, y_idx = self._set_classes(y)
         n, d = X.shape
         k = 1 if len(classes) == 2 else len(classes)
 
@@ -389,10 +382,7 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         import torch  # only the Newton solver needs torch
 
         cw = compute_class_weight(self.class_weight, classes=classes, y=y)
-        try:
-            device = torch.device(self.device)
-        except RuntimeError as exc:
-            raise ValueError(f"LinearSVM: invalid device {self.device!r} ({exc}).") from None
+        device = self._torch_device()
         n_threads = self.n_threads
         if n_threads is None and n * d * k < _SMALL_PROBLEM:
             n_threads = 1
@@ -440,6 +430,26 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
                 ConvergenceWarning,
             )
         return self
+
+    def _set_classes(self, y):
+        """``classes_`` from the labels ``y``; returns ``(classes, index of each label)``."""
+        check_classification_targets(y)
+        classes, y_idx = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise ValueError(
+                f"LinearSVM needs samples of at least 2 classes; got {len(classes)} class "
+                f"({classes[0]!r})."
+            )
+        self.classes_ = classes
+        return classes, y_idx
+
+    def _torch_device(self):
+        import torch
+
+        try:
+            return torch.device(self.device)
+        except RuntimeError as exc:
+            raise ValueError(f"LinearSVM: invalid device {self.device!r} ({exc}).") from None
 
     def solver_for(self, n_samples: int) -> str:
         """The solver ``fit`` would use on ``n_samples`` samples.
@@ -535,14 +545,7 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
 
     def _fit_asgd(self, X, y):
         X, y = self._chunked_input(X, y, reset=True)
-        check_classification_targets(y)
-        classes = np.unique(y)
-        if len(classes) < 2:
-            raise ValueError(
-                f"LinearSVM needs samples of at least 2 classes; got {len(classes)} class "
-                f"({classes[0]!r})."
-            )
-        self.classes_ = classes
+        classes, _ = self._set_classes(y)
         n = X.shape[0]
         cw = None
         if self.class_weight is not None:
@@ -565,21 +568,11 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         import torch
 
         X, y = self._chunked_input(X, y, reset=True)
-        check_classification_targets(y)
-        classes, y_idx = np.unique(y, return_inverse=True)
-        if len(classes) < 2:
-            raise ValueError(
-                f"LinearSVM needs samples of at least 2 classes; got {len(classes)} class "
-                f"({classes[0]!r})."
-            )
-        self.classes_ = classes
+        classes, y_idx = self._set_classes(y)
         n, d = X.shape
         k = 1 if len(classes) == 2 else len(classes)
         cw = compute_class_weight(self.class_weight, classes=classes, y=y).astype(np.float32)
-        try:
-            device = torch.device(self.device)
-        except RuntimeError as exc:
-            raise ValueError(f"LinearSVM: invalid device {self.device!r} ({exc}).") from None
+        device = self._torch_device()
         rng = check_random_state(self.random_state)
         with torch.no_grad(), _torch_threads(self.n_threads):
             W, b, self.eta0_, self.pass_seconds_ = _minibatch_asgd(
