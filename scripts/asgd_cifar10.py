@@ -193,14 +193,15 @@ def _stores(out, dtype):
     return tr, te, np.load(os.path.join(out, "train-labels.npy")), np.load(os.path.join(out, "test-labels.npy"))
 
 
-def make_rest(C, passes, loss, alpha_scale, seed, n_threads=None):
-    """``ChunkedStandardScaler`` + ``LinearSVM(solver="asgd")`` with the preset's C."""
+def make_rest(C, passes, loss, alpha_scale, seed, n_threads=None, solver="asgd"):
+    """``ChunkedStandardScaler`` + ``LinearSVM(solver="asgd")`` (or ``"minibatch-asgd"``) with the
+    preset's C."""
     from sklearn.pipeline import Pipeline
 
     from classicvision.kernels import LinearSVM
     from classicvision.preprocessing import ChunkedStandardScaler
 
-    svm = LinearSVM(C=C / alpha_scale, solver="asgd", loss=loss, n_passes=passes, random_state=seed,
+    svm = LinearSVM(C=C / alpha_scale, solver=solver, loss=loss, n_passes=passes, random_state=seed,
                     n_threads=n_threads)
     return Pipeline([("scale", ChunkedStandardScaler(copy=False)), ("svm", svm)])
 
@@ -223,7 +224,7 @@ def stage_asgd(args):
                 held_rows = np.sort(held)
                 mask = np.ones(len(tr), bool)
                 mask[held_rows] = False
-                rest_k = make_rest(C, passes, loss, scale, args.seed)
+                rest_k = make_rest(C, passes, loss, scale, args.seed, solver=args.solver)
                 fit_chunked(rest_k, tr, ytr, rows=np.flatnonzero(mask), random_state=args.seed)
                 pred = predict_chunked(rest_k, tr, rows=held_rows)
                 accs.append(float(np.mean(pred == ytr[held_rows])))
@@ -233,7 +234,7 @@ def stage_asgd(args):
         grid = [max(scores, key=scores.get)]
     for dtype, passes, loss, scale in grid:
         tr, te, ytr, yte = _stores(args.out, dtype)
-        rest = make_rest(C, passes, loss, scale, args.seed, n_threads=args.n_jobs)
+        rest = make_rest(C, passes, loss, scale, args.seed, n_threads=args.n_jobs, solver=args.solver)
         t0 = time.perf_counter()
         fit_chunked(rest, tr, ytr, random_state=args.seed)
         fit_s = time.perf_counter() - t0
@@ -241,7 +242,7 @@ def stage_asgd(args):
         pred = predict_chunked(rest, te)
         pred_s = time.perf_counter() - t0
         svm = rest.steps[-1][1]
-        log(args.out, stage="asgd", dtype=dtype, passes=passes, loss=loss, C=C / scale,
+        log(args.out, stage="asgd", solver=args.solver, dtype=dtype, passes=passes, loss=loss, C=C / scale,
             top1=round(100 * float(np.mean(pred == yte)), 2), fit_seconds=round(fit_s, 1),
             seconds_per_pass=[round(s, 1) for s in svm.pass_seconds_], predict_seconds=round(pred_s, 1),
             n_train=len(tr), n_features=tr.shape[1])
@@ -301,6 +302,8 @@ def main(argv=None):
     p.add_argument("--alpha-scale", type=float, nargs="+", default=[1.0],
                    help="divide the preset's C by these (a larger regularization; default 1)")
     p.add_argument("--dtype", nargs="+", default=["float32"], choices=["float32", "float16"])
+    p.add_argument("--solver", default="asgd", choices=["asgd", "minibatch-asgd"],
+                   help="asgd: LinearSVM's ASGD solver (solver='asgd': SGDClassifier, or 'minibatch-asgd')")
     p.add_argument("--cv", type=int, default=0, help="K-fold CV on the training store to pick the setting")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--newton", action="store_true", help="with --stage all: the Newton reference too")
