@@ -896,7 +896,7 @@ def coates_soft_threshold(*, n_words: int = 1600, alpha: float = 0.25, dictionar
               # LLC standing in for LCC), its pyramid and its averaged-SGD SVM, with codebooks sized
               # so that 80,000 images of features fit one disk (69,000-D, float16 in the store)
               "imagenet": {"descriptor": "hog", "hog_cells": (8, 16), "n_words": 64, "coding": "supervector+llc",
-                           "levels": (1, 2, (3, 1)), "max_size": 300, "solver": "asgd"}},
+                           "levels": (1, 2, (3, 1)), "max_size": 300, "solver": "minibatch-asgd"}},
     notes="ILSVRC 2010 (1000 classes): 71.8% top-5 and 52.9% top-1 accuracy (28.2% / 47.1% error); "
           "no figure on our other datasets.",
 )
@@ -925,12 +925,13 @@ def nec2010(*, n_words: int = 256, pca: int = 64, sizes=(16, 24, 32), step: int 
     size pixels), its several scales. ``coding="supervector+llc"`` codes every
     gradient channel a second time with LLC on ``n_words`` words (Wang et al. 2010, the
     fast approximation of the LCC the paper used, max pooled), concatenated too.
-    ``solver`` is the :class:`~classicvision.kernels.LinearSVM` solver; ``"asgd"`` is
-    the paper's averaged stochastic gradient descent, out of core.
+    ``solver`` is the :class:`~classicvision.kernels.LinearSVM` solver; ``"asgd"`` and
+    ``"minibatch-asgd"`` are the paper's averaged stochastic gradient descent, out of
+    core (the second on all classes at once: the one that scales to 1,000 classes).
 
     The ``"imagenet"`` setting (``make_preset("nec2010", dataset="imagenet")``, chosen
     by ``compare --dataset imagenet``) is this recipe: HOG at 8 and 16 px cells and LBP,
-    super-vector and LLC coding on 64 words, the 1x1 + 2x2 + 3x1 pyramid, ASGD.
+    super-vector and LLC coding on 64 words, the 1x1 + 2x2 + 3x1 pyramid, mini-batch ASGD.
 
     Notes
     -----

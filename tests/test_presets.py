@@ -393,7 +393,7 @@ def test_nec2010_imagenet_setting_follows_the_paper():
     assert type(union["hog8_llc"].encoder).__name__ == "LLC"  # LCC's fast approximation
     assert union["hog16"].extractor.pixels_per_cell == 16
     assert union["lbp"].encoder.pyramid.levels == (1, 2, (3, 1))
-    assert pipe.named_steps["svm"].solver == "asgd"
+    assert pipe.named_steps["svm"].solver == "minibatch-asgd"
     assert PRESETS["nec2010"]["published"]["imagenet"]["metric"] == "top5"
     # the default (no dataset) keeps the SIFT + LBP super-vector recipe
     default = make_preset("nec2010")
