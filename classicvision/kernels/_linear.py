@@ -769,8 +769,8 @@ def _minibatch_asgd(X, y_idx, k, cw, C, loss, fit_intercept, n_passes, block_row
             state[5] += 1
             if avg:
                 state[4] += 1
-                Wa.add_(W - Wa, alpha=1.0 / state[4])
-                ba.add_(b - ba, alpha=1.0 / state[4])
+                Wa.lerp_(W, 1.0 / state[4])  # the running mean, without a (d, k) temporary
+                ba.lerp_(b, 1.0 / state[4])
 
     def fresh():
         W = torch.zeros((d, k), device=device)
