@@ -307,6 +307,26 @@ def _hash_file(path: Path, digest_size: int = 32) -> str:
     return h.hexdigest()
 
 
+#: Rows copied at a time into a cache file from a store or a memmap.
+_COPY_ROWS = 4096
+
+
+def _save_rows(path: Path, X: Any, dtype: str = "float32") -> None:
+    """``X`` (array, memmap or store) as the ``.npy`` file ``path`` of ``dtype``, block by block."""
+    dt = np.dtype(dtype)
+    if isinstance(X, np.ndarray) and not isinstance(X, np.memmap):
+        np.save(path, np.asarray(X, dtype=dt))
+        return
+    n, d = (int(v) for v in X.shape)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=dt, shape=(n, d))
+    try:
+        for a in range(0, n, _COPY_ROWS):
+            out[a : a + _COPY_ROWS] = np.asarray(X[a : a + _COPY_ROWS], dtype=dt)
+        out.flush()
+    finally:
+        del out
+
+
 def _meta_checksum(meta: Mapping[str, Any]) -> str:
     """Checksum of ``meta.json``'s content (without its own ``"checksum"`` field)."""
     body = {k: v for k, v in meta.items() if k != "checksum"}
@@ -478,8 +498,15 @@ class FeatureCache:
         test: np.ndarray,
         meta: Mapping[str, Any],
         features_step: Any = None,
+        dtype: str = "float32",
     ) -> bool:
         """Store one entry atomically (written to a temporary folder, then renamed).
+
+        ``train`` and ``test`` are arrays, memmaps or on-disk
+        :class:`~classicvision.store.FeatureStore` objects (``compare --stream``):
+        written to ``.npy`` files of ``dtype`` ("float32", or "float16" for the
+        streamed features) block by block, never read whole into memory; :meth:`get`
+        gives them back memory-mapped, to be read block by block again.
 
         ``meta.json`` gets ``meta``, the marker field, the checksums of the files
         (``"checksums"``: file name -> BLAKE2b hex digest) and its own ``"checksum"``.
@@ -503,8 +530,8 @@ class FeatureCache:
         except OSError:
             return False
         try:
-            np.save(tmp / "train.npy", np.asarray(train, dtype=np.float32))
-            np.save(tmp / "test.npy", np.asarray(test, dtype=np.float32))
+            _save_rows(tmp / "train.npy", train, dtype)
+            _save_rows(tmp / "test.npy", test, dtype)
             meta = dict(meta)
             if features_step is not None:
                 try:

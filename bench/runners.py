@@ -289,8 +289,9 @@ def run_classic(
         (:func:`classic_latency`); None: not measured.
     stream_dir : path or None
         Stream (``compare --stream``, :mod:`bench.streaming`): the features go to
-        on-disk stores in this folder, block by block, and the classifier is fitted out
-        of core; the features cache is not used (the stores are kept for a resume).
+        on-disk stores in this folder, block by block (kept for a resume), and the
+        classifier is fitted out of core; the features cache holds them too, as
+        float16 files under a key of their own, read back memory-mapped.
     on_cluster : bool
         The joblib work goes to a Dask cluster (``--scheduler`` / ``--dask-workers``):
         the features step's tasks do, the classifier stays in this process (joblib's
@@ -327,11 +328,13 @@ def run_classic(
         if mirror is not None:
             raise ValueError(f"{spec.name}: --stream cannot train on mirror images (mirror=True needs every "
                              "image in memory); use mirror='symmetric' or run without --stream")
-        rec["cache_hit"], rec["stream"] = False, True
-        return _finish_classic(rec, spec, train, test, *_streamed_run(
+        rec["stream"] = True
+        scores, fitted_features, rest, timings = _streamed_run(
             spec, features, rest, train_images, y_train, test_images, seed=seed, folder=Path(stream_dir),
-            progress=progress, on_cluster=on_cluster), mirror=None, models_dir=models_dir, progress=progress,
-            latency_seconds=latency_seconds)
+            progress=progress, on_cluster=on_cluster, cache=cache, data_identity=data_identity)
+        rec["cache_hit"] = timings.pop("cache_hit")
+        return _finish_classic(rec, spec, train, test, scores, fitted_features, rest, timings, mirror=None,
+                               models_dir=models_dir, progress=progress, latency_seconds=latency_seconds)
     if mirror is not None:
         rec["mirror"] = {"train": True, "test_time": bool(mirror.test_time)}
         train_images, y_train = with_mirrors(train_images, y_train)
@@ -370,18 +373,22 @@ def _local(on_cluster: bool) -> Any:
 
 def _streamed_run(spec: RunSpec, features: Any, rest: Pipeline, train_images: Any, y_train: np.ndarray,
                   test_images: Any, *, seed: int | None, folder: Path, progress: Progress,
-                  on_cluster: bool = False) -> tuple[np.ndarray, Any, Pipeline, dict]:
+                  on_cluster: bool = False, cache: Any = None,
+                  data_identity: Mapping[str, Any] | None = None) -> tuple[np.ndarray, Any, Pipeline, dict]:
     """:func:`run_classic`'s fit and scoring through on-disk stores (``--stream``)."""
     from bench.streaming import streamed_classifier, streamed_features
 
-    Str, Ste, fitted_features, timings = streamed_features(spec, features, train_images, y_train, test_images,
-                                                           folder=folder, progress=progress)
+    Str, Ste, fitted_features, timings, hit = streamed_features(
+        spec, features, train_images, y_train, test_images, folder=folder, progress=progress, cache=cache,
+        data_identity=data_identity)
+    timings["cache_hit"] = hit
     release_idle_workers()
     with _local(on_cluster):
         rest, scores, more = streamed_classifier(rest, Str, y_train, Ste, seed=seed, name=spec.name,
                                                  progress=progress)
     timings.update(more)
-    timings["store"] = {"folder": str(folder), "dtype": str(Str.dtype), "n_features": int(Str.shape[1])}
+    timings["store"] = {"folder": str(folder) if not hit else None, "dtype": str(Str.dtype),
+                        "n_features": int(Str.shape[1])}
     return scores, fitted_features, rest, timings
 
 

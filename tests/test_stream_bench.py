@@ -65,6 +65,27 @@ def test_compare_stream_writes_stores_and_scores(tmp_path):
     assert run["timings"]["store"]["dtype"] == "float16"
 
 
+def test_streamed_features_go_to_the_cache_and_come_back(tmp_path):
+    # a second streamed run of the same features step on the same data reads the cache's
+    # float16 files block by block; another --out, so no store there to resume from
+    root = _folder(tmp_path / "photos")
+    args = ["compare", "--dataset", "folder", "--root", str(root), "--train-per-class", "8", "--test-per-class",
+            "4", "--pipelines", "lbp_svm", "--cnn", "none", "--stream", "--no-latency", "--quiet"]
+    assert cli.main(args + ["--out", str(tmp_path / "a")]) == 0
+    (entry,) = [d for d in (tmp_path / "feature-cache").iterdir() if not d.name.startswith(".")]
+    meta = json.loads((entry / "meta.json").read_text())
+    assert meta["stream"] is True and meta["n_train"] == 24
+    assert np.load(entry / "train.npy", mmap_mode="r").dtype == np.float16
+    assert cli.main(args + ["--out", str(tmp_path / "b")]) == 0
+    (first,), (second,) = _read(tmp_path / "a")["runs"], _read(tmp_path / "b")["runs"]
+    assert first["cache_hit"] is False and second["cache_hit"] is True
+    assert second["status"] == "ok" and not (tmp_path / "b" / "stores" / "lbp_svm" / "split0" / "train").exists()
+    assert second["top1"] == first["top1"]  # the same float16 features, the same seeded classifier
+    # an in-memory run never gets the float16 entry
+    assert cli.main(args[:-3] + ["--no-latency", "--quiet", "--out", str(tmp_path / "c")]) == 0
+    assert _read(tmp_path / "c")["runs"][0]["cache_hit"] is False
+
+
 def test_write_features_resumes_only_the_missing_blocks(tmp_path):
     images = [np.full((8, 8), i, np.uint8) for i in range(10)]
     calls = []
