@@ -109,7 +109,7 @@ COMPARE_OPTIONS: tuple[tuple[tuple[str, ...], dict], ...] = (
     (("--stream",), dict(action="store_true",
                          help="memory that does not grow with the dataset: images decoded on access from a folder "
                               "or plain .tar, classic features written to OUT/stores/ block by block (resumable), "
-                              "classifiers fitted out of core (averaged SGD)")),
+                              "classifiers fitted out of core (the Newton solver reading the stores block by block)")),
     (("--scheduler",), dict(default=None, metavar="ADDRESS",
                             help="run the classic extraction and encoding on this Dask cluster (tcp://HOST:PORT); "
                                  "its workers must see the dataset (and OUT) at the same paths")),

@@ -4,8 +4,9 @@ The images arrive as a lazy sequence (:class:`classicvision.datasets.LazyImages`
 names, decoded on access); the fitted features step writes the features of each block
 of images into an on-disk :class:`classicvision.store.FeatureStore`; the steps after it
 are fitted out of core (:func:`classicvision.store.fit_chunked`) with the classifier
-made out-of-core first (:func:`classicvision.store.to_streaming`: averaged SGD for the
-linear SVMs, an explicit feature map for the additive-kernel SVMs); the test scores are
+made out-of-core first (:func:`classicvision.store.to_streaming`: the Newton solver
+reading the store block by block for the linear SVMs, an explicit feature map for the
+additive-kernel SVMs); the test scores are
 read back block by block. What is held at once is one block of images and its
 features, the classifier's weights and the labels.
 

@@ -704,21 +704,27 @@ def to_streaming(pipeline):
 
     An unfitted copy (``sklearn.base.clone``) whose final step is replaced:
 
-    * ``LinearSVM(...)`` becomes ``LinearSVM(..., solver="asgd")`` (same ``C``,
-      loss, class weights and seed): the same objective, minimized by averaged
-      SGD (a few passes over the rows) instead of exactly; ``LinearSVM(solver=
-      "newton")`` is kept, as it solves the same problem exactly out of core
-      (one pass over the rows per conjugate-gradient step: tens to hundreds).
+    * ``LinearSVM(...)`` gets the out-of-core Newton solver (``solver="newton"``,
+      same ``C``, class weights and seed): the same problem solved as exactly as in
+      memory, for one pass over the rows per gradient and conjugate-gradient step
+      (tens of passes; it holds a few ``(n_samples, n_classes)`` arrays). A
+      ``LinearSVM`` that asks for averaged SGD (``solver="asgd"`` or
+      ``"minibatch-asgd"``: a fixed number of passes, for data too large for tens
+      of them) keeps it. Measured on CIFAR-10's 50,000 x 12,800
+      ``coates_soft_threshold`` features: Newton 78.62% top-1 in memory, 78.59%
+      out of core (78.60% from float16), against 59.81% for ``"asgd"`` after 10
+      passes and 64.76% for ``"minibatch-asgd"`` after 20 (ill-conditioned,
+      standardized features: SGD's steps are bounded by the largest curvature).
     * ``KernelSVC(kernel="intersection" | "chi2")`` becomes
       ``HomogeneousKernelMap(kernel=..., order=1)`` (step ``"kernel_map"``) and
-      ``LinearSVM(C, loss="hinge", solver="asgd")``: the explicit feature map of
+      ``LinearSVM(C, solver="newton")``: the explicit feature map of
       the additive kernel (Vedaldi & Zisserman, "Efficient additive kernels via
       explicit feature maps", TPAMI 34(3), 2012), 3 outputs per feature, whose
       inner product approximates the kernel to within about 1% for
-      ``order=1`` (their Fig. 3), and a linear SVM on it approximates the kernel
-      SVM (one-vs-rest instead of libsvm's one-vs-one). ``kernel="hellinger"``
-      maps exactly by ``PowerNormalizer(power=0.5, norm=None)``; ``"linear"``
-      needs no map.
+      ``order=1`` (their Fig. 3), and a linear SVM on it (squared hinge,
+      one-vs-rest) approximates the kernel SVM (hinge, libsvm's one-vs-one).
+      ``kernel="hellinger"`` maps exactly by ``PowerNormalizer(power=0.5,
+      norm=None)``; ``"linear"`` needs no map.
     * anything else (an RBF or callable kernel, other classifiers) raises
       ``ValueError``: put an explicit map (``NystroemMap``) and a ``LinearSVM``
       in the pipeline instead.
@@ -737,7 +743,7 @@ def to_streaming(pipeline):
     >>> from classicvision.kernels import KernelSVC
     >>> p = to_streaming(Pipeline([("svm", KernelSVC(kernel="chi2", C=10))]))
     >>> [name for name, _ in p.steps], p[-1].solver, p[-1].C
-    (['kernel_map', 'svm'], 'asgd', 10)
+    (['kernel_map', 'svm'], 'newton', 10)
     """
     from sklearn.base import clone
     from sklearn.pipeline import Pipeline
@@ -749,8 +755,8 @@ def to_streaming(pipeline):
     steps = list(clone(pipeline).steps)
     name, final = steps[-1]
     if isinstance(final, LinearSVM):
-        if final.solver not in ("newton", "minibatch-asgd"):
-            final.set_params(solver="asgd")
+        if final.solver not in ("newton", "asgd", "minibatch-asgd"):
+            final.set_params(solver="newton")
         return Pipeline(steps[:-1] + [(name, final)])
     if isinstance(final, KernelSVC):
         maps = {"intersection": lambda: HomogeneousKernelMap(kernel="intersection", order=1),
@@ -760,8 +766,8 @@ def to_streaming(pipeline):
         kernel = final.kernel
         if callable(kernel) or kernel not in maps:
             raise ValueError(f"to_streaming: KernelSVC(kernel={kernel!r}) has no explicit additive map here; "
-                             "put a NystroemMap and a LinearSVM(solver='asgd') in the pipeline instead.")
-        svm = LinearSVM(C=final.C, loss="hinge", class_weight=final.class_weight, solver="asgd")
+                             "put a NystroemMap and a LinearSVM in the pipeline instead.")
+        svm = LinearSVM(C=final.C, class_weight=final.class_weight, solver="newton")
         extra = [] if maps[kernel] is None else [("kernel_map", maps[kernel]())]
         return Pipeline(steps[:-1] + extra + [(name, svm)])
     raise ValueError(f"to_streaming: no out-of-core version of the final step {name!r} "

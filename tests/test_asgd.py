@@ -156,22 +156,24 @@ def test_to_streaming(digits, tmp_path):
     stream = to_streaming(svc)
     assert [n for n, _ in stream.steps] == ["features", "kernel_map", "svm"]
     assert isinstance(stream["kernel_map"], HomogeneousKernelMap) and stream["kernel_map"].order == 1
-    assert stream["svm"].solver == "asgd" and stream["svm"].C == 1.0 and stream["svm"].loss == "hinge"
+    assert stream["svm"].solver == "newton" and stream["svm"].C == 1.0 and stream["svm"].loss == "squared_hinge"
     s = FeatureStore.create(tmp_path / "h", *Htr.shape, chunk_rows=300)
     s.write(0, Htr)
     stream["svm"].set_params(random_state=0)
     fit_chunked(stream, s, ytr)
     # against the exact linear SVM on the same map (the map's own approximation of the
-    # kernel, and one-vs-rest instead of libsvm's one-vs-one, are not ASGD's doing)
+    # kernel, and one-vs-rest instead of libsvm's one-vs-one, are not the out-of-core solver's doing)
     mapped = HomogeneousKernelMap(kernel="intersection", order=1).fit_transform(Htr).astype(np.float32)
     exact = LinearSVM(C=1.0, solver="newton").fit(mapped, ytr)
     exact_acc = exact.score(HomogeneousKernelMap(kernel="intersection", order=1).fit_transform(Hte), yte)
     assert np.mean(predict_chunked(stream, Hte) == yte) >= exact_acc - ACCURACY_TOLERANCE
     assert not hasattr(svc["svm"], "solver")  # the input pipeline is unchanged
     lin = to_streaming(Pipeline([("scale", ChunkedStandardScaler()), ("svm", LinearSVM(C=0.5))]))
-    assert lin["svm"].solver == "asgd" and lin["svm"].C == 0.5
-    # an explicit Newton solver is kept: it solves the same problem exactly out of core
-    assert to_streaming(Pipeline([("svm", LinearSVM(solver="newton"))]))["svm"].solver == "newton"
+    assert lin["svm"].solver == "newton" and lin["svm"].C == 0.5
+    # an explicit averaged-SGD solver is kept (a fixed number of passes)
+    for solver in ("asgd", "minibatch-asgd"):
+        assert to_streaming(Pipeline([("svm", LinearSVM(solver=solver))]))["svm"].solver == solver
+    assert to_streaming(Pipeline([("svm", LinearSVM(solver="liblinear"))]))["svm"].solver == "newton"
     hel = to_streaming(Pipeline([("svm", KernelSVC(kernel="hellinger"))]))
     assert isinstance(hel["kernel_map"], PowerNormalizer)
     with pytest.raises(ValueError, match="NystroemMap"):
