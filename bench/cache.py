@@ -396,6 +396,14 @@ class FeatureCache:
         )
         return hashlib.blake2b(payload.encode(), digest_size=20).hexdigest()
 
+    def key_for(self, features: Any, data_identity: Mapping[str, Any]) -> str:
+        """The key of a features step on a dataset: :meth:`make_key` of the data identity,
+        the step's signature (:func:`features_step_signature`) and the classicvision version."""
+        import classicvision
+
+        return self.make_key(dataset=data_identity, step_signature=features_step_signature(features),
+                             version=getattr(classicvision, "__version__", "0"))
+
     def _dir(self, key: str) -> Path:
         return self.root / key
 

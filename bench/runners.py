@@ -31,8 +31,6 @@ from joblib import parallel_config
 from joblib.externals.loky import get_reusable_executor
 from sklearn.pipeline import Pipeline
 
-import classicvision
-from bench.cache import features_step_signature
 from bench.latency import latency_record, thread_counts
 from bench.models_io import load_skops, store_model, write_sidecar
 from bench.progress import Progress, solver_progress
@@ -221,10 +219,7 @@ def _features(spec: RunSpec, features: Any, train_images: Any, y_train: np.ndarr
               progress: Progress, want_step: bool = False) -> tuple[np.ndarray, np.ndarray, Any, dict, bool]:
     """Fit the features step on the train images and transform both splits, or read
     them from the cache; returns ``(Xtr, Xte, fitted step or None, timings, cache_hit)``."""
-    key = None
-    if cache is not None and data_identity is not None:
-        key = cache.make_key(dataset=data_identity, step_signature=features_step_signature(features),
-                             version=getattr(classicvision, "__version__", "0"))
+    key = cache.key_for(features, data_identity) if cache is not None and data_identity is not None else None
     hit = _cached_features(spec, cache, key, need_step, progress, want_step)
     if hit is not None:
         progress.line(f"{spec.name}: features cache hit ({key[:12]}), skipping extraction")
@@ -329,10 +324,9 @@ def run_classic(
             raise ValueError(f"{spec.name}: --stream cannot train on mirror images (mirror=True needs every "
                              "image in memory); use mirror='symmetric' or run without --stream")
         rec["stream"] = True
-        scores, fitted_features, rest, timings = _streamed_run(
+        scores, fitted_features, rest, timings, rec["cache_hit"] = _streamed_run(
             spec, features, rest, train_images, y_train, test_images, seed=seed, folder=Path(stream_dir),
             progress=progress, on_cluster=on_cluster, cache=cache, data_identity=data_identity)
-        rec["cache_hit"] = timings.pop("cache_hit")
         return _finish_classic(rec, spec, train, test, scores, fitted_features, rest, timings, mirror=None,
                                models_dir=models_dir, progress=progress, latency_seconds=latency_seconds)
     if mirror is not None:
@@ -374,22 +368,32 @@ def _local(on_cluster: bool) -> Any:
 def _streamed_run(spec: RunSpec, features: Any, rest: Pipeline, train_images: Any, y_train: np.ndarray,
                   test_images: Any, *, seed: int | None, folder: Path, progress: Progress,
                   on_cluster: bool = False, cache: Any = None,
-                  data_identity: Mapping[str, Any] | None = None) -> tuple[np.ndarray, Any, Pipeline, dict]:
-    """:func:`run_classic`'s fit and scoring through on-disk stores (``--stream``)."""
-    from bench.streaming import streamed_classifier, streamed_features
+                  data_identity: Mapping[str, Any] | None = None) -> tuple[np.ndarray, Any, Pipeline, dict, bool]:
+    """:func:`run_classic`'s fit and scoring through on-disk stores (``--stream``), the features
+    read from the features cache when it has them; the last item says whether it did."""
+    from bench.streaming import STORE_DTYPE, streamed_classifier, streamed_features
 
-    Str, Ste, fitted_features, timings, hit = streamed_features(
-        spec, features, train_images, y_train, test_images, folder=folder, progress=progress, cache=cache,
-        data_identity=data_identity)
-    timings["cache_hit"] = hit
+    # the streamed features have cache entries of their own (float16, never served to in-memory runs)
+    key = (cache.key_for(features, {**data_identity, "stream": STORE_DTYPE})
+           if cache is not None and data_identity is not None else None)
+    hit = _cached_features(spec, cache, key, True, progress)  # the step is needed: model, latency
+    if hit is not None:
+        progress.line(f"{spec.name}: features cache hit ({key[:12]}), reading its {hit['train'].dtype} "
+                      "features block by block")
+        Str, Ste, fitted_features = hit["train"], hit["test"], hit["step"]
+        timings = {k: float(hit["meta"][k]) for k in ("features_fit_seconds", "features_test_seconds")}
+    else:
+        Str, Ste, fitted_features, timings = streamed_features(
+            spec, features, train_images, y_train, test_images, folder=folder, progress=progress, cache=cache,
+            cache_key=key)
     release_idle_workers()
     with _local(on_cluster):
         rest, scores, more = streamed_classifier(rest, Str, y_train, Ste, seed=seed, name=spec.name,
                                                  progress=progress)
     timings.update(more)
-    timings["store"] = {"folder": str(folder) if not hit else None, "dtype": str(Str.dtype),
+    timings["store"] = {"folder": None if hit is not None else str(folder), "dtype": str(Str.dtype),
                         "n_features": int(Str.shape[1])}
-    return scores, fitted_features, rest, timings
+    return scores, fitted_features, rest, timings, hit is not None
 
 
 def _finish_classic(rec: dict, spec: RunSpec, train: Split, test: Split, scores: np.ndarray, fitted_features: Any,

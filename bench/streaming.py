@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -124,54 +124,17 @@ def write_features(step: Any, images: Any, path: Path, *, block: int = BLOCK_IMA
     return store
 
 
-def cache_key(cache: Any, features: Any, data_identity: Mapping[str, Any] | None) -> str | None:
-    """The features cache key of a streamed run: the in-memory key's inputs plus the
-    store's dtype (its entries hold float16 features, never served to in-memory runs)."""
-    if cache is None or data_identity is None:
-        return None
-    import classicvision
-    from bench.cache import features_step_signature
-
-    return cache.make_key(dataset={**data_identity, "stream": STORE_DTYPE},
-                          step_signature=features_step_signature(features),
-                          version=getattr(classicvision, "__version__", "0"))
-
-
-def _cache_hit(spec: RunSpec, cache: Any, key: str | None, progress: Progress) -> tuple | None:
-    """``(train, test, fitted step, timings)`` from the features cache, or None on a miss (or
-    an entry without a readable fitted step: the run needs it for the model and latency)."""
-    hit = cache.get(key) if cache is not None and key is not None else None
-    if hit is None or hit["features_path"] is None:
-        return None
-    try:
-        step = load_skops(hit["features_path"])
-    except Exception as exc:  # refused or unreadable: recompute
-        progress.line(f"{spec.name}: cached features step unusable ({type(exc).__name__}: {exc}); recomputing")
-        return None
-    progress.line(f"{spec.name}: features cache hit ({key[:12]}), reading its {hit['train'].dtype} features "
-                  "block by block")
-    timings = {k: float(hit["meta"][k]) for k in ("features_fit_seconds", "features_test_seconds")}
-    return hit["train"], hit["test"], step, timings
-
-
 def streamed_features(spec: RunSpec, features: Any, train_images: Any, y_train: np.ndarray, test_images: Any, *,
                       folder: Path, progress: Progress, cache: Any = None,
-                      data_identity: Mapping[str, Any] | None = None) -> tuple[Any, Any, Any, dict, bool]:
+                      cache_key: str | None = None) -> tuple[Any, Any, Any, dict]:
     """Fit the features step (or load it) and write both splits' stores.
 
-    With a features ``cache`` (:class:`bench.cache.FeatureCache`) and the run's
-    ``data_identity``, an entry of the same features step on the same data is read
-    instead (its ``.npy`` files memory-mapped, read block by block like the stores),
-    and features computed here are copied into a new entry block by block.
+    With a features ``cache`` (:class:`bench.cache.FeatureCache`) and a ``cache_key``,
+    the finished stores are copied block by block into that entry (float16 ``.npy``
+    files, which the cache gives back memory-mapped).
 
-    Returns ``(train features, test features, fitted step, timings, cache hit)``: the
-    features are :class:`~classicvision.store.FeatureStore` objects, or read-only
-    memmaps on a cache hit.
+    Returns ``(train store, test store, fitted step, timings)``.
     """
-    key = cache_key(cache, features, data_identity)
-    hit = _cache_hit(spec, cache, key, progress)
-    if hit is not None:
-        return (*hit, True)
     folder.mkdir(parents=True, exist_ok=True)
     step, fit_seconds = _fitted_step(spec, features, train_images, y_train, folder, progress)
     ntr, nte = n_images(train_images), n_images(test_images)
@@ -183,12 +146,12 @@ def streamed_features(spec: RunSpec, features: Any, train_images: Any, y_train: 
     test = write_features(step, test_images, folder / "test",
                           update=progress.chunks(spec.name, "features (test, to disk)", nte))
     timings["features_test_seconds"] = time.perf_counter() - t0
-    if key is not None:
+    if cache is not None and cache_key is not None:
         with progress.stage(spec.name, "copy the stored features into the features cache"):
-            cache.put(key, train=train, test=test, features_step=step, dtype=STORE_DTYPE,
+            cache.put(cache_key, train=train, test=test, features_step=step, dtype=STORE_DTYPE,
                       meta={**timings, "step": type(step).__name__, "preset": spec.base, "stream": True,
                             "n_train": ntr, "n_test": nte, "n_features": int(train.shape[1])})
-    return train, test, step, timings, False
+    return train, test, step, timings
 
 
 def streamed_classifier(rest: Pipeline, train: Any, y_train: np.ndarray, test: Any, *, seed: int | None,
