@@ -384,14 +384,35 @@ def test_max_descriptors_of_a_preset_is_the_image_encoders_pool_and_exists_once(
     assert pipe.get_params()["features__sift__fit_descriptors"] == 4321
 
 
+def test_nec2010_super_vector_and_llc_share_one_hog_extraction(digits48):
+    """``coding="supervector+llc"``: one extraction per HOG scale feeds both coders, and
+    the features equal those of a super-vector and an LLC channel extracting on their own."""
+    from classicvision.encoding import LLC, ImageEncoder, SuperVector
+
+    Xtr, ytr = digits48[0][:60], digits48[1][:60]
+    pipe = make_preset("nec2010", dataset="imagenet", n_words=4, hog_cells=(8,), fit_images=0.5, random_state=0)
+    features = pipe.named_steps["features"].fit(Xtr, ytr)
+    got = features.transform(Xtr)
+    hog = dict(features.transformer_list)["hog8"]
+    sv, llc = (ImageEncoder(clone(hog.extractor), coder, fit_images=0.5, random_state=0).fit(Xtr, ytr)
+               for coder in (SuperVector(n_words=4, pyramid=hog.encoder.transformer_list[0][1].pyramid,
+                                         random_state=0),
+                             LLC(n_words=4, pyramid=hog.encoder.transformer_list[1][1].pyramid, random_state=0)))
+    want = np.hstack([sv.transform(Xtr), llc.transform(Xtr)])
+    np.testing.assert_array_equal(got[:, : want.shape[1]], want)
+    assert got.shape[1] == want.shape[1] + dict(features.transformer_list)["lbp"].n_features_out_
+
+
 def test_nec2010_imagenet_setting_follows_the_paper():
     pipe = make_preset("nec2010", dataset="imagenet")
     names = [n for n, _ in pipe.named_steps["features"].transformer_list]
-    assert names == ["hog8", "hog16", "hog8_llc", "hog16_llc", "lbp"]  # HOG at two scales, LBP
+    assert names == ["hog8", "hog16", "lbp"]  # HOG at two scales, LBP
     union = dict(pipe.named_steps["features"].transformer_list)
-    assert type(union["hog8"].encoder).__name__ == "SuperVector"
-    assert type(union["hog8_llc"].encoder).__name__ == "LLC"  # LCC's fast approximation
+    # super-vector and LLC (LCC's fast approximation) coding of the same HOG descriptors
+    coders = dict(union["hog8"].encoder.transformer_list)
+    assert [type(c).__name__ for c in coders.values()] == ["SuperVector", "LLC"]
     assert union["hog16"].extractor.pixels_per_cell == 16
+    assert union["hog16"].fit_images == 0.1  # codebooks from a tenth of the training images
     assert union["lbp"].encoder.pyramid.levels == (1, 2, (3, 1))
     assert pipe.named_steps["svm"].solver == "minibatch-asgd"
     assert PRESETS["nec2010"]["published"]["imagenet"]["metric"] == "top5"
