@@ -50,7 +50,7 @@ from classicvision.augment import MirrorAugmented, with_mirrors
 from classicvision.presets import make_preset
 
 __all__ = ["build_pipeline", "build_cnn", "run_classic", "run_cnn", "release_idle_workers", "classic_latency",
-           "cnn_latency", "LATENCY_IMAGES", "QUANTIZE_OPTIONS"]
+           "cnn_latency", "deep_params", "LATENCY_IMAGES", "QUANTIZE_OPTIONS"]
 
 #: Test images the latency of one image is measured on (the timed calls cycle through them).
 LATENCY_IMAGES = 8
@@ -67,9 +67,13 @@ def _latency_sample(test: Split) -> Any:
 
 
 @contextlib.contextmanager
-def _deep_params(est: Any, **values: Any):
+def deep_params(est: Any, **values: Any):
     """Set every deep parameter of ``est`` whose last component is a key of ``values``, then
-    restore them (on fitted estimators: ``set_params`` refits nothing)."""
+    restore them (on fitted estimators: ``set_params`` refits nothing); an object without
+    ``get_params`` is left as it is."""
+    if not hasattr(est, "get_params"):
+        yield
+        return
     keys = {k: suffix for suffix in values for k in est.get_params(deep=True)
             if k == suffix or k.endswith("__" + suffix)}
     old = {k: v for k, v in est.get_params(deep=True).items() if k in keys}
@@ -117,7 +121,7 @@ def classic_latency(model: Any, images: Any, *, seconds: float = LATENCY_SECONDS
         ``latency_batch_size``.
     """
     fn = _scoring_method(model)
-    with _deep_params(model, n_jobs=1, verbose=0):
+    with deep_params(model, n_jobs=1, verbose=0):
         return latency_record(fn, images, threads=threads, max_seconds=seconds)
 
 
@@ -326,7 +330,7 @@ def run_classic(
         rec["stream"] = True
         scores, fitted_features, rest, timings, rec["cache_hit"] = _streamed_run(
             spec, features, rest, train_images, y_train, test_images, seed=seed, folder=Path(stream_dir),
-            progress=progress, on_cluster=on_cluster, cache=cache, data_identity=data_identity)
+            progress=progress, on_cluster=on_cluster, cache=cache, data_identity=data_identity, n_jobs=n_jobs)
         return _finish_classic(rec, spec, train, test, scores, fitted_features, rest, timings, mirror=None,
                                models_dir=models_dir, progress=progress, latency_seconds=latency_seconds)
     if mirror is not None:
@@ -367,8 +371,8 @@ def _local(on_cluster: bool) -> Any:
 
 def _streamed_run(spec: RunSpec, features: Any, rest: Pipeline, train_images: Any, y_train: np.ndarray,
                   test_images: Any, *, seed: int | None, folder: Path, progress: Progress,
-                  on_cluster: bool = False, cache: Any = None,
-                  data_identity: Mapping[str, Any] | None = None) -> tuple[np.ndarray, Any, Pipeline, dict, bool]:
+                  on_cluster: bool = False, cache: Any = None, data_identity: Mapping[str, Any] | None = None,
+                  n_jobs: int | None = None) -> tuple[np.ndarray, Any, Pipeline, dict, bool]:
     """:func:`run_classic`'s fit and scoring through on-disk stores (``--stream``), the features
     read from the features cache when it has them; the last item says whether it did."""
     from bench.streaming import STORE_DTYPE, streamed_classifier, streamed_features
@@ -385,7 +389,7 @@ def _streamed_run(spec: RunSpec, features: Any, rest: Pipeline, train_images: An
     else:
         Str, Ste, fitted_features, timings = streamed_features(
             spec, features, train_images, y_train, test_images, folder=folder, progress=progress, cache=cache,
-            cache_key=key)
+            cache_key=key, n_jobs=n_jobs)
     release_idle_workers()
     with _local(on_cluster):
         rest, scores, more = streamed_classifier(rest, Str, y_train, Ste, seed=seed, name=spec.name,

@@ -22,10 +22,12 @@ features step on the same data reads memory-mapped instead of extracting again
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +73,34 @@ def _fitted_step(spec: RunSpec, features: Any, images: Any, y: np.ndarray, folde
     return features, seconds
 
 
+@contextlib.contextmanager
+def _in_one_process(step: Any) -> Iterator[None]:
+    """Every ``n_jobs`` of ``step`` at 1 and joblib's sequential backend: no nested parallel
+    loop (under a Dask backend, a FeatureUnion with ``n_jobs=1`` was seen sending its channels to
+    the cluster)."""
+    from joblib import parallel_config
+
+    from bench.runners import deep_params
+
+    with deep_params(step, n_jobs=1), parallel_config(backend="sequential"):
+        yield
+
+
+def _write_block(step: Any, images: Any, start: int, path: str) -> int:
+    """One task of :func:`write_features`: transform a block of images in this process (the
+    tasks are the parallelism) and write its rows into the store, opened by path here;
+    returns the number of images written."""
+    from classicvision.store import FeatureStore
+
+    step = copy.deepcopy(step)  # a thread of the threading backend must not reset another's n_jobs
+    with _in_one_process(step):
+        rows = np.asarray(step.transform(images), dtype=np.float32)
+    FeatureStore.open(path).write(start, rows)
+    return len(rows)
+
+
 def write_features(step: Any, images: Any, path: Path, *, block: int = BLOCK_IMAGES, dtype: str = STORE_DTYPE,
-                   update: Callable[[int], None] | None = None) -> Any:
+                   update: Callable[[int], None] | None = None, n_jobs: int | None = None) -> Any:
     """Transform ``images`` block by block into the store at ``path``; resumes a partial one.
 
     Parameters
@@ -81,19 +109,28 @@ def write_features(step: Any, images: Any, path: Path, *, block: int = BLOCK_IMA
         Maps a sequence of images to a ``(n, d)`` array.
     images : lazy sequence, list or array of images
     path : Path
-        The store's folder: created (its width from the first block), or reopened and
+        The store's folder: created (its width from the first image), or reopened and
         completed when an earlier attempt left blocks missing.
     block : int
         Images per call of ``step.transform`` (and rows per chunk of the store).
     dtype : {"float16", "float32"}
     update : callable or None
         Called with the number of images done so far (progress).
+    n_jobs : int or None
+        None or 1: the blocks in turn in this process (the step's own ``n_jobs`` apply).
+        Otherwise the blocks are joblib tasks, ``n_jobs`` at a time (processes, or a Dask
+        cluster under ``joblib.parallel_config(backend="dask")``), each transforming its
+        block with the step's ``n_jobs`` set to 1 and writing its rows itself: the whole
+        step (every channel of a ``FeatureUnion``) runs in one task per block, and no
+        features pass through this process. The rows are the same either way.
 
     Returns
     -------
     classicvision.store.FeatureStore
         Complete.
     """
+    from joblib import Parallel, delayed
+
     from classicvision.store import FeatureStore
 
     n = n_images(images)
@@ -108,26 +145,31 @@ def write_features(step: Any, images: Any, path: Path, *, block: int = BLOCK_IMA
         if store is None:
             shutil.rmtree(path)
     if store is None:
-        first = np.asarray(step.transform(images[0:min(block, n)]), dtype=np.float32)
-        store = FeatureStore.create(path, n, first.shape[1], dtype=dtype, chunk_rows=block)
-        store.write(0, first)
-        if update is not None:
-            update(len(first))
-    done = n - sum(hi - lo for lo, hi in store.missing_chunks())
-    for lo, hi in store.missing_chunks():
-        for a in range(lo, hi, block):
-            b = min(hi, a + block)
+        with _in_one_process(step):  # one image: no worker is worth starting
+            width = np.asarray(step.transform(images[0:1])).shape[1]
+        store = FeatureStore.create(path, n, width, dtype=dtype, chunk_rows=block)
+    missing = [(a, min(hi, a + block)) for lo, hi in store.missing_chunks() for a in range(lo, hi, block)]
+    done = n - sum(b - a for a, b in missing)
+    if n_jobs in (None, 1) or len(missing) < 2:
+        for a, b in missing:
             store.write(a, np.asarray(step.transform(images[a:b]), dtype=np.float32))
             done += b - a
             if update is not None:
                 update(done)
-    return store
+        return store
+    tasks = (delayed(_write_block)(step, images[a:b], a, str(path)) for a, b in missing)
+    for count in Parallel(n_jobs=n_jobs, return_as="generator_unordered")(tasks):
+        done += count
+        if update is not None:
+            update(done)
+    return FeatureStore.open(path)
 
 
 def streamed_features(spec: RunSpec, features: Any, train_images: Any, y_train: np.ndarray, test_images: Any, *,
-                      folder: Path, progress: Progress, cache: Any = None,
-                      cache_key: str | None = None) -> tuple[Any, Any, Any, dict]:
-    """Fit the features step (or load it) and write both splits' stores.
+                      folder: Path, progress: Progress, cache: Any = None, cache_key: str | None = None,
+                      n_jobs: int | None = None) -> tuple[Any, Any, Any, dict]:
+    """Fit the features step (or load it) and write both splits' stores (``n_jobs`` blocks at
+    a time, see :func:`write_features`).
 
     With a features ``cache`` (:class:`bench.cache.FeatureCache`) and a ``cache_key``,
     the finished stores are copied block by block into that entry (float16 ``.npy``
@@ -139,11 +181,11 @@ def streamed_features(spec: RunSpec, features: Any, train_images: Any, y_train: 
     step, fit_seconds = _fitted_step(spec, features, train_images, y_train, folder, progress)
     ntr, nte = n_images(train_images), n_images(test_images)
     t0 = time.perf_counter()
-    train = write_features(step, train_images, folder / "train",
+    train = write_features(step, train_images, folder / "train", n_jobs=n_jobs,
                            update=progress.chunks(spec.name, "features (train, to disk)", ntr))
     timings = {"features_fit_seconds": fit_seconds + time.perf_counter() - t0}
     t0 = time.perf_counter()
-    test = write_features(step, test_images, folder / "test",
+    test = write_features(step, test_images, folder / "test", n_jobs=n_jobs,
                           update=progress.chunks(spec.name, "features (test, to disk)", nte))
     timings["features_test_seconds"] = time.perf_counter() - t0
     if cache is not None and cache_key is not None:

@@ -219,6 +219,25 @@ def test_store_rows_written_by_the_workers(lazy_images, tmp_path, cluster, monke
     assert np.array_equal(store.to_array(), ref)
 
 
+def test_streamed_blocks_of_a_feature_union_written_by_the_workers(lazy_images, tmp_path, cluster, monkeypatch):
+    """``compare --stream`` on Dask: one task per store block runs the whole FeatureUnion
+    (nec2010's channels) on its lazy images and writes its rows; they equal n_jobs=1's."""
+    from bench.streaming import write_features
+
+    decoded = [lazy_images[i] for i in range(len(lazy_images))]
+    features = make_preset("nec2010", dataset="imagenet", n_words=4, hog_cells=(8,), n_jobs=-1,
+                           random_state=0)[0].fit(decoded)
+    with threadpool_limits(1):
+        ref = write_features(features, decoded, tmp_path / "ref", block=16, dtype="float32")
+    recorder = _TaskRecorder(cluster)
+    monkeypatch.setattr(cluster, "submit", recorder)
+    store = write_features(features, lazy_images, tmp_path / "dask", block=16, dtype="float32", n_jobs=-1)
+    assert len(recorder.tasks) == 3  # rows 0-15, 16-31, 32-39
+    for _, args, _ in recorder.tasks:
+        assert any(isinstance(a, type(lazy_images)) for a in args)
+    assert np.array_equal(store.to_array(), ref.to_array())
+
+
 def test_existing_cluster_by_address(images, cluster):
     # the scheduler address route: a second client of the module's cluster, left running on exit
     ref = _hog_features(n_jobs=1).fit_transform(images[:8])

@@ -97,7 +97,7 @@ def test_write_features_resumes_only_the_missing_blocks(tmp_path):
 
     store = write_features(Step(), images, tmp_path / "s", block=4, dtype="float32")
     np.testing.assert_array_equal(store.to_array()[:, 0], np.arange(10))
-    assert calls == [4, 4, 2]
+    assert calls == [1, 4, 4, 2]  # one image for the store's width, then each block once
     calls.clear()
     write_features(Step(), images, tmp_path / "s", block=4, dtype="float32")
     assert calls == []  # complete: nothing recomputed
@@ -111,7 +111,41 @@ def test_write_features_resumes_only_the_missing_blocks(tmp_path):
     # a store of another length (other data) is replaced
     calls.clear()
     write_features(Step(), images[:6], tmp_path / "p", block=4, dtype="float32")
-    assert calls == [4, 2]
+    assert calls == [1, 4, 2]
+
+
+class _PixelRows:
+    """A features step whose rows name their image (picklable: for worker processes)."""
+
+    def __init__(self, n_jobs=None):
+        self.n_jobs = n_jobs
+
+    def get_params(self, deep=True):
+        return {"n_jobs": self.n_jobs}
+
+    def set_params(self, **params):
+        self.n_jobs = params.get("n_jobs", self.n_jobs)
+        return self
+
+    def transform(self, X):  # row: the image's pixel value, then the n_jobs it was computed with
+        return np.stack([[float(x[0, 0]), float(self.n_jobs), 0.0] for x in X])
+
+
+def test_write_features_runs_blocks_as_parallel_tasks_with_the_same_rows(tmp_path):
+    images = [np.full((8, 8), i, np.uint8) for i in range(10)]
+    store = write_features(_PixelRows(n_jobs=1), images, tmp_path / "seq", block=4, dtype="float32")
+    par = write_features(_PixelRows(n_jobs=4), images, tmp_path / "par", block=4, dtype="float32", n_jobs=2)
+    assert par.complete
+    np.testing.assert_array_equal(par.to_array(), store.to_array())  # the tasks ran the step with n_jobs=1
+    # resumed in parallel: only the missing blocks are written, by the tasks
+    part = FeatureStore.create(tmp_path / "part", 10, 3, dtype="float32", chunk_rows=4)
+    part.write(4, np.full((4, 3), -1.0))  # a block an earlier attempt wrote (kept as it is)
+    done = []
+    again = write_features(_PixelRows(n_jobs=4), images, tmp_path / "part", block=4, dtype="float32", n_jobs=2,
+                           update=done.append)
+    assert again.complete and done[-1] == 10
+    np.testing.assert_array_equal(again.to_array()[4:8], -1.0)
+    np.testing.assert_array_equal(again.to_array()[[0, 1, 2, 3, 8, 9], 0], [0, 1, 2, 3, 8, 9])
 
 
 def test_lazy_splits_are_handed_over_without_pixels(tmp_path):
