@@ -8,7 +8,9 @@ made out-of-core first (:func:`classicvision.store.to_streaming`: the Newton sol
 reading the store block by block for the linear SVMs, an explicit feature map for the
 additive-kernel SVMs); the test scores are
 read back block by block. What is held at once is one block of images and its
-features, the classifier's weights and the labels.
+features per worker (with ``--n-jobs N`` the blocks are N parallel tasks, each running
+the whole features step and writing its own rows), the classifier's weights and the
+labels.
 
 Everything is kept under the run's store folder (``OUT/stores/<run>/split<i>/``): the
 fitted features step (``features.skops``) and the two stores. A run stopped part-way
@@ -188,7 +190,7 @@ def streamed_features(spec: RunSpec, features: Any, train_images: Any, y_train: 
     test = write_features(step, test_images, folder / "test", n_jobs=n_jobs,
                           update=progress.chunks(spec.name, "features (test, to disk)", nte))
     timings["features_test_seconds"] = time.perf_counter() - t0
-    if cache is not None and cache_key is not None:
+    if cache is not None and cache_key is not None and getattr(cache, "enabled", True):
         with progress.stage(spec.name, "copy the stored features into the features cache"):
             cache.put(cache_key, train=train, test=test, features_step=step, dtype=STORE_DTYPE,
                       meta={**timings, "step": type(step).__name__, "preset": spec.base, "stream": True,
@@ -213,4 +215,7 @@ def streamed_classifier(rest: Pipeline, train: Any, y_train: np.ndarray, test: A
     if scores.ndim == 1:  # two classes: one decision value, for the second class
         scores = np.stack([-scores, scores], axis=1)
     timings = {"classifier_fit_seconds": st.seconds, "classifier_predict_seconds": time.perf_counter() - t0}
+    passes = getattr(pipe.steps[-1][1], "pass_seconds_", None)
+    if passes:  # averaged SGD: the seconds of each pass (the rest of the fit is fixed: calibration)
+        timings["classifier_pass_seconds"] = [float(x) for x in passes]
     return pipe, scores, timings

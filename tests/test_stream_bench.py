@@ -148,6 +148,25 @@ def test_write_features_runs_blocks_as_parallel_tasks_with_the_same_rows(tmp_pat
     np.testing.assert_array_equal(again.to_array()[[0, 1, 2, 3, 8, 9], 0], [0, 1, 2, 3, 8, 9])
 
 
+def test_streamed_averaged_sgd_records_the_seconds_of_each_pass(tmp_path):
+    from sklearn.pipeline import Pipeline
+
+    from bench.progress import Progress
+    from bench.streaming import streamed_classifier
+    from classicvision.kernels import LinearSVM
+
+    rng = np.random.RandomState(0)
+    X = rng.randn(300, 6).astype(np.float32)
+    y = X[:, :3].argmax(1)
+    train = FeatureStore.create(tmp_path / "tr", 300, 6, dtype="float32", chunk_rows=100)
+    train.write(0, X)
+    rest = Pipeline([("svm", LinearSVM(solver="minibatch-asgd", n_passes=3, random_state=0))])
+    _, scores, timings = streamed_classifier(rest, train, y, train, seed=0, name="t", progress=Progress(None))
+    assert scores.shape == (300, 3) and np.mean(scores.argmax(1) == y) > 0.8
+    passes = timings["classifier_pass_seconds"]
+    assert len(passes) == 3 and all(0 < p <= timings["classifier_fit_seconds"] for p in passes)
+
+
 def test_lazy_splits_are_handed_over_without_pixels(tmp_path):
     root = _folder(tmp_path / "photos", per_class=4)
     b = load_image_folder(root, lazy=True)
