@@ -110,7 +110,6 @@ class FeatureStore:
         self.attrs = dict(meta.get("attrs", {}))
         self.n_chunks = -(-self._n_rows // self.chunk_rows)
         self._done = None  # cached (n_chunks,) bool of written chunks; refreshed when needed
-        self._reader = None
 
     # ------------------------------------------------------------------ creation
     @classmethod
@@ -341,10 +340,11 @@ class FeatureStore:
 
     # ------------------------------------------------------------------ reading
     def _data(self) -> np.memmap:
-        if self._reader is None:
-            self._reader = np.memmap(os.path.join(self.path, _DATA), dtype=self.dtype, mode="r",
-                                     shape=self.shape)
-        return self._reader
+        """A read-only map of the data file, made for one read: the caller copies what it needs
+        and drops it, and the pages it touched leave this process's resident set with the map
+        (they stay in the page cache). A map kept open would count every page read so far in
+        the RSS, which then grows to the size of the store as the passes read it."""
+        return np.memmap(os.path.join(self.path, _DATA), dtype=self.dtype, mode="r", shape=self.shape)
 
     def _check_written(self, rows: np.ndarray | slice) -> None:
         if isinstance(rows, slice):
