@@ -231,3 +231,40 @@ def test_extractors_fit_on_a_lazy_sequence_as_on_the_decoded_list(tmp_path):
     assert a.n_channels_ == b.n_channels_
     h = HOG(output="vector", resize=(32, 32)).fit(lazy)
     assert h.n_features_out_ == HOG(output="vector", resize=(32, 32)).fit(decoded).n_features_out_
+
+
+class _CountingLazy:
+    """A lazy sequence over decoded images that counts the images it decodes."""
+
+    fingerprint = "counting"
+
+    def __init__(self, images, counter=None):
+        self._images, self.decoded = images, [0] if counter is None else counter
+
+    def __len__(self):
+        return len(self._images)
+
+    def __getitem__(self, key):
+        if isinstance(key, (int, np.integer)):
+            image = self._images[int(key)]  # IndexError past the end, as list() expects
+            self.decoded[0] += 1
+            return image
+        idx = np.arange(len(self._images))[key]
+        return _CountingLazy([self._images[i] for i in idx], self.decoded)
+
+
+@pytest.mark.parametrize("output", ["descriptors", "vector"])
+def test_hog_fit_decodes_a_sample_of_a_lazy_sequence_not_all_of_it(output):
+    """HOG.fit once decoded every image of a lazy sequence (nec2010's codebook fit on 8,000
+    lazy images held them all: its run's peak grew with the dataset)."""
+    from classicvision.base import is_lazy_sequence
+    from classicvision.features import HOG
+    from classicvision.features._common import LAZY_FIT_SAMPLE
+
+    rng = np.random.RandomState(0)
+    lazy = _CountingLazy([rng.randint(0, 256, (40, 40), dtype=np.uint8) for _ in range(300)])
+    assert is_lazy_sequence(lazy)
+    lazy.decoded[0] = 0
+    hog = HOG(output=output, pixels_per_cell=8).fit(lazy)
+    assert lazy.decoded[0] <= LAZY_FIT_SAMPLE
+    assert hog.n_features_out_ == HOG(output=output, pixels_per_cell=8).fit(lazy._images).n_features_out_

@@ -126,6 +126,22 @@ def _bounded_chunk(images, func, max_size) -> list:
 LAZY_FIT_SAMPLE = 64
 
 
+def lazy_fit_sample(images, filenames=None):
+    """What an extractor's ``fit`` checks: a lazy sequence's :data:`LAZY_FIT_SAMPLE` images
+    spread over it, decoded (never the whole sequence); anything else as given.
+
+    Returns
+    -------
+    images : the sample as a list of arrays, or ``images`` itself
+    filenames : None for a sample (its positions are not the sequence's), else ``filenames``
+    """
+    if not is_lazy_sequence(images):
+        return images, filenames
+    n = len(images)
+    idx = np.unique(np.linspace(0, n - 1, min(n, LAZY_FIT_SAMPLE)).astype(np.intp))
+    return list(images[idx]), None
+
+
 class BaseExtractor(TransformerMixin, BaseEstimator):
     """Base class of the image -> descriptor-set transformers.
 
@@ -188,10 +204,7 @@ class BaseExtractor(TransformerMixin, BaseEstimator):
         -------
         self
         """
-        if is_lazy_sequence(images):  # the output width from a sample: never decode it all
-            n = len(images)
-            idx = np.unique(np.linspace(0, n - 1, min(n, LAZY_FIT_SAMPLE)).astype(np.intp))
-            images, filenames = list(images[idx]), None
+        images, filenames = lazy_fit_sample(images, filenames)
         imgs = self._validate(images, filenames)
         self.n_features_out_ = int(self._n_features(imgs))
         return self

@@ -18,7 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..base import DescriptorSet, check_image, image_name
 from ..utils.validation import Interval, StrOptions
-from ._common import BaseExtractor, bounded_shape, no_input_features, normalized_positions
+from ._common import BaseExtractor, bounded_shape, lazy_fit_sample, no_input_features, normalized_positions
 
 __all__ = ["HOG", "hog"]
 
@@ -444,12 +444,17 @@ class HOG(BaseExtractor):
         filenames : sequence of str, optional
             Used to name an offending image in error messages.
 
+        A lazy sequence is not decoded as a whole: as in ``BaseExtractor.fit``, a
+        sample of ``LAZY_FIT_SAMPLE`` images spread over it is checked and gives the
+        geometry (the others are checked when transformed).
+
         Returns
         -------
         self
         """
         for attr in ("orientations_", "cell_size_", "block_size_", "resize_"):
             self.__dict__.pop(attr, None)  # a new fit derives the geometry afresh
+        images, filenames = lazy_fit_sample(images, filenames)  # a lazy sequence: a sample, not all of it
         imgs = self._validate(images, filenames)
         self._check_sizes(imgs, filenames)
         d = self._block[0] * self._block[1] * self._orientations
