@@ -221,7 +221,8 @@ def test_store_rows_written_by_the_workers(lazy_images, tmp_path, cluster, monke
 
 def test_streamed_blocks_of_a_feature_union_written_by_the_workers(lazy_images, tmp_path, cluster, monkeypatch):
     """``compare --stream`` on Dask: one task per store block runs the whole FeatureUnion
-    (nec2010's channels) on its lazy images and writes its rows; they equal n_jobs=1's."""
+    (nec2010's channels) on its lazy images and writes its rows; they equal the rows written
+    block by block in this process."""
     from bench.streaming import write_features
 
     decoded = [lazy_images[i] for i in range(len(lazy_images))]
