@@ -135,6 +135,14 @@ def test_lazebnik_follows_the_paper_on_caltech_and_keeps_cifar():
     assert preset_params("lazebnik_spm", dataset="cifar10")["C"] == 1.0  # CIFAR-10's figure unchanged
 
 
+def test_llc_uses_the_papers_codebook_on_caltech():
+    # Wang et al. 2010, Table 1: 2048 words for Caltech-101; the other datasets keep 1024
+    assert preset_params("llc", dataset="caltech101")["n_words"] == 2048
+    assert preset_params("llc", dataset="scene15")["n_words"] == 1024
+    assert preset_params("llc", dataset="cifar10")["n_words"] == 1024
+    assert make_preset("llc", dataset="caltech101").named_steps["features"].encoder.n_words == 2048
+
+
 def test_dataset_settings_are_checked_at_registration():
     from classicvision.presets import _register
 
